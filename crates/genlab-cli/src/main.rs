@@ -1,0 +1,187 @@
+//! The `genlab` command line: a thin layer over the `genlab` library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use genlab::config::Overrides;
+use genlab::data::{DataSources, Dataset, DatasetName};
+use genlab::device::DeviceKind;
+use genlab::models::{self, TrainRequest};
+use genlab::presets::PRESETS;
+
+#[derive(Parser)]
+#[command(
+    name = "genlab",
+    version,
+    about = "Train, sample, inspect and evaluate classic deep generative models on MNIST-style images"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model: creates a run directory with config, metrics, checkpoints and images.
+    Train(TrainArgs),
+    /// List every preset with a one-line description.
+    Presets,
+    /// Datasets: where they are found and what they hold.
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Print where a dataset was found, counts per split and class, and the pixel mean.
+    Info(DataArgs),
+}
+
+#[derive(Args)]
+struct DataArgs {
+    /// mnist, fashion-mnist, or idx:DIR (any directory with the four IDX files).
+    #[arg(long, default_value = "mnist", value_parser = parse_dataset)]
+    dataset: DatasetName,
+    /// Look here first (the directory itself or its <dataset>/ subdirectory).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Model family to train.
+    model: String,
+    /// Preset to start from (default: the model's seed preset). See `genlab presets`.
+    #[arg(long)]
+    preset: Option<String>,
+    /// A TOML file with the same schema as a run's config.toml (any subset of keys).
+    #[arg(long, value_name = "FILE.toml")]
+    config: Option<PathBuf>,
+    /// Number of training epochs.
+    #[arg(long)]
+    epochs: Option<u64>,
+    /// Seed of every random draw of the run.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Run directory (default: runs/<model>-<preset>-<UTC time>).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// mnist, fashion-mnist, or idx:DIR.
+    #[arg(long, value_parser = parse_dataset)]
+    dataset: Option<DatasetName>,
+    /// Keep only the first N training images.
+    #[arg(long, value_name = "N")]
+    train_limit: Option<usize>,
+    /// Keep only the first M test images.
+    #[arg(long, value_name = "M")]
+    test_limit: Option<usize>,
+    /// cpu, cuda or wgpu (among the backends compiled in).
+    #[arg(long, value_parser = parse_device)]
+    device: Option<DeviceKind>,
+    /// Override any configuration key, e.g. --set model.lr=0.05 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Look for data here first.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+fn parse_dataset(s: &str) -> Result<DatasetName, String> {
+    s.parse()
+}
+
+fn parse_device(s: &str) -> Result<DeviceKind, String> {
+    s.parse()
+}
+
+fn train(args: TrainArgs) -> Result<()> {
+    // Flags become --set assignments applied before the user's own --set.
+    let mut set = Vec::new();
+    if let Some(e) = args.epochs {
+        set.push(format!("model.epochs={e}"));
+    }
+    if let Some(s) = args.seed {
+        set.push(format!("seed={s}"));
+    }
+    if let Some(d) = &args.dataset {
+        set.push(format!("data.dataset=\"{d}\""));
+    }
+    if let Some(n) = args.train_limit {
+        set.push(format!("data.train_limit={n}"));
+    }
+    if let Some(n) = args.test_limit {
+        set.push(format!("data.test_limit={n}"));
+    }
+    if let Some(d) = args.device {
+        set.push(format!("device=\"{d}\""));
+    }
+    set.extend(args.set);
+    let request = TrainRequest {
+        family: args.model,
+        preset: args.preset,
+        overrides: Overrides {
+            config_file: args.config,
+            set,
+        },
+        out: args.out,
+        data_dir: args.data_dir,
+    };
+    let root = models::train(&request)?;
+    println!("run written to {}", root.display());
+    Ok(())
+}
+
+fn presets() {
+    let width = PRESETS.iter().map(|p| p.name.len()).max().unwrap_or(0);
+    for p in PRESETS {
+        println!("{:width$}  {:9}  {}", p.name, p.family, p.description);
+    }
+    if PRESETS.is_empty() {
+        println!("no presets: this genlab has no models yet");
+    }
+}
+
+fn data_info(args: DataArgs) -> Result<()> {
+    let sources = DataSources::from_env(args.data_dir);
+    let data = Dataset::load(&args.dataset, &sources, genlab::progress::interactive())?;
+    println!("dataset  {}", data.name);
+    println!("found in {}", data.dir.display());
+    for (name, split) in [("train", &data.train), ("test", &data.test)] {
+        let counts = split.class_counts();
+        println!(
+            "{name:5}    {} images; per class: {}; mean pixel {:.3} (0-255)",
+            split.len(),
+            counts.map(|c| c.to_string()).join(" "),
+            split.mean_pixel()
+        );
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train(args) => train(args),
+        Command::Presets => {
+            presets();
+            Ok(())
+        }
+        Command::Data {
+            command: DataCommand::Info(args),
+        } => data_info(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!(
+                "genlab: error: {}",
+                genlab::config::one_line(&format!("{e:#}"))
+            );
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! Run configuration: a model's seed defaults, overlaid by a preset, a user's
+//! `--config` file, command-line flags and `--set key=value`, in that order.
+//! The resolved configuration is written into the run as `config.toml` and is
+//! enough to repeat the run exactly.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::data::DatasetName;
+use crate::device::DeviceKind;
+use crate::presets::Preset;
+
+/// Which data a run uses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// `mnist`, `fashion-mnist` or `idx:DIR`.
+    pub dataset: DatasetName,
+    /// Keep only the first N training images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_limit: Option<usize>,
+    /// Keep only the first M test images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_limit: Option<usize>,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            dataset: DatasetName::Mnist,
+            train_limit: None,
+            test_limit: None,
+        }
+    }
+}
+
+/// A run's whole configuration; `M` is the model family's own section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig<M> {
+    /// Model family: rbm, vae, conv-vae, gan.
+    pub family: String,
+    /// The preset this configuration started from.
+    pub preset: String,
+    #[serde(default)]
+    pub description: String,
+    pub seed: u64,
+    pub device: DeviceKind,
+    pub data: DataConfig,
+    pub model: M,
+}
+
+/// Where the pieces of a configuration come from, beyond the preset.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// A user's TOML file with the same schema (any subset of keys).
+    pub config_file: Option<std::path::PathBuf>,
+    /// `key=value` pairs (dotted keys, TOML values; bare words are strings), applied last.
+    pub set: Vec<String>,
+}
+
+/// Merges `over` into `base`, table by table; other values are replaced.
+pub fn merge(base: &mut toml::Value, over: toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(existing) => merge(existing, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+/// Parses one `--set` value: a TOML value if it is one, else a plain string.
+fn parse_set_value(raw: &str) -> toml::Value {
+    let doc = format!("v = {raw}");
+    match toml::from_str::<toml::Table>(&doc) {
+        Ok(mut t) => t.remove("v").expect("parsed key"),
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+/// Applies `key.path=value` to `root`.
+pub fn apply_set(root: &mut toml::Value, assignment: &str) -> Result<()> {
+    let (key, raw) = assignment.split_once('=').ok_or_else(|| {
+        anyhow!("--set {assignment}: expected key=value, for example --set model.lr=0.05")
+    })?;
+    let key = key.trim();
+    if key.is_empty() || key.split('.').any(str::is_empty) {
+        bail!("--set {assignment}: the key '{key}' is not a dotted key like model.lr");
+    }
+    let mut node = root;
+    let parts: Vec<&str> = key.split('.').collect();
+    for part in &parts[..parts.len() - 1] {
+        let table = node
+            .as_table_mut()
+            .ok_or_else(|| anyhow!("--set {assignment}: '{part}' is not inside a table"))?;
+        node = table
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(Default::default()));
+    }
+    let table = node
+        .as_table_mut()
+        .ok_or_else(|| anyhow!("--set {assignment}: the parent of '{key}' is not a table"))?;
+    table.insert(
+        parts[parts.len() - 1].to_string(),
+        parse_set_value(raw.trim()),
+    );
+    Ok(())
+}
+
+/// Reads a TOML file into a value, with a message naming the file.
+pub fn read_toml(path: &Path) -> Result<toml::Value> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    let table: toml::Table = toml::from_str(&text)
+        .map_err(|e| anyhow!("{}: {}", path.display(), one_line(&e.to_string())))?;
+    Ok(toml::Value::Table(table))
+}
+
+/// Collapses a multi-line parser message into one line.
+pub fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.chars().all(|c| "|^ ".contains(c)) && !l.starts_with('|'))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Resolves the configuration of a run of family `family` from `preset` and `overrides`.
+pub fn resolve<M>(preset: &Preset, overrides: &Overrides) -> Result<RunConfig<M>>
+where
+    M: Serialize + DeserializeOwned + Default,
+{
+    let defaults = RunConfig {
+        family: preset.family.to_string(),
+        preset: preset.name.to_string(),
+        description: preset.description.to_string(),
+        seed: 0,
+        device: DeviceKind::Cpu,
+        data: DataConfig::default(),
+        model: M::default(),
+    };
+    let mut value =
+        toml::Value::try_from(&defaults).context("serialising the default configuration")?;
+    let preset_value: toml::Table = toml::from_str(preset.toml)
+        .map_err(|e| anyhow!("preset {}: {}", preset.name, one_line(&e.to_string())))?;
+    merge(&mut value, toml::Value::Table(preset_value));
+    if let Some(path) = &overrides.config_file {
+        let file = read_toml(path)?;
+        if let Some(f) = file.get("family").and_then(|f| f.as_str())
+            && f != preset.family
+        {
+            bail!(
+                "{}: family = \"{f}\" but this is a {} run; use `genlab train {f}`",
+                path.display(),
+                preset.family
+            );
+        }
+        merge(&mut value, file);
+    }
+    for assignment in &overrides.set {
+        apply_set(&mut value, assignment)?;
+    }
+    let source = overrides
+        .config_file
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "configuration".into());
+    let config: RunConfig<M> = value
+        .try_into()
+        .map_err(|e: toml::de::Error| anyhow!("{source}: {}", one_line(&e.to_string())))?;
+    if config.family != preset.family {
+        bail!("{source}: family must stay \"{}\"", preset.family);
+    }
+    Ok(config)
+}
+
+/// Parses a run's `config.toml`.
+pub fn parse_config<M: DeserializeOwned>(path: &Path) -> Result<RunConfig<M>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    toml::from_str(&text).map_err(|e| anyhow!("{}: {}", path.display(), one_line(&e.to_string())))
+}
+
+/// Serialises a configuration as TOML.
+pub fn to_toml<M: Serialize>(config: &RunConfig<M>) -> Result<String> {
+    toml::to_string_pretty(config).context("serialising the configuration")
+}

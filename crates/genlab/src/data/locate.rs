@@ -1,0 +1,185 @@
+//! Where datasets are found: `--data-dir`, `$GENLAB_DATA/<name>/`, the user
+//! cache, `/usr/share/datasets/<name>/`, and as a last resort a download.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use super::idx::find_file;
+
+/// The four files of an IDX dataset, without the `.gz` suffix.
+pub const IDX_FILES: [&str; 4] = [
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+];
+
+/// A dataset as the user names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatasetName {
+    Mnist,
+    FashionMnist,
+    /// Any directory holding the four standard IDX files.
+    Idx(PathBuf),
+}
+
+impl DatasetName {
+    /// The directory name used under `$GENLAB_DATA`, the cache and `/usr/share/datasets`.
+    pub fn dir_name(&self) -> Option<&'static str> {
+        match self {
+            DatasetName::Mnist => Some("mnist"),
+            DatasetName::FashionMnist => Some("fashion-mnist"),
+            DatasetName::Idx(_) => None,
+        }
+    }
+
+    /// SHA-256 of the decompressed IDX bytes of each file, in [`IDX_FILES`] order.
+    pub fn known_sha256(&self) -> Option<[&'static str; 4]> {
+        match self {
+            DatasetName::Mnist => Some([
+                "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+                "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+                "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+                "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+            ]),
+            DatasetName::FashionMnist => Some([
+                "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+                "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+                "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+                "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+            ]),
+            DatasetName::Idx(_) => None,
+        }
+    }
+
+    /// The public mirrors torchvision downloads from (base URLs ending in `/`).
+    pub fn default_mirrors(&self) -> Vec<String> {
+        match self {
+            DatasetName::Mnist => vec![
+                "https://ossci-datasets.s3.amazonaws.com/mnist/".into(),
+                "http://yann.lecun.com/exdb/mnist/".into(),
+            ],
+            DatasetName::FashionMnist => {
+                vec!["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/".into()]
+            }
+            DatasetName::Idx(_) => vec![],
+        }
+    }
+}
+
+impl fmt::Display for DatasetName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DatasetName::Mnist => write!(f, "mnist"),
+            DatasetName::FashionMnist => write!(f, "fashion-mnist"),
+            DatasetName::Idx(dir) => write!(f, "idx:{}", dir.display()),
+        }
+    }
+}
+
+impl FromStr for DatasetName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "mnist" => Ok(DatasetName::Mnist),
+            "fashion-mnist" => Ok(DatasetName::FashionMnist),
+            _ => match s.strip_prefix("idx:") {
+                Some(dir) if !dir.is_empty() => Ok(DatasetName::Idx(PathBuf::from(dir))),
+                _ => Err(format!(
+                    "unknown dataset '{s}': expected mnist, fashion-mnist or idx:DIR"
+                )),
+            },
+        }
+    }
+}
+
+impl serde::Serialize for DatasetName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DatasetName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The places genlab looks for data, in order, and where it downloads to.
+#[derive(Debug, Clone, Default)]
+pub struct DataSources {
+    /// `--data-dir`: the directory itself or its `<name>/` subdirectory.
+    pub data_dir: Option<PathBuf>,
+    /// `$GENLAB_DATA`: its `<name>/` subdirectory.
+    pub genlab_data: Option<PathBuf>,
+    /// The user cache (`~/.cache/genlab`, XDG rules); downloads go here.
+    pub cache: Option<PathBuf>,
+    /// System-wide datasets (`/usr/share/datasets`).
+    pub system: Option<PathBuf>,
+    /// Base URLs to download from; `None` means the dataset's public mirrors.
+    /// `$GENLAB_MIRRORS` (comma-separated) overrides them.
+    pub mirrors: Option<Vec<String>>,
+    /// Never download (only look).
+    pub offline: bool,
+}
+
+impl DataSources {
+    /// The standard places, from the environment.
+    pub fn from_env(data_dir: Option<PathBuf>) -> Self {
+        let nonempty = |v: String| (!v.trim().is_empty()).then_some(v);
+        DataSources {
+            data_dir,
+            genlab_data: std::env::var("GENLAB_DATA")
+                .ok()
+                .and_then(nonempty)
+                .map(PathBuf::from),
+            cache: dirs::cache_dir().map(|d| d.join("genlab")),
+            system: Some(PathBuf::from("/usr/share/datasets")),
+            mirrors: std::env::var("GENLAB_MIRRORS")
+                .ok()
+                .and_then(nonempty)
+                .map(|v| v.split(',').map(|m| m.trim().to_string()).collect()),
+            offline: std::env::var("GENLAB_OFFLINE").is_ok_and(|v| v == "1"),
+        }
+    }
+
+    /// Directories to look in for `name`, in order, each with a label saying why.
+    pub fn candidates(&self, name: &DatasetName) -> Vec<(String, PathBuf)> {
+        let mut out = Vec::new();
+        let Some(sub) = name.dir_name() else {
+            if let DatasetName::Idx(dir) = name {
+                out.push(("idx:DIR".to_string(), dir.clone()));
+            }
+            return out;
+        };
+        if let Some(d) = &self.data_dir {
+            out.push(("--data-dir".into(), d.join(sub)));
+            out.push(("--data-dir".into(), d.clone()));
+        }
+        if let Some(d) = &self.genlab_data {
+            out.push(("$GENLAB_DATA".into(), d.join(sub)));
+        }
+        if let Some(d) = &self.cache {
+            out.push(("user cache".into(), d.join(sub)));
+        }
+        if let Some(d) = &self.system {
+            out.push(("system datasets".into(), d.join(sub)));
+        }
+        out
+    }
+
+    /// The first candidate directory that holds all four IDX files.
+    pub fn find(&self, name: &DatasetName) -> Option<PathBuf> {
+        self.candidates(name)
+            .into_iter()
+            .map(|(_, dir)| dir)
+            .find(|dir| has_all_files(dir))
+    }
+}
+
+/// Whether `dir` holds the four IDX files (raw or gzipped).
+pub fn has_all_files(dir: &Path) -> bool {
+    IDX_FILES.iter().all(|f| find_file(dir, f).is_some())
+}

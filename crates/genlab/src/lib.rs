@@ -1,0 +1,19 @@
+//! genlab: train, sample, inspect and evaluate classic deep generative models
+//! (binary RBM, MLP and convolutional VAEs, MLP GAN) on MNIST-style images.
+//!
+//! One module per concern: [`data`] (IDX files, finding and downloading
+//! datasets, views and batches), [`models`] (one file per model family with its
+//! configuration and training loop), [`run`] (run directories, metrics,
+//! checkpoints), [`viz`] (image grids and plots), [`config`] and [`presets`]
+//! (resolving a run's configuration), [`device`] (backend choice).
+
+pub mod atomic;
+pub mod config;
+pub mod data;
+pub mod device;
+pub mod models;
+pub mod presets;
+pub mod progress;
+pub mod rng;
+pub mod run;
+pub mod viz;

@@ -1,0 +1,144 @@
+//! Checkpoints as safetensors: named f32 tensors plus string metadata (the
+//! training state: epoch, RNG state, ...). Written atomically.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow, bail};
+use safetensors::tensor::{Dtype, SafeTensors, View};
+
+use crate::atomic::write_atomic;
+
+/// A dense f32 tensor in row-major order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorData {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+impl TensorData {
+    pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Self {
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            data.len(),
+            "shape and data disagree"
+        );
+        TensorData { shape, data }
+    }
+}
+
+struct F32View<'a>(&'a TensorData);
+
+impl View for F32View<'_> {
+    fn dtype(&self) -> Dtype {
+        Dtype::F32
+    }
+    fn shape(&self) -> &[usize] {
+        &self.0.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Owned(self.0.data.iter().flat_map(|x| x.to_le_bytes()).collect())
+    }
+    fn data_len(&self) -> usize {
+        self.0.data.len() * 4
+    }
+}
+
+/// Named tensors and metadata, saved as one safetensors file.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Checkpoint {
+    pub tensors: BTreeMap<String, TensorData>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl Checkpoint {
+    pub fn insert(&mut self, name: &str, tensor: TensorData) {
+        self.tensors.insert(name.to_string(), tensor);
+    }
+
+    pub fn set_meta(&mut self, key: &str, value: impl Into<String>) {
+        self.metadata.insert(key.to_string(), value.into());
+    }
+
+    /// The metadata value `key`, or an error naming the checkpoint.
+    pub fn meta(&self, key: &str) -> Result<&str> {
+        self.metadata.get(key).map(String::as_str).ok_or_else(|| {
+            anyhow!("checkpoint has no '{key}' entry; it was not written by this genlab")
+        })
+    }
+
+    /// Tensor `name`, checked against the expected shape.
+    pub fn tensor(&self, name: &str, shape: &[usize]) -> Result<&TensorData> {
+        let t = self.tensors.get(name).ok_or_else(|| {
+            anyhow!(
+                "checkpoint has no tensor '{name}' (it has: {})",
+                self.names().join(", ")
+            )
+        })?;
+        if t.shape != shape {
+            bail!(
+                "checkpoint tensor '{name}' has shape {:?}, the configuration expects {:?}",
+                t.shape,
+                shape
+            );
+        }
+        Ok(t)
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.tensors.keys().cloned().collect()
+    }
+
+    /// Serialises to safetensors bytes.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let views: Vec<(String, F32View<'_>)> = self
+            .tensors
+            .iter()
+            .map(|(k, v)| (k.clone(), F32View(v)))
+            .collect();
+        let meta: HashMap<String, String> = self.metadata.clone().into_iter().collect();
+        safetensors::serialize(views, Some(meta)).context("serialising safetensors")
+    }
+
+    /// Writes the checkpoint atomically (temporary file, then rename).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        write_atomic(path, &self.to_bytes()?)
+    }
+
+    /// Reads a checkpoint; every tensor must be f32.
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                anyhow!("{}: no such checkpoint", path.display())
+            } else {
+                anyhow!("{}: cannot read: {e}", path.display())
+            }
+        })?;
+        Self::from_bytes(&bytes).map_err(|e| anyhow!("{}: {e}", path.display()))
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let tensors = SafeTensors::deserialize(bytes)
+            .map_err(|e| anyhow!("not a valid safetensors file ({e})"))?;
+        let (_, header) = SafeTensors::read_metadata(bytes)
+            .map_err(|e| anyhow!("not a valid safetensors file ({e})"))?;
+        let mut out = Checkpoint::default();
+        if let Some(meta) = header.metadata() {
+            out.metadata = meta.clone().into_iter().collect();
+        }
+        for (name, view) in tensors.tensors() {
+            if view.dtype() != Dtype::F32 {
+                bail!("tensor '{name}' is {:?}, genlab expects F32", view.dtype());
+            }
+            let data = view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+                .collect();
+            out.tensors
+                .insert(name, TensorData::new(view.shape().to_vec(), data));
+        }
+        Ok(out)
+    }
+}

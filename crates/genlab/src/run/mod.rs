@@ -1,0 +1,126 @@
+//! Run directories: `config.toml`, `metrics.jsonl`, `checkpoints/`, `images/`.
+
+pub mod checkpoint;
+pub mod metrics;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::atomic::write_atomic;
+use crate::config::{RunConfig, parse_config, to_toml};
+
+pub use checkpoint::{Checkpoint, TensorData};
+pub use metrics::MetricsLog;
+
+/// A run directory on disk.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    pub root: PathBuf,
+}
+
+impl RunDir {
+    /// The default location: `runs/<family>-<preset>-<UTC time>`.
+    pub fn default_path(family: &str, preset: &str) -> PathBuf {
+        let now = time::OffsetDateTime::now_utc();
+        let stamp = now
+            .format(time::macros::format_description!(
+                "[year][month][day]T[hour][minute][second]Z"
+            ))
+            .expect("formattable time");
+        PathBuf::from("runs").join(format!("{family}-{preset}-{stamp}"))
+    }
+
+    /// Creates a new run directory. Refuses a directory that already has files,
+    /// so nothing a user made is overwritten.
+    pub fn create(root: &Path) -> Result<Self> {
+        if root.exists() {
+            let occupied = std::fs::read_dir(root)
+                .with_context(|| format!("cannot read {}", root.display()))?
+                .next()
+                .is_some();
+            if occupied {
+                if root.join("config.toml").is_file() {
+                    bail!(
+                        "{} is already a genlab run; resume it with `genlab train --resume {}` or choose another --out",
+                        root.display(),
+                        root.display()
+                    );
+                }
+                bail!(
+                    "{} exists and is not empty; choose another --out (genlab never writes into a directory it did not create)",
+                    root.display()
+                );
+            }
+        }
+        for sub in ["checkpoints", "images"] {
+            std::fs::create_dir_all(root.join(sub))
+                .with_context(|| format!("cannot create {}", root.join(sub).display()))?;
+        }
+        Ok(RunDir {
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// Opens an existing run, checking it is one.
+    pub fn open(root: &Path) -> Result<Self> {
+        if !root.is_dir() {
+            bail!("{}: no such run directory", root.display());
+        }
+        if !root.join("config.toml").is_file() {
+            bail!(
+                "{} is not a genlab run (it has no config.toml)",
+                root.display()
+            );
+        }
+        Ok(RunDir {
+            root: root.to_path_buf(),
+        })
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.root.join("config.toml")
+    }
+
+    pub fn images(&self) -> PathBuf {
+        self.root.join("images")
+    }
+
+    pub fn checkpoints(&self) -> PathBuf {
+        self.root.join("checkpoints")
+    }
+
+    /// The latest checkpoint (written every epoch).
+    pub fn latest_checkpoint(&self) -> PathBuf {
+        self.checkpoints().join("latest.safetensors")
+    }
+
+    /// The best checkpoint by the model's validation criterion.
+    pub fn best_checkpoint(&self) -> PathBuf {
+        self.checkpoints().join("best.safetensors")
+    }
+
+    pub fn metrics(&self) -> MetricsLog {
+        MetricsLog::new(self.root.join("metrics.jsonl"))
+    }
+
+    pub fn write_config<M: Serialize>(&self, config: &RunConfig<M>) -> Result<()> {
+        write_atomic(&self.config_path(), to_toml(config)?.as_bytes())
+    }
+
+    pub fn read_config<M: DeserializeOwned>(&self) -> Result<RunConfig<M>> {
+        parse_config(&self.config_path())
+    }
+
+    /// The model family recorded in `config.toml`, read without knowing its schema.
+    pub fn family(&self) -> Result<String> {
+        let value = crate::config::read_toml(&self.config_path())?;
+        value
+            .get("family")
+            .and_then(|f| f.as_str())
+            .map(str::to_string)
+            .with_context(|| format!("{}: no family key", self.config_path().display()))
+    }
+}
