@@ -8,6 +8,7 @@
 //! (resolving a run's configuration), [`device`] (backend choice).
 
 pub mod atomic;
+pub mod bench_util;
 pub mod config;
 pub mod data;
 pub mod device;
