@@ -9,7 +9,9 @@ use burn::tensor::{Distribution, Tensor};
 use genlab::bench_util::{cpu_seconds, median};
 
 fn main() {
-    let device = genlab::device::DeviceKind::Cpu.device().expect("cpu backend");
+    let device = genlab::device::DeviceKind::Cpu
+        .device()
+        .expect("cpu backend");
     let (m, k, n) = (64usize, 784usize, 500usize);
     let a = Tensor::<2>::random([m, k], Distribution::Uniform(0.0, 1.0), &device);
     let b = Tensor::<2>::random([k, n], Distribution::Uniform(-0.1, 0.1), &device);
@@ -38,6 +40,8 @@ fn main() {
         samples.iter().cloned().fold(f64::MAX, f64::min),
         samples.iter().cloned().fold(0.0, f64::max),
         samples.len(),
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
     );
 }

@@ -10,6 +10,7 @@
 pub mod atomic;
 pub mod bench_util;
 pub mod config;
+pub mod cpu;
 pub mod data;
 pub mod device;
 pub mod models;

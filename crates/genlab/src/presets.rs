@@ -22,7 +22,23 @@ macro_rules! preset {
 }
 
 /// Every preset, in the order `genlab presets` lists them.
-pub const PRESETS: &[Preset] = &[];
+pub const PRESETS: &[Preset] = &[
+    preset!(
+        "rbm-20",
+        "rbm",
+        "Seed RBM, 20 hidden units: CD-30, lr 0.1, batch 64, 30 epochs"
+    ),
+    preset!(
+        "rbm-100",
+        "rbm",
+        "Seed RBM, 100 hidden units: CD-30, lr 0.1, batch 64, 30 epochs"
+    ),
+    preset!(
+        "rbm-500",
+        "rbm",
+        "Seed RBM, 500 hidden units: CD-30, lr 0.1, batch 64, 30 epochs"
+    ),
+];
 
 /// The preset called `name`.
 pub fn find(name: &str) -> Option<&'static Preset> {
@@ -36,11 +52,19 @@ pub fn closest(
 ) -> Option<&'static str> {
     candidates
         .into_iter()
-        .map(|c| (strsim::levenshtein(name, c), c))
-        .filter(|(d, c)| *d <= c.len().max(name.len()) / 2)
+        .map(|c| {
+            let shared_prefix = name
+                .chars()
+                .zip(c.chars())
+                .take_while(|(a, b)| a == b)
+                .count();
+            (
+                strsim::damerau_levenshtein(name, c),
+                std::cmp::Reverse(shared_prefix),
+                c,
+            )
+        })
+        .filter(|(d, _, c)| *d <= c.len().max(name.len()).div_ceil(2))
         .min()
-        .map(|(_, c)| c)
+        .map(|(_, _, c)| c)
 }
-
-#[allow(unused_imports)]
-pub(crate) use preset;

@@ -63,7 +63,10 @@ fn data_dir_comes_first_and_accepts_the_directory_itself() {
         offline: true,
         ..Default::default()
     };
-    assert_eq!(sources.find(&DatasetName::Mnist), Some(common::shared_data().join("mnist")));
+    assert_eq!(
+        sources.find(&DatasetName::Mnist),
+        Some(common::shared_data().join("mnist"))
+    );
 }
 
 #[test]
@@ -118,14 +121,21 @@ fn download_verifies_decompressed_checksums_and_writes_into_the_cache() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names.len(), 4, "only the four files, no temporaries: {names:?}");
+    assert_eq!(
+        names.len(),
+        4,
+        "only the four files, no temporaries: {names:?}"
+    );
 }
 
 #[test]
 fn download_discards_a_file_that_does_not_match() {
     let mut files = Vec::new();
     for f in IDX_FILES {
-        files.push((format!("{f}.gz"), std::fs::read(mnist_dir().join(format!("{f}.gz"))).unwrap()));
+        files.push((
+            format!("{f}.gz"),
+            std::fs::read(mnist_dir().join(format!("{f}.gz"))).unwrap(),
+        ));
     }
     // Corrupt one value of the test labels.
     let mut raw = read_maybe_gzip(&mnist_dir().join("t10k-labels-idx1-ubyte.gz")).unwrap();
@@ -134,8 +144,14 @@ fn download_discards_a_file_that_does_not_match() {
     let server = common::LoopbackServer::start(files);
     let cache = tempfile::tempdir().unwrap();
     let sources = sources_with(cache.path().to_path_buf(), vec![server.base.clone()]);
-    let e = format!("{:#}", Dataset::load(&DatasetName::Mnist, &sources, false).unwrap_err());
-    assert!(e.contains("t10k-labels-idx1-ubyte.gz: checksum mismatch (discarded)"), "{e}");
+    let e = format!(
+        "{:#}",
+        Dataset::load(&DatasetName::Mnist, &sources, false).unwrap_err()
+    );
+    assert!(
+        e.contains("t10k-labels-idx1-ubyte.gz: checksum mismatch (discarded)"),
+        "{e}"
+    );
     assert!(!e.contains('\n'));
     let dir = cache.path().join("mnist");
     assert!(dir.join("train-images-idx3-ubyte.gz").is_file());
@@ -155,7 +171,10 @@ fn no_data_and_no_network_lists_every_place_and_both_fixes() {
         mirrors: Some(vec!["http://127.0.0.1:9/".into()]),
         offline: false,
     };
-    let e = format!("{:#}", Dataset::load(&DatasetName::Mnist, &sources, false).unwrap_err());
+    let e = format!(
+        "{:#}",
+        Dataset::load(&DatasetName::Mnist, &sources, false).unwrap_err()
+    );
     assert!(!e.contains('\n'), "{e}");
     for place in [
         "/nonexistent/dd/mnist",
@@ -173,9 +192,19 @@ fn no_data_and_no_network_lists_every_place_and_both_fixes() {
 fn idx_dataset_names_its_directory() {
     let e = format!(
         "{:#}",
-        Dataset::load(&DatasetName::Idx("/nonexistent/x".into()), &DataSources::default(), false).unwrap_err()
+        Dataset::load(
+            &DatasetName::Idx("/nonexistent/x".into()),
+            &DataSources::default(),
+            false
+        )
+        .unwrap_err()
     );
     assert!(e.contains("/nonexistent/x"), "{e}");
     assert!("idx:".parse::<DatasetName>().is_err());
-    assert!("emnist".parse::<DatasetName>().unwrap_err().contains("mnist, fashion-mnist or idx:DIR"));
+    assert!(
+        "emnist"
+            .parse::<DatasetName>()
+            .unwrap_err()
+            .contains("mnist, fashion-mnist or idx:DIR")
+    );
 }

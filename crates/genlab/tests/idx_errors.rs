@@ -45,7 +45,11 @@ fn truncated_file_names_expected_and_found_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let mut bytes = images(60);
     bytes.truncate(1234);
-    let p = write(dir.path(), "train-images-idx3-ubyte.gz", &common::gzip(&bytes));
+    let p = write(
+        dir.path(),
+        "train-images-idx3-ubyte.gz",
+        &common::gzip(&bytes),
+    );
     let e = one_line(read_images(&p).unwrap_err());
     let expected = 16 + 60 * 784;
     assert_eq!(
@@ -97,7 +101,11 @@ fn bad_magic_number_is_reported() {
 #[test]
 fn wrong_image_dimensions_are_reported() {
     let dir = tempfile::tempdir().unwrap();
-    let p = write(dir.path(), "big", &encode_idx(&[2, 32, 32], &vec![0; 2 * 1024]));
+    let p = write(
+        dir.path(),
+        "big",
+        &encode_idx(&[2, 32, 32], &vec![0; 2 * 1024]),
+    );
     let e = one_line(read_images(&p).unwrap_err());
     assert_eq!(
         e,
@@ -143,11 +151,25 @@ fn missing_file_is_reported() {
 fn dataset_directory_reads_and_names_a_missing_file() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "train-images-idx3-ubyte", &images(6));
-    write(dir.path(), "train-labels-idx1-ubyte.gz", &common::gzip(&labels(6)));
-    write(dir.path(), "t10k-images-idx3-ubyte.gz", &common::gzip(&images(2)));
+    write(
+        dir.path(),
+        "train-labels-idx1-ubyte.gz",
+        &common::gzip(&labels(6)),
+    );
+    write(
+        dir.path(),
+        "t10k-images-idx3-ubyte.gz",
+        &common::gzip(&images(2)),
+    );
     let name = DatasetName::Idx(dir.path().to_path_buf());
-    let e = format!("{:#}", Dataset::from_dir(name.clone(), dir.path()).unwrap_err());
-    assert!(e.contains("missing t10k-labels-idx1-ubyte (or t10k-labels-idx1-ubyte.gz)"), "{e}");
+    let e = format!(
+        "{:#}",
+        Dataset::from_dir(name.clone(), dir.path()).unwrap_err()
+    );
+    assert!(
+        e.contains("missing t10k-labels-idx1-ubyte (or t10k-labels-idx1-ubyte.gz)"),
+        "{e}"
+    );
     write(dir.path(), "t10k-labels-idx1-ubyte", &labels(2));
     let d = Dataset::from_dir(name, dir.path()).unwrap();
     assert_eq!((d.train.len(), d.test.len()), (6, 2));

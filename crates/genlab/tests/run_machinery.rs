@@ -46,7 +46,11 @@ fn layers_apply_in_order_defaults_preset_file_flags_set() {
     let file = write_file(dir.path(), "seed = 5\n[model]\nlr = 0.05\nepochs = 3\n");
     let overrides = Overrides {
         config_file: Some(file),
-        set: vec!["model.epochs=7".into(), "data.train_limit=100".into(), "model.schedule=linear".into()],
+        set: vec![
+            "model.epochs=7".into(),
+            "data.train_limit=100".into(),
+            "model.schedule=linear".into(),
+        ],
     };
     let c: RunConfig<ToyConfig> = resolve(&PRESET, &overrides).unwrap();
     assert_eq!(c.model.hidden, 20); // preset
@@ -105,7 +109,11 @@ fn unknown_keys_and_bad_values_name_the_key() {
         assert!(msg.contains(key), "'{key}' not named in: {msg}");
         assert!(!msg.contains('\n'), "multi-line: {msg}");
     }
-    for (set, key) in [("model.hiden=3", "hiden"), ("model.lr=abc", "lr"), ("model", "model")] {
+    for (set, key) in [
+        ("model.hiden=3", "hiden"),
+        ("model.lr=abc", "lr"),
+        ("model", "model"),
+    ] {
         let e = resolve::<ToyConfig>(
             &PRESET,
             &Overrides {
@@ -118,7 +126,14 @@ fn unknown_keys_and_bad_values_name_the_key() {
         assert!(msg.contains(key), "'{key}' not named in: {msg}");
     }
     let file = write_file(dir.path(), "family = \"gan\"\n");
-    let e = resolve::<ToyConfig>(&PRESET, &Overrides { config_file: Some(file), set: vec![] }).unwrap_err();
+    let e = resolve::<ToyConfig>(
+        &PRESET,
+        &Overrides {
+            config_file: Some(file),
+            set: vec![],
+        },
+    )
+    .unwrap_err();
     assert!(format!("{e:#}").contains("genlab train gan"));
 }
 
@@ -134,13 +149,19 @@ fn run_dirs_refuse_to_overwrite_and_open_checks_for_a_run() {
     let c: RunConfig<ToyConfig> = resolve(&PRESET, &Overrides::default()).unwrap();
     run.write_config(&c).unwrap();
     let e = RunDir::create(&root).unwrap_err().to_string();
-    assert!(e.contains("already a genlab run") && e.contains("--resume"), "{e}");
+    assert!(
+        e.contains("already a genlab run") && e.contains("--resume"),
+        "{e}"
+    );
     let other = dir.path().join("other");
     std::fs::create_dir(&other).unwrap();
     std::fs::write(other.join("precious.txt"), "keep").unwrap();
     let e = RunDir::create(&other).unwrap_err().to_string();
     assert!(e.contains("not empty"), "{e}");
-    assert_eq!(std::fs::read_to_string(other.join("precious.txt")).unwrap(), "keep");
+    assert_eq!(
+        std::fs::read_to_string(other.join("precious.txt")).unwrap(),
+        "keep"
+    );
     assert!(RunDir::open(&dir.path().join("missing")).is_err());
 }
 
@@ -155,12 +176,18 @@ fn metrics_log_appends_rows_and_drops_a_torn_last_line() {
     }
     // A crash in the middle of a write leaves a partial line.
     use std::io::Write;
-    let mut f = std::fs::OpenOptions::new().append(true).open(&log.path).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log.path)
+        .unwrap();
     f.write_all(b"{\"epoch\": 4, \"los").unwrap();
     drop(f);
     let rows = log.read().unwrap();
     assert_eq!(rows.len(), 3);
-    assert_eq!(log.series("loss").unwrap(), vec![(1.0, 10.0), (2.0, 5.0), (3.0, 10.0 / 3.0)]);
+    assert_eq!(
+        log.series("loss").unwrap(),
+        vec![(1.0, 10.0), (2.0, 5.0), (3.0, 10.0 / 3.0)]
+    );
     log.truncate_to_epoch(2).unwrap();
     assert_eq!(log.read().unwrap().len(), 2);
     let text = std::fs::read_to_string(&log.path).unwrap();
@@ -172,7 +199,13 @@ fn checkpoint_round_trips_atomically_and_checks_shapes() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("latest.safetensors");
     let mut ck = Checkpoint::default();
-    ck.insert("W", TensorData::new(vec![3, 2], vec![1.0, -2.0, 3.5, f32::MIN_POSITIVE, 0.0, 1e30]));
+    ck.insert(
+        "W",
+        TensorData::new(
+            vec![3, 2],
+            vec![1.0, -2.0, 3.5, f32::MIN_POSITIVE, 0.0, 1e30],
+        ),
+    );
     ck.insert("hb", TensorData::new(vec![2], vec![0.1, 0.2]));
     ck.set_meta("epoch", "4");
     ck.save(&path).unwrap();
@@ -182,7 +215,10 @@ fn checkpoint_round_trips_atomically_and_checks_shapes() {
     let back = Checkpoint::load(&path).unwrap();
     assert_eq!(back, ck);
     assert_eq!(back.meta("epoch").unwrap(), "4");
-    assert_eq!(back.tensor("W", &[3, 2]).unwrap().data[3], f32::MIN_POSITIVE);
+    assert_eq!(
+        back.tensor("W", &[3, 2]).unwrap().data[3],
+        f32::MIN_POSITIVE
+    );
     let e = back.tensor("W", &[2, 3]).unwrap_err().to_string();
     assert!(e.contains("[3, 2]") && e.contains("[2, 3]"), "{e}");
     let e = back.tensor("vb", &[3]).unwrap_err().to_string();
@@ -196,6 +232,9 @@ fn checkpoint_round_trips_atomically_and_checks_shapes() {
     std::fs::write(&path, b"garbage").unwrap();
     let e = format!("{:#}", Checkpoint::load(&path).unwrap_err());
     assert!(e.contains("not a valid safetensors file"), "{e}");
-    let e = format!("{:#}", Checkpoint::load(&dir.path().join("none.safetensors")).unwrap_err());
+    let e = format!(
+        "{:#}",
+        Checkpoint::load(&dir.path().join("none.safetensors")).unwrap_err()
+    );
     assert!(e.contains("no such checkpoint"), "{e}");
 }

@@ -51,6 +51,22 @@ pub fn fill_batch(
     }
 }
 
+/// Writes the images at `indices` into `out`, which must hold exactly `indices.len() * 784` values.
+pub fn fill_batch_slice(
+    split: &Split,
+    indices: &[usize],
+    view: PixelView,
+    rng: &mut GenRng,
+    out: &mut [f32],
+) {
+    assert_eq!(out.len(), indices.len() * PIXELS, "batch buffer size");
+    for (dst, &i) in out.chunks_exact_mut(PIXELS).zip(indices) {
+        for (d, &b) in dst.iter_mut().zip(split.image(i)) {
+            *d = view.convert(b, rng);
+        }
+    }
+}
+
 /// A whole split as f32 in one view (row-major, `len * 784`).
 pub fn split_to_f32(split: &Split, view: PixelView, rng: &mut GenRng) -> Vec<f32> {
     let all: Vec<usize> = (0..split.len()).collect();

@@ -16,6 +16,8 @@ use crate::data::{DataSources, Dataset};
 use crate::presets::{self, Preset};
 use crate::run::RunDir;
 
+pub mod rbm;
+
 /// A model's own configuration section (`[model]` in config.toml).
 pub trait ModelConfig: Serialize + DeserializeOwned + Default + Clone + Debug {
     /// Training epochs.
@@ -44,7 +46,7 @@ pub trait Family {
 }
 
 /// Names of the families this build can train.
-pub const FAMILIES: &[&str] = &[];
+pub const FAMILIES: &[&str] = &["rbm"];
 
 /// What `genlab train` was asked to do.
 #[derive(Debug, Clone, Default)]
@@ -59,6 +61,7 @@ pub struct TrainRequest {
 /// Trains `request.family`; returns the run directory.
 pub fn train(request: &TrainRequest) -> Result<PathBuf> {
     match request.family.as_str() {
+        "rbm" => train_family::<rbm::RbmFamily>(request),
         other => {
             let hint = presets::closest(other, FAMILIES.iter().copied())
                 .map(|c| format!(" (did you mean {c}?)"))

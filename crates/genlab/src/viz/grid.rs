@@ -38,7 +38,7 @@ pub fn grid_image(
     options: GridOptions,
 ) -> Result<GrayImage> {
     let per = SIDE * SIDE;
-    if images.len() % per != 0 {
+    if !images.len().is_multiple_of(per) {
         bail!(
             "image grid: {} values is not a whole number of 28x28 images",
             images.len()

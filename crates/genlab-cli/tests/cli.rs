@@ -1,0 +1,240 @@
+//! The `genlab` binary as a user runs it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn shared_data() -> PathBuf {
+    match std::env::var("GENLAB_DATA") {
+        Ok(d) if !d.is_empty() => PathBuf::from(d),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"),
+    }
+}
+
+fn genlab(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_genlab"));
+    c.args(args)
+        .env("GENLAB_DATA", shared_data())
+        .env("GENLAB_OFFLINE", "1");
+    c
+}
+
+fn run(cmd: &mut Command) -> (bool, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.output().unwrap();
+    (
+        status.success(),
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    )
+}
+
+/// A failure: non-zero exit, one line on stderr, no panic.
+fn assert_clean_error(ok: bool, stderr: &str) {
+    assert!(!ok, "expected failure");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "not one line: {stderr}"
+    );
+    assert!(stderr.starts_with("genlab: error: "), "{stderr}");
+    assert!(!stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"));
+}
+
+#[test]
+fn data_info_on_mnist() {
+    let (ok, out, err) = run(&mut genlab(&["data", "info"]));
+    assert!(ok, "{err}");
+    assert!(out.contains("found in"), "{out}");
+    assert!(out.contains("60000 images; per class: 5923 6742 5958 6131 5842 5421 5918 6265 5851 5949; mean pixel 33.318"), "{out}");
+    assert!(out.contains("10000 images; per class: 980 1135"), "{out}");
+}
+
+#[test]
+fn data_info_without_data_or_network_fails_cleanly() {
+    let home = tempfile::tempdir().unwrap();
+    let (ok, _, err) = run(genlab(&["data", "info", "--data-dir", "/nonexistent/d"])
+        .env("GENLAB_DATA", "")
+        .env_remove("GENLAB_OFFLINE")
+        .env("XDG_CACHE_HOME", home.path())
+        .env("GENLAB_MIRRORS", "http://127.0.0.1:9/"));
+    assert_clean_error(ok, &err);
+    assert!(
+        err.contains("/nonexistent/d/mnist") && err.contains("/usr/share/datasets/mnist"),
+        "{err}"
+    );
+    assert!(
+        err.contains("GENLAB_DATA") && err.contains("--data-dir"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_options_get_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r");
+    let out = out.to_str().unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["train", "rmb"], "did you mean rbm?"),
+        (
+            vec!["train", "rbm", "--preset", "rbm-50"],
+            "did you mean rbm-500?",
+        ),
+        (
+            vec!["train", "rbm", "--set", "model.hiden=3", "--out", out],
+            "hiden",
+        ),
+        (
+            vec!["train", "rbm", "--set", "model.k=0", "--out", out],
+            "model.k = 0",
+        ),
+        (
+            vec!["train", "rbm", "--device", "wgpu", "--out", out],
+            "--features wgpu",
+        ),
+        (
+            vec!["train", "rbm", "--config", "/nonexistent.toml"],
+            "/nonexistent.toml",
+        ),
+    ];
+    for (args, expect) in cases {
+        let (ok, _, err) = run(&mut genlab(&args));
+        assert_clean_error(ok, &err);
+        assert!(err.contains(expect), "{args:?}: '{expect}' not in {err}");
+    }
+    assert!(
+        !Path::new(out).exists(),
+        "nothing is written when the options are bad"
+    );
+    // clap's own usage errors exit with 2.
+    let s = genlab(&["train"]).output().unwrap().status;
+    assert_eq!(s.code(), Some(2));
+}
+
+#[test]
+fn presets_lists_the_seed_presets() {
+    let (ok, out, _) = run(&mut genlab(&["presets"]));
+    assert!(ok);
+    for p in ["rbm-20", "rbm-100", "rbm-500"] {
+        assert!(out.lines().any(|l| l.starts_with(p)), "{p} missing: {out}");
+    }
+}
+
+#[test]
+fn small_rbm_run_writes_every_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("run");
+    let (ok, out, err) = run(&mut genlab(&[
+        "train",
+        "rbm",
+        "--preset",
+        "rbm-20",
+        "--epochs",
+        "2",
+        "--train-limit",
+        "640",
+        "--test-limit",
+        "200",
+        "--seed",
+        "3",
+        "--set",
+        "model.k=1",
+        "--set",
+        "model.pl_images=20",
+        "--out",
+        root.to_str().unwrap(),
+    ]));
+    assert!(ok, "{err}");
+    // Not a terminal: one plain line per epoch.
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("epoch ")).count(),
+        2,
+        "{out}"
+    );
+    for f in [
+        "config.toml",
+        "metrics.jsonl",
+        "weights.safetensors",
+        "checkpoints/latest.safetensors",
+        "checkpoints/best.safetensors",
+        "images/samples.png",
+        "images/samples_epoch_002.png",
+        "images/filters.png",
+        "images/free_energy.png",
+        "images/free_energy.svg",
+    ] {
+        assert!(root.join(f).is_file(), "{f} missing");
+    }
+    let config = std::fs::read_to_string(root.join("config.toml")).unwrap();
+    assert!(
+        config.contains("seed = 3")
+            && config.contains("hidden = 20")
+            && config.contains("train_limit = 640"),
+        "{config}"
+    );
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(root.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2);
+    for key in [
+        "epoch",
+        "seconds",
+        "samples_per_second",
+        "recon_error_test",
+        "pseudo_likelihood_test",
+        "free_energy_train",
+        "free_energy_test",
+    ] {
+        assert!(rows[1][key].is_number(), "{key} missing in {}", rows[1]);
+    }
+    let bytes = std::fs::read(root.join("weights.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut names = st.names();
+    names.sort();
+    assert_eq!(names, vec!["W", "hb", "vb"]);
+    assert_eq!(st.tensor("W").unwrap().shape(), &[784, 20]);
+    // A second run into the same directory is refused.
+    let (ok, _, err) = run(&mut genlab(&[
+        "train",
+        "rbm",
+        "--out",
+        root.to_str().unwrap(),
+    ]));
+    assert_clean_error(ok, &err);
+    assert!(err.contains("already a genlab run"), "{err}");
+}
+
+#[test]
+fn same_seed_same_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = |name: &str| {
+        let root = dir.path().join(name);
+        let (ok, _, err) = run(&mut genlab(&[
+            "train",
+            "rbm",
+            "--preset",
+            "rbm-20",
+            "--epochs",
+            "1",
+            "--train-limit",
+            "320",
+            "--test-limit",
+            "50",
+            "--seed",
+            "11",
+            "--set",
+            "model.k=2",
+            "--set",
+            "model.pl_images=10",
+            "--out",
+            root.to_str().unwrap(),
+        ]));
+        assert!(ok, "{err}");
+        std::fs::read(root.join("weights.safetensors")).unwrap()
+    };
+    assert_eq!(train("a"), train("b"));
+}

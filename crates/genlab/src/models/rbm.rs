@@ -1,0 +1,825 @@
+//! Binary restricted Boltzmann machine trained by contrastive divergence
+//! (SPEC section 1).
+//!
+//! Energy E(v,h) = -h'W'v - vb'v - hb'h with `W` stored visible x hidden.
+//! The CD-k step runs on host buffers with fused kernels ([`crate::cpu`]):
+//! the model needs no autodiff, and the hot loop allocates nothing.
+
+use anyhow::{Context, Result, bail};
+use rand::{Rng, RngExt};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use super::{Family, ModelConfig, TrainContext};
+use crate::config::RunConfig;
+use crate::cpu::{column_sums, matmul, sigmoid_bernoulli, softplus};
+use crate::data::batches::{fill_batch, fill_batch_slice, split_to_f32};
+use crate::data::{EpochOrder, PIXELS, PixelView, Split};
+use crate::device::DeviceKind;
+use crate::progress::EpochProgress;
+use crate::rng::{GenRng, Purpose, stream};
+use crate::run::{Checkpoint, RunDir, TensorData};
+use crate::viz::{Series, line_plot, save_grid};
+
+/// Learning-rate schedule over all updates of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Schedule {
+    /// `lr` throughout.
+    Constant,
+    /// From `lr` at the first update linearly to `lr_final` at the last.
+    Linear,
+}
+
+/// RBM configuration. Defaults are the seed preset `rbm-500`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RbmConfig {
+    /// Hidden units.
+    pub hidden: usize,
+    /// Gibbs steps per update (the k of CD-k).
+    pub k: usize,
+    pub lr: f64,
+    pub schedule: Schedule,
+    /// Final learning rate of the linear schedule.
+    pub lr_final: f64,
+    /// Momentum of the velocity update (0: plain SGD, as the seed).
+    pub momentum: f64,
+    /// L2 weight decay on `W` (never on the biases).
+    pub weight_decay: f64,
+    /// Persistent CD: negative chains carry over between updates (one per batch row).
+    pub persistent: bool,
+    pub batch_size: usize,
+    pub epochs: usize,
+    /// Gibbs steps of the per-epoch sample figure (started from a fixed training batch).
+    pub sample_steps: usize,
+    /// Test images used for the per-epoch pseudo-likelihood.
+    pub pl_images: usize,
+}
+
+impl Default for RbmConfig {
+    fn default() -> Self {
+        RbmConfig {
+            hidden: 500,
+            k: 30,
+            lr: 0.1,
+            schedule: Schedule::Constant,
+            lr_final: 0.0,
+            momentum: 0.0,
+            weight_decay: 0.0,
+            persistent: false,
+            batch_size: 64,
+            epochs: 30,
+            sample_steps: 200,
+            pl_images: 1000,
+        }
+    }
+}
+
+impl ModelConfig for RbmConfig {
+    fn epochs(&self) -> usize {
+        self.epochs
+    }
+
+    fn validate(&self) -> Result<()> {
+        let positive = [
+            ("model.hidden", self.hidden),
+            ("model.k", self.k),
+            ("model.batch_size", self.batch_size),
+            ("model.epochs", self.epochs),
+        ];
+        for (key, v) in positive {
+            if v == 0 {
+                bail!("{key} = 0: must be a positive integer");
+            }
+        }
+        for (key, v) in [("model.lr", self.lr), ("model.lr_final", self.lr_final)] {
+            if !v.is_finite() || v < 0.0 {
+                bail!("{key} = {v}: must be a finite number >= 0");
+            }
+        }
+        if self.lr == 0.0 {
+            bail!(
+                "model.lr = 0: the model would not learn; use a positive learning rate such as 0.1"
+            );
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            bail!("model.momentum = {}: must be in [0, 1)", self.momentum);
+        }
+        if !self.weight_decay.is_finite() || self.weight_decay < 0.0 {
+            bail!(
+                "model.weight_decay = {}: must be a finite number >= 0",
+                self.weight_decay
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The parameters of a binary RBM.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rbm {
+    pub visible: usize,
+    pub hidden: usize,
+    /// visible x hidden, row-major.
+    pub w: Vec<f32>,
+    /// Hidden biases.
+    pub hb: Vec<f32>,
+    /// Visible biases.
+    pub vb: Vec<f32>,
+}
+
+/// Reusable buffers of the CD-k update (nothing is allocated per step).
+pub struct CdBuffers {
+    batch: usize,
+    /// 2B x V: data on top, the chain's final visible sample below.
+    pub x: Vec<f32>,
+    /// 2B x H: p(h|data) on top, minus the final hidden sample below.
+    y: Vec<f32>,
+    /// B x H: the current hidden sample.
+    h: Vec<f32>,
+    /// B x H: scratch for hidden probabilities.
+    hp: Vec<f32>,
+    /// B x V: scratch for visible probabilities.
+    vp: Vec<f32>,
+    /// Gradient scratch for the biases.
+    dhb: Vec<f32>,
+    dvb: Vec<f32>,
+    dvb_neg: Vec<f32>,
+}
+
+impl CdBuffers {
+    pub fn new(rbm: &Rbm, batch: usize) -> Self {
+        let (v, h) = (rbm.visible, rbm.hidden);
+        CdBuffers {
+            batch,
+            x: vec![0.0; 2 * batch * v],
+            y: vec![0.0; 2 * batch * h],
+            h: vec![0.0; batch * h],
+            hp: vec![0.0; batch * h],
+            vp: vec![0.0; batch * v],
+            dhb: vec![0.0; h],
+            dvb: vec![0.0; v],
+            dvb_neg: vec![0.0; v],
+        }
+    }
+
+    /// The top half of `x`, where the training loop writes the batch.
+    pub fn data_mut(&mut self) -> &mut [f32] {
+        let n = self.vp.len();
+        &mut self.x[..n]
+    }
+}
+
+/// Optimiser state: velocities (momentum) and the persistent chains (PCD).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RbmState {
+    pub vel_w: Vec<f32>,
+    pub vel_hb: Vec<f32>,
+    pub vel_vb: Vec<f32>,
+    /// B x H hidden states of the persistent chains (PCD only).
+    pub chains: Option<Vec<f32>>,
+}
+
+/// The step sizes of one update.
+#[derive(Debug, Clone, Copy)]
+pub struct UpdateRule {
+    pub k: usize,
+    pub lr: f32,
+    pub momentum: f32,
+    pub weight_decay: f32,
+}
+
+impl Rbm {
+    /// W ~ truncated normal(0, 0.1) (redrawn beyond two standard deviations), biases 0.1.
+    pub fn init(visible: usize, hidden: usize, rng: &mut GenRng) -> Self {
+        let w = (0..visible * hidden)
+            .map(|_| {
+                loop {
+                    let z = standard_normal(rng);
+                    if z.abs() <= 2.0 {
+                        break 0.1 * z;
+                    }
+                }
+            })
+            .collect();
+        Rbm {
+            visible,
+            hidden,
+            w,
+            hb: vec![0.1; hidden],
+            vb: vec![0.1; visible],
+        }
+    }
+
+    pub fn new_state(&self, config: &RbmConfig, rng: &mut GenRng) -> RbmState {
+        RbmState {
+            vel_w: vec![0.0; self.w.len()],
+            vel_hb: vec![0.0; self.hidden],
+            vel_vb: vec![0.0; self.visible],
+            // Persistent chains start from random hidden states.
+            chains: config.persistent.then(|| {
+                (0..config.batch_size * self.hidden)
+                    .map(|_| rng.random::<bool>() as u8 as f32)
+                    .collect()
+            }),
+        }
+    }
+
+    /// p(h=1|v) for `rows` visible vectors, into `out` (rows x H).
+    pub fn hidden_probs(&self, v: &[f32], out: &mut [f32]) {
+        let rows = v.len() / self.visible;
+        matmul(
+            out,
+            v,
+            &self.w,
+            (rows, self.visible, self.hidden),
+            false,
+            false,
+            0.0,
+            1.0,
+        );
+        sigmoid_bernoulli(out, &self.hb, None, 0);
+    }
+
+    /// p(v=1|h) for `rows` hidden vectors, into `out` (rows x V).
+    pub fn visible_probs(&self, h: &[f32], out: &mut [f32]) {
+        let rows = h.len() / self.hidden;
+        matmul(
+            out,
+            h,
+            &self.w,
+            (rows, self.hidden, self.visible),
+            false,
+            true,
+            0.0,
+            1.0,
+        );
+        sigmoid_bernoulli(out, &self.vb, None, 0);
+    }
+
+    /// Samples h ~ p(h|v): probabilities into `probs`, draws into `sample`.
+    pub fn sample_hidden(&self, v: &[f32], probs: &mut [f32], sample: &mut [f32], key: u64) {
+        let rows = v.len() / self.visible;
+        matmul(
+            probs,
+            v,
+            &self.w,
+            (rows, self.visible, self.hidden),
+            false,
+            false,
+            0.0,
+            1.0,
+        );
+        sigmoid_bernoulli(probs, &self.hb, Some(sample), key);
+    }
+
+    /// Samples v ~ p(v|h): probabilities into `probs`, draws into `sample`.
+    pub fn sample_visible(&self, h: &[f32], probs: &mut [f32], sample: &mut [f32], key: u64) {
+        let rows = h.len() / self.hidden;
+        matmul(
+            probs,
+            h,
+            &self.w,
+            (rows, self.hidden, self.visible),
+            false,
+            true,
+            0.0,
+            1.0,
+        );
+        sigmoid_bernoulli(probs, &self.vb, Some(sample), key);
+    }
+
+    /// One CD-k (or PCD-k) update on the batch in `bufs.data_mut()`, exactly as
+    /// SPEC section 1: v0 = data probabilities; h ~ p(h|v0) (PCD: the
+    /// persistent chains' h); k times v ~ p(v|h), h ~ p(h|v); then
+    /// dW = (v0' p(h|v0) - vk' hk) / B, dhb = mean(p(h|v0) - hk),
+    /// dvb = mean(v0 - vk); velocity = momentum * velocity + lr * (grad - decay * W);
+    /// param += velocity. Returns nothing; all work happens in place.
+    pub fn cd_update(
+        &mut self,
+        bufs: &mut CdBuffers,
+        state: &mut RbmState,
+        rule: UpdateRule,
+        rng: &mut GenRng,
+    ) {
+        let (nv, nh, b) = (self.visible, self.hidden, bufs.batch);
+        let (top_x, bottom_x) = bufs.x.split_at_mut(b * nv);
+        let (top_y, bottom_y) = bufs.y.split_at_mut(b * nh);
+        // Positive phase: p(h|v0) into the top of y, and a sample of it.
+        matmul(top_y, top_x, &self.w, (b, nv, nh), false, false, 0.0, 1.0);
+        sigmoid_bernoulli(top_y, &self.hb, Some(&mut bufs.h), rng.next_u64());
+        if let Some(chains) = &state.chains {
+            bufs.h.copy_from_slice(chains);
+        }
+        // Negative phase: k full Gibbs steps, both layers sampled every step.
+        for _ in 0..rule.k {
+            self.sample_visible(&bufs.h, &mut bufs.vp, bottom_x, rng.next_u64());
+            self.sample_hidden(bottom_x, &mut bufs.hp, &mut bufs.h, rng.next_u64());
+        }
+        if let Some(chains) = &mut state.chains {
+            chains.copy_from_slice(&bufs.h);
+        }
+        for (y, h) in bottom_y.iter_mut().zip(&bufs.h) {
+            *y = -h;
+        }
+        // Bias gradients from column sums.
+        column_sums(&bufs.y, nh, &mut bufs.dhb);
+        column_sums(top_x, nv, &mut bufs.dvb);
+        column_sums(bottom_x, nv, &mut bufs.dvb_neg);
+        let inv_b = 1.0 / b as f32;
+        for (d, n) in bufs.dvb.iter_mut().zip(&bufs.dvb_neg) {
+            *d = (*d - n) * inv_b;
+        }
+        for d in bufs.dhb.iter_mut() {
+            *d *= inv_b;
+        }
+        let UpdateRule {
+            lr,
+            momentum,
+            weight_decay,
+            ..
+        } = rule;
+        if momentum == 0.0 {
+            // W = (1 - lr*decay) W + (lr/B) [v0; vk]' [p(h|v0); -hk]: one product, no velocity.
+            matmul(
+                &mut self.w,
+                &bufs.x,
+                &bufs.y,
+                (nv, 2 * b, nh),
+                true,
+                false,
+                1.0 - lr * weight_decay,
+                lr * inv_b,
+            );
+            for (p, d) in self.hb.iter_mut().zip(&bufs.dhb) {
+                *p += lr * d;
+            }
+            for (p, d) in self.vb.iter_mut().zip(&bufs.dvb) {
+                *p += lr * d;
+            }
+        } else {
+            matmul(
+                &mut state.vel_w,
+                &bufs.x,
+                &bufs.y,
+                (nv, 2 * b, nh),
+                true,
+                false,
+                momentum,
+                lr * inv_b,
+            );
+            let decay = lr * weight_decay;
+            for (w, v) in self.w.iter_mut().zip(state.vel_w.iter_mut()) {
+                *v -= decay * *w;
+                *w += *v;
+            }
+            for ((p, v), d) in self
+                .hb
+                .iter_mut()
+                .zip(state.vel_hb.iter_mut())
+                .zip(&bufs.dhb)
+            {
+                *v = momentum * *v + lr * d;
+                *p += *v;
+            }
+            for ((p, v), d) in self
+                .vb
+                .iter_mut()
+                .zip(state.vel_vb.iter_mut())
+                .zip(&bufs.dvb)
+            {
+                *v = momentum * *v + lr * d;
+                *p += *v;
+            }
+        }
+    }
+
+    /// Free energy F(v) = -vb'v - sum_j softplus(hb_j + W_j'v) of each row of `v`.
+    pub fn free_energy(&self, v: &[f32]) -> Vec<f32> {
+        let rows = v.len() / self.visible;
+        let mut out = Vec::with_capacity(rows);
+        let mut pre = vec![0.0f32; 1024.min(rows.max(1)) * self.hidden];
+        for chunk in v.chunks(1024 * self.visible) {
+            let r = chunk.len() / self.visible;
+            let pre = &mut pre[..r * self.hidden];
+            matmul(
+                pre,
+                chunk,
+                &self.w,
+                (r, self.visible, self.hidden),
+                false,
+                false,
+                0.0,
+                1.0,
+            );
+            for (row, a) in chunk
+                .chunks_exact(self.visible)
+                .zip(pre.chunks_exact(self.hidden))
+            {
+                let lin: f32 = row.iter().zip(&self.vb).map(|(x, c)| x * c).sum();
+                let sp: f32 = a.iter().zip(&self.hb).map(|(a, b)| softplus(a + b)).sum();
+                out.push(-lin - sp);
+            }
+        }
+        out
+    }
+
+    /// Mean squared error per pixel of the mean-field reconstruction
+    /// p(v | p(h|v)) of each row of `v`, averaged over rows.
+    pub fn reconstruction_error(&self, v: &[f32]) -> f64 {
+        let rows = v.len() / self.visible;
+        let chunk_rows = 1024.min(rows.max(1));
+        let mut h = vec![0.0f32; chunk_rows * self.hidden];
+        let mut r = vec![0.0f32; chunk_rows * self.visible];
+        let mut total = 0.0f64;
+        for chunk in v.chunks(chunk_rows * self.visible) {
+            let n = chunk.len() / self.visible;
+            self.hidden_probs(chunk, &mut h[..n * self.hidden]);
+            self.visible_probs(&h[..n * self.hidden], &mut r[..n * self.visible]);
+            total += chunk
+                .iter()
+                .zip(&r)
+                .map(|(a, b)| ((a - b) * (a - b)) as f64)
+                .sum::<f64>();
+        }
+        total / (rows * self.visible) as f64
+    }
+
+    /// Pseudo-likelihood per image (SPEC): with x rounded to {0,1},
+    /// sum_i log sigmoid(F(x with bit i flipped) - F(x)), over *all* visible
+    /// units i (not one sampled index), averaged over the rows of `v`.
+    pub fn pseudo_likelihood(&self, v: &[f32]) -> f64 {
+        use rayon::prelude::*;
+        let rows = v.len() / self.visible;
+        let x: Vec<f32> = v.iter().map(|p| p.round()).collect();
+        let mut pre = vec![0.0f32; rows * self.hidden];
+        matmul(
+            &mut pre,
+            &x,
+            &self.w,
+            (rows, self.visible, self.hidden),
+            false,
+            false,
+            0.0,
+            1.0,
+        );
+        let (nv, nh) = (self.visible, self.hidden);
+        let total: f64 = x
+            .par_chunks_exact(nv)
+            .zip(pre.par_chunks_exact(nh))
+            .map(|(xr, ar)| {
+                let a: Vec<f32> = ar.iter().zip(&self.hb).map(|(a, b)| a + b).collect();
+                let base: f32 = a.iter().map(|&t| softplus(t)).sum();
+                let mut sum = 0.0f64;
+                for (i, (&xi, wi)) in xr.iter().zip(self.w.chunks_exact(nh)).enumerate() {
+                    // Flipping x_i changes every pre-activation by s * W[i, :].
+                    let s = 1.0 - 2.0 * xi;
+                    let flipped: f32 = a.iter().zip(wi).map(|(t, w)| softplus(t + s * w)).sum();
+                    // F(flip) - F(x) = -vb_i * s - (flipped - base)
+                    let diff = -self.vb[i] * s - (flipped - base);
+                    sum += log_sigmoid(diff) as f64;
+                }
+                sum
+            })
+            .sum();
+        total / rows as f64
+    }
+
+    /// Runs `steps` Gibbs steps from visible `v0` (rows x V); returns the last
+    /// step's visible probabilities p(v|h).
+    pub fn gibbs_from_visible(&self, v0: &[f32], steps: usize, rng: &mut GenRng) -> Vec<f32> {
+        let rows = v0.len() / self.visible;
+        let mut v = v0.to_vec();
+        let mut vp = vec![0.0f32; rows * self.visible];
+        let mut h = vec![0.0f32; rows * self.hidden];
+        let mut hp = vec![0.0f32; rows * self.hidden];
+        self.sample_hidden(&v, &mut hp, &mut h, rng.next_u64());
+        for step in 0..steps.max(1) {
+            self.sample_visible(&h, &mut vp, &mut v, rng.next_u64());
+            if step + 1 < steps {
+                self.sample_hidden(&v, &mut hp, &mut h, rng.next_u64());
+            }
+        }
+        vp
+    }
+
+    /// Safetensors with the documented names: `W` [visible, hidden], `hb` [hidden], `vb` [visible].
+    pub fn to_checkpoint(&self) -> Checkpoint {
+        let mut ck = Checkpoint::default();
+        ck.insert(
+            "W",
+            TensorData::new(vec![self.visible, self.hidden], self.w.clone()),
+        );
+        ck.insert("hb", TensorData::new(vec![self.hidden], self.hb.clone()));
+        ck.insert("vb", TensorData::new(vec![self.visible], self.vb.clone()));
+        ck.set_meta("genlab.family", "rbm");
+        ck
+    }
+
+    /// Reads `W`, `hb`, `vb` from a checkpoint, checking their shapes.
+    pub fn from_checkpoint(ck: &Checkpoint, visible: usize, hidden: usize) -> Result<Self> {
+        Ok(Rbm {
+            visible,
+            hidden,
+            w: ck.tensor("W", &[visible, hidden])?.data.clone(),
+            hb: ck.tensor("hb", &[hidden])?.data.clone(),
+            vb: ck.tensor("vb", &[visible])?.data.clone(),
+        })
+    }
+}
+
+#[inline]
+fn log_sigmoid(x: f32) -> f32 {
+    -softplus(-x)
+}
+
+/// A standard normal draw (Box-Muller).
+pub fn standard_normal(rng: &mut GenRng) -> f32 {
+    let u1: f64 = 1.0 - rng.random::<f64>();
+    let u2: f64 = rng.random::<f64>();
+    ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+}
+
+/// The RBM family: `genlab train rbm`.
+pub struct RbmFamily;
+
+/// Learning rate at update `t` of `total`.
+fn lr_at(config: &RbmConfig, t: usize, total: usize) -> f64 {
+    match config.schedule {
+        Schedule::Constant => config.lr,
+        Schedule::Linear => {
+            let frac = if total > 1 {
+                t as f64 / (total - 1) as f64
+            } else {
+                0.0
+            };
+            config.lr + (config.lr_final - config.lr) * frac
+        }
+    }
+}
+
+/// What is measured after each epoch.
+fn epoch_metrics(
+    rbm: &Rbm,
+    test: &[f32],
+    pl_set: &[f32],
+    train_subset: &[f32],
+) -> Map<String, Value> {
+    let fe_train = mean(&rbm.free_energy(&binarise(train_subset)));
+    let fe_test = mean(&rbm.free_energy(&binarise(test)));
+    let mut m = Map::new();
+    m.insert(
+        "recon_error_test".into(),
+        json!(rbm.reconstruction_error(test)),
+    );
+    m.insert(
+        "pseudo_likelihood_test".into(),
+        json!(rbm.pseudo_likelihood(pl_set)),
+    );
+    m.insert("free_energy_train".into(), json!(fe_train));
+    m.insert("free_energy_test".into(), json!(fe_test));
+    m.insert("free_energy_gap".into(), json!(fe_test - fe_train));
+    m
+}
+
+fn binarise(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|p| p.round()).collect()
+}
+
+fn mean(x: &[f32]) -> f64 {
+    x.iter().map(|&v| v as f64).sum::<f64>() / x.len().max(1) as f64
+}
+
+/// Normalises each of the first `n` hidden units' weight vectors to [0, 1] as 28x28 tiles.
+pub fn filter_tiles(rbm: &Rbm, n: usize) -> Vec<f32> {
+    let n = n.min(rbm.hidden);
+    let mut out = Vec::with_capacity(n * rbm.visible);
+    for j in 0..n {
+        let col: Vec<f32> = (0..rbm.visible)
+            .map(|i| rbm.w[i * rbm.hidden + j])
+            .collect();
+        let (lo, hi) = col
+            .iter()
+            .fold((f32::MAX, f32::MIN), |(l, h), &x| (l.min(x), h.max(x)));
+        let span = (hi - lo).max(1e-12);
+        out.extend(col.iter().map(|x| (x - lo) / span));
+    }
+    out
+}
+
+fn first_rows(split: &Split, n: usize) -> Vec<f32> {
+    let idx: Vec<usize> = (0..n.min(split.len())).collect();
+    let mut out = Vec::new();
+    fill_batch(
+        split,
+        &idx,
+        PixelView::Unit,
+        &mut stream(0, Purpose::Fixed, 0),
+        &mut out,
+    );
+    out
+}
+
+/// Writes the loss-curve style plots of an RBM run from its metrics log.
+pub fn plot_metrics(run: &RunDir) -> Result<()> {
+    let log = run.metrics();
+    let s = |key: &str, name: &str| -> Result<Series> {
+        Ok(Series {
+            name: name.into(),
+            points: log.series(key)?,
+        })
+    };
+    line_plot(
+        &run.images().join("free_energy"),
+        "Mean free energy (binarised images)",
+        "epoch",
+        "free energy",
+        &[
+            s("free_energy_train", "train subset (1,000)")?,
+            s("free_energy_test", "test")?,
+        ],
+    )?;
+    line_plot(
+        &run.images().join("pseudo_likelihood"),
+        "Pseudo-likelihood per image (test)",
+        "epoch",
+        "nats",
+        &[s("pseudo_likelihood_test", "pseudo-likelihood")?],
+    )?;
+    line_plot(
+        &run.images().join("reconstruction_error"),
+        "Mean-field reconstruction error (test)",
+        "epoch",
+        "mean squared error per pixel",
+        &[s("recon_error_test", "reconstruction error")?],
+    )
+}
+
+impl Family for RbmFamily {
+    const NAME: &'static str = "rbm";
+    const SEED_PRESET: &'static str = "rbm-500";
+    type Config = RbmConfig;
+
+    fn train(ctx: &TrainContext, run_config: &RunConfig<RbmConfig>) -> Result<()> {
+        let config = &run_config.model;
+        if run_config.device != DeviceKind::Cpu {
+            bail!(
+                "device = \"{}\": the RBM runs on the CPU only in this version; use --device cpu",
+                run_config.device
+            );
+        }
+        let train = &ctx.dataset.train;
+        if config.batch_size > train.len() {
+            bail!(
+                "model.batch_size = {} is larger than the training set ({} images)",
+                config.batch_size,
+                train.len()
+            );
+        }
+        let seed = run_config.seed;
+        let mut rbm = Rbm::init(PIXELS, config.hidden, &mut stream(seed, Purpose::Init, 0));
+        let mut state = rbm.new_state(config, &mut stream(seed, Purpose::Init, 1));
+        let mut bufs = CdBuffers::new(&rbm, config.batch_size);
+
+        // Fixed sets for the per-epoch figures and metrics, chosen once per run.
+        let mut fixed_rng = stream(seed, Purpose::Fixed, 0);
+        let test = split_to_f32(&ctx.dataset.test, PixelView::Unit, &mut fixed_rng);
+        let pl_set = first_rows(&ctx.dataset.test, config.pl_images);
+        let subset: Vec<usize> =
+            rand::seq::index::sample(&mut fixed_rng, train.len(), 1000.min(train.len())).into_vec();
+        let mut train_subset = Vec::new();
+        fill_batch(
+            train,
+            &subset,
+            PixelView::Unit,
+            &mut fixed_rng,
+            &mut train_subset,
+        );
+        let start_idx: Vec<usize> =
+            rand::seq::index::sample(&mut fixed_rng, train.len(), 64.min(train.len())).into_vec();
+        let mut sample_start = Vec::new();
+        fill_batch(
+            train,
+            &start_idx,
+            PixelView::Unit,
+            &mut fixed_rng,
+            &mut sample_start,
+        );
+        let side = (start_idx.len() as f64).sqrt().ceil() as usize;
+
+        let batches_per_epoch = train.len() / config.batch_size;
+        let total_updates = batches_per_epoch * config.epochs;
+        let mut best_pl = f64::NEG_INFINITY;
+        // The Unit view draws nothing; the generator is only a formality.
+        let mut no_rng = stream(seed, Purpose::Fixed, 1);
+        for epoch in 1..=config.epochs {
+            let order = EpochOrder::new(
+                train.len(),
+                config.batch_size,
+                true,
+                true,
+                seed,
+                epoch as u32,
+            );
+            let mut rng = stream(seed, Purpose::Train, epoch as u32);
+            let mut progress =
+                EpochProgress::start(epoch, config.epochs, order.num_batches(), ctx.interactive);
+            let mut lr = config.lr;
+            for (b, idx) in order.batches().enumerate() {
+                lr = lr_at(config, (epoch - 1) * batches_per_epoch + b, total_updates);
+                fill_batch_slice(train, idx, PixelView::Unit, &mut no_rng, bufs.data_mut());
+                let rule = UpdateRule {
+                    k: config.k,
+                    lr: lr as f32,
+                    momentum: config.momentum as f32,
+                    weight_decay: config.weight_decay as f32,
+                };
+                rbm.cd_update(&mut bufs, &mut state, rule, &mut rng);
+                progress.batch(idx.len(), None);
+            }
+            if rbm.w.iter().any(|w| !w.is_finite()) {
+                bail!(
+                    "epoch {epoch}: the weights became NaN or infinite; lower model.lr (now {}) and train again",
+                    config.lr
+                );
+            }
+            let metrics = epoch_metrics(&rbm, &test, &pl_set, &train_subset);
+            let pl = metrics["pseudo_likelihood_test"]
+                .as_f64()
+                .unwrap_or(f64::NAN);
+            let summary = format!(
+                "recon {:.5}  PL {:.2}  F train {:.2} test {:.2}",
+                metrics["recon_error_test"].as_f64().unwrap_or(f64::NAN),
+                pl,
+                metrics["free_energy_train"].as_f64().unwrap_or(f64::NAN),
+                metrics["free_energy_test"].as_f64().unwrap_or(f64::NAN),
+            );
+            let timing = progress.finish(&summary);
+
+            // The seed's figure: a Gibbs chain from the fixed training batch.
+            let samples = rbm.gibbs_from_visible(
+                &sample_start,
+                config.sample_steps,
+                &mut stream(seed, Purpose::Sample, epoch as u32),
+            );
+            save_grid(
+                &ctx.run
+                    .images()
+                    .join(format!("samples_epoch_{epoch:03}.png")),
+                &samples,
+                side,
+                side,
+            )?;
+            save_grid(&ctx.run.images().join("samples.png"), &samples, side, side)?;
+
+            let mut row = Map::new();
+            row.insert("epoch".into(), json!(epoch));
+            row.insert("seconds".into(), json!(timing.seconds));
+            row.insert(
+                "samples_per_second".into(),
+                json!(timing.samples_per_second),
+            );
+            row.insert("lr".into(), json!(lr));
+            row.extend(metrics);
+            ctx.run.metrics().append(&row)?;
+
+            let mut ck = rbm.to_checkpoint();
+            ck.insert(
+                "velocity.W",
+                TensorData::new(vec![rbm.visible, rbm.hidden], state.vel_w.clone()),
+            );
+            ck.insert(
+                "velocity.hb",
+                TensorData::new(vec![rbm.hidden], state.vel_hb.clone()),
+            );
+            ck.insert(
+                "velocity.vb",
+                TensorData::new(vec![rbm.visible], state.vel_vb.clone()),
+            );
+            if let Some(chains) = &state.chains {
+                ck.insert(
+                    "pcd.h",
+                    TensorData::new(vec![config.batch_size, rbm.hidden], chains.clone()),
+                );
+            }
+            ck.set_meta("genlab.epoch", epoch.to_string());
+            ck.save(&ctx.run.latest_checkpoint())?;
+            if pl > best_pl {
+                best_pl = pl;
+                ck.set_meta("genlab.best", "pseudo_likelihood_test");
+                ck.save(&ctx.run.best_checkpoint())?;
+            }
+        }
+        rbm.to_checkpoint()
+            .save(&ctx.run.root.join("weights.safetensors"))?;
+        save_grid(
+            &ctx.run.images().join("filters.png"),
+            &filter_tiles(&rbm, 100),
+            10,
+            10,
+        )?;
+        plot_metrics(&ctx.run).context("drawing the metric plots")?;
+        Ok(())
+    }
+}
