@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use genlab::config::Overrides;
 use genlab::data::{DataSources, Dataset, DatasetName};
 use genlab::device::DeviceKind;
+use genlab::models::rbm::ChainStart;
 use genlab::models::{self, TrainRequest};
 use genlab::presets::PRESETS;
 
@@ -26,6 +27,12 @@ struct Cli {
 enum Command {
     /// Train a model: creates a run directory with config, metrics, checkpoints and images.
     Train(TrainArgs),
+    /// Draw samples from a trained run (RBM: Gibbs chains) into a PNG grid.
+    Sample(SampleArgs),
+    /// Remove part of test digits' ink and let the model fill it in; prints the error on removed pixels.
+    Inpaint(InpaintArgs),
+    /// Measure a trained run (RBM: log Z by AIS, exact for small H, and test log-likelihood); writes eval.json.
+    Eval(EvalArgs),
     /// List every preset with a one-line description.
     Presets,
     /// Datasets: where they are found and what they hold.
@@ -88,6 +95,158 @@ struct TrainArgs {
     /// Look for data here first.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct SampleArgs {
+    /// The run directory.
+    run: PathBuf,
+    /// Number of samples.
+    #[arg(short = 'n', default_value_t = 64)]
+    n: usize,
+    /// Gibbs steps per chain.
+    #[arg(long, default_value_t = 1000)]
+    steps: usize,
+    /// Start the chains from random noise or from random test images.
+    #[arg(long, default_value = "noise", value_parser = ["noise", "data"])]
+    from: String,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output PNG (default: RUN/images/sample_<from>_<steps>steps_seed<seed>.png).
+    #[arg(long, value_name = "PATH")]
+    out: Option<PathBuf>,
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct InpaintArgs {
+    /// The run directory.
+    run: PathBuf,
+    /// Fractions of each digit's non-zero pixels to remove, comma-separated.
+    #[arg(long, default_value = "0.2,0.5,0.8", value_delimiter = ',')]
+    remove: Vec<f32>,
+    /// Number of test digits (the first N of the test set).
+    #[arg(long, default_value_t = 64)]
+    n: usize,
+    /// Gibbs steps of both reconstructions.
+    #[arg(long, default_value_t = 200)]
+    steps: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Directory for the PNGs (default: RUN/images).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// The run directory.
+    run: PathBuf,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// AIS chains (run in parallel as one batch).
+    #[arg(long, default_value_t = 100)]
+    ais_runs: usize,
+    /// AIS inverse temperatures.
+    #[arg(long, default_value_t = 14_500)]
+    ais_steps: usize,
+    /// Print the JSON report instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Where to write the JSON report (default: RUN/eval.json).
+    #[arg(long, value_name = "PATH")]
+    out: Option<PathBuf>,
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+fn sample(args: SampleArgs) -> Result<()> {
+    let from = if args.from == "data" {
+        ChainStart::Data
+    } else {
+        ChainStart::Noise
+    };
+    let path = genlab::inspect::sample(
+        &args.run,
+        &genlab::inspect::SampleOptions {
+            n: args.n,
+            steps: args.steps,
+            from,
+            seed: args.seed,
+            out: args.out,
+            data_dir: args.data_dir,
+        },
+    )?;
+    println!(
+        "{} samples ({} Gibbs steps from {}) written to {}",
+        args.n,
+        args.steps,
+        args.from,
+        path.display()
+    );
+    Ok(())
+}
+
+fn inpaint(args: InpaintArgs) -> Result<()> {
+    let rows = genlab::inspect::inpaint(
+        &args.run,
+        &genlab::inspect::InpaintOptions {
+            remove: args.remove,
+            n: args.n,
+            steps: args.steps,
+            seed: args.seed,
+            out: args.out,
+            data_dir: args.data_dir,
+        },
+    )?;
+    println!(
+        "mean squared error on the removed pixels ({} test digits, {} Gibbs steps)",
+        rows.first().map_or(0, |r| r.images),
+        args.steps
+    );
+    println!(
+        "{:>8}  {:>14}  {:>12}  {:>12}  picture",
+        "removed", "pixels removed", "free chain", "clamped"
+    );
+    for r in &rows {
+        println!(
+            "{:>7.0}%  {:>14}  {:>12.4}  {:>12.4}  {}",
+            r.fraction * 100.0,
+            r.removed_pixels,
+            r.mse_free_chain,
+            r.mse_clamped,
+            r.picture.display()
+        );
+    }
+    println!(
+        "free chain: the seed's way (the sampler run from the corrupted image); clamped: kept pixels fixed, removed ones resampled"
+    );
+    Ok(())
+}
+
+fn eval(args: EvalArgs) -> Result<()> {
+    let report = genlab::eval::evaluate(
+        &args.run,
+        &genlab::eval::EvalOptions {
+            seed: args.seed,
+            ais_runs: args.ais_runs,
+            ais_steps: args.ais_steps,
+            out: args.out,
+            data_dir: args.data_dir,
+        },
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report.json)?);
+    } else {
+        for line in &report.lines {
+            println!("{line}");
+        }
+        println!("written to {}", report.path.display());
+    }
+    Ok(())
 }
 
 fn parse_dataset(s: &str) -> Result<DatasetName, String> {
@@ -166,6 +325,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(args) => train(args),
+        Command::Sample(args) => sample(args),
+        Command::Inpaint(args) => inpaint(args),
+        Command::Eval(args) => eval(args),
         Command::Presets => {
             presets();
             Ok(())

@@ -197,6 +197,47 @@ fn small_rbm_run_writes_every_file() {
     names.sort();
     assert_eq!(names, vec!["W", "hb", "vb"]);
     assert_eq!(st.tensor("W").unwrap().shape(), &[784, 20]);
+    // Sampling, inpainting and evaluation read the run.
+    let r = root.to_str().unwrap();
+    let (ok, out, err) = run(&mut genlab(&[
+        "sample", r, "-n", "9", "--steps", "20", "--from", "data",
+    ]));
+    assert!(ok, "{err}");
+    assert!(
+        root.join("images/sample_data_20steps_seed0.png").is_file(),
+        "{out}"
+    );
+    let (ok, out, err) = run(&mut genlab(&[
+        "inpaint", r, "--n", "8", "--remove", "0.3,0.6", "--steps", "20",
+    ]));
+    assert!(ok, "{err}");
+    assert!(out.contains("30%") && out.contains("60%"), "{out}");
+    assert!(root.join("images/inpaint_30.png").is_file() && root.join("inpaint.json").is_file());
+    let (ok, out, err) = run(&mut genlab(&[
+        "eval",
+        r,
+        "--ais-runs",
+        "8",
+        "--ais-steps",
+        "300",
+        "--json",
+    ]));
+    assert!(ok, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let ll = &report["likelihood"];
+    assert_eq!(ll["log_z_source"], "exact", "H = 20 is summed exactly");
+    assert!(ll["test_log_likelihood"].as_f64().unwrap() < 0.0);
+    assert!(root.join("eval.json").is_file());
+    for (args, expect) in [
+        (vec!["inpaint", r, "--remove", "1.5"], "--remove 1.5"),
+        (vec!["sample", r, "--steps", "0"], "--steps 0"),
+        (vec!["eval", r, "--ais-runs", "1"], "--ais-runs 1"),
+        (vec!["eval", "/nonexistent/run"], "no such run directory"),
+    ] {
+        let (ok, _, err) = run(&mut genlab(&args));
+        assert_clean_error(ok, &err);
+        assert!(err.contains(expect), "{args:?}: {err}");
+    }
     // A second run into the same directory is refused.
     let (ok, _, err) = run(&mut genlab(&[
         "train",

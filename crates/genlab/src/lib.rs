@@ -13,6 +13,8 @@ pub mod config;
 pub mod cpu;
 pub mod data;
 pub mod device;
+pub mod eval;
+pub mod inspect;
 pub mod models;
 pub mod presets;
 pub mod progress;

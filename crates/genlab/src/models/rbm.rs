@@ -608,7 +608,8 @@ pub fn filter_tiles(rbm: &Rbm, n: usize) -> Vec<f32> {
     out
 }
 
-fn first_rows(split: &Split, n: usize) -> Vec<f32> {
+/// The first `n` images of a split, as pixel / 255.
+pub fn first_rows(split: &Split, n: usize) -> Vec<f32> {
     let idx: Vec<usize> = (0..n.min(split.len())).collect();
     let mut out = Vec::new();
     fill_batch(
@@ -822,4 +823,115 @@ impl Family for RbmFamily {
         plot_metrics(&ctx.run).context("drawing the metric plots")?;
         Ok(())
     }
+}
+
+/// A trained RBM loaded from its run directory.
+pub struct LoadedRbm {
+    pub config: RunConfig<RbmConfig>,
+    pub rbm: Rbm,
+}
+
+/// Loads the final weights of a run (`weights.safetensors`), or its latest
+/// checkpoint while training has not finished.
+pub fn load_run(run: &RunDir) -> Result<LoadedRbm> {
+    let config: RunConfig<RbmConfig> = run.read_config()?;
+    let final_weights = run.root.join("weights.safetensors");
+    let path = if final_weights.is_file() {
+        final_weights
+    } else {
+        run.latest_checkpoint()
+    };
+    let ck = Checkpoint::load(&path)
+        .with_context(|| format!("{} has no weights yet (train it first)", run.root.display()))?;
+    let rbm = Rbm::from_checkpoint(&ck, PIXELS, config.model.hidden)
+        .with_context(|| format!("{}", path.display()))?;
+    Ok(LoadedRbm { config, rbm })
+}
+
+/// Where `genlab sample` starts its chains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChainStart {
+    /// Independent fair coin flips.
+    Noise,
+    /// Random test images.
+    Data,
+}
+
+/// Draws `n` samples by running `steps` Gibbs steps from `start`; returns the
+/// final visible probabilities (n x 784).
+pub fn sample_chains(
+    rbm: &Rbm,
+    test: &Split,
+    n: usize,
+    steps: usize,
+    start: ChainStart,
+    seed: u64,
+) -> Vec<f32> {
+    let mut rng = stream(seed, Purpose::Sample, 0);
+    let v0: Vec<f32> = match start {
+        ChainStart::Noise => (0..n * rbm.visible)
+            .map(|_| rng.random::<bool>() as u8 as f32)
+            .collect(),
+        ChainStart::Data => {
+            let idx: Vec<usize> = (0..n).map(|_| rng.random_range(0..test.len())).collect();
+            let mut out = Vec::new();
+            fill_batch(test, &idx, PixelView::Unit, &mut rng, &mut out);
+            out
+        }
+    };
+    rbm.gibbs_from_visible(&v0, steps, &mut rng)
+}
+
+/// Inpainting by conditional Gibbs sampling: the pixels where `missing` is
+/// false stay clamped to `corrupted`; the missing ones are resampled. Returns
+/// the corrupted image with the missing pixels replaced by the mean of the
+/// visible probabilities over the last `average_last` of `steps` steps.
+pub fn inpaint_clamped(
+    rbm: &Rbm,
+    corrupted: &[f32],
+    missing: &[bool],
+    steps: usize,
+    average_last: usize,
+    rng: &mut GenRng,
+) -> Vec<f32> {
+    let rows = corrupted.len() / rbm.visible;
+    let mut v = corrupted.to_vec();
+    let mut vs = vec![0.0f32; v.len()];
+    let mut vp = vec![0.0f32; v.len()];
+    let mut h = vec![0.0f32; rows * rbm.hidden];
+    let mut hp = vec![0.0f32; rows * rbm.hidden];
+    let mut mean = vec![0.0f32; v.len()];
+    let average_last = average_last.clamp(1, steps.max(1));
+    for step in 0..steps.max(1) {
+        rbm.sample_hidden(&v, &mut hp, &mut h, rng.next_u64());
+        rbm.sample_visible(&h, &mut vp, &mut vs, rng.next_u64());
+        for i in 0..v.len() {
+            if missing[i] {
+                v[i] = vs[i];
+            }
+        }
+        if step + average_last >= steps.max(1) {
+            for (m, p) in mean.iter_mut().zip(&vp) {
+                *m += p / average_last as f32;
+            }
+        }
+    }
+    corrupted
+        .iter()
+        .zip(missing)
+        .zip(&mean)
+        .map(|((&c, &m), &p)| if m { p } else { c })
+        .collect()
+}
+
+/// Mean squared error over the pixels where `mask` is true.
+pub fn masked_mse(a: &[f32], b: &[f32], mask: &[bool]) -> f64 {
+    let (mut sum, mut n) = (0.0f64, 0usize);
+    for ((x, y), &m) in a.iter().zip(b).zip(mask) {
+        if m {
+            sum += ((x - y) * (x - y)) as f64;
+            n += 1;
+        }
+    }
+    if n == 0 { 0.0 } else { sum / n as f64 }
 }

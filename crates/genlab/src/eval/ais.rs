@@ -1,0 +1,257 @@
+//! The log partition function of a binary RBM: exactly by enumerating the
+//! hidden layer (small H), and by annealed importance sampling (Salakhutdinov
+//! & Murray 2008) from a base-rate model otherwise.
+//!
+//! The annealing path between a base model A (visible biases `b_a`, no
+//! weights) and the RBM B is
+//! log p*_beta(v) = (1-beta) b_a'v + beta vb'v + sum_j softplus(beta (W'v + hb)_j),
+//! so p*_1 = exp(-F(v)) and, since softplus(0) = log 2, p*_0 is the base model
+//! with H free hidden units: log Z_0 = sum_i softplus(b_a,i) + H log 2.
+
+use rayon::prelude::*;
+
+use crate::cpu::{matmul, softplus, uniform};
+use crate::models::rbm::Rbm;
+use crate::rng::GenRng;
+use rand::Rng;
+
+const LN2: f64 = std::f64::consts::LN_2;
+
+/// log(sum(exp(x))) of f64 values, stable.
+pub fn log_sum_exp(x: &[f64]) -> f64 {
+    let m = x.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    if !m.is_finite() {
+        return m;
+    }
+    m + x.iter().map(|v| (v - m).exp()).sum::<f64>().ln()
+}
+
+/// Exact log Z by summing over all 2^H hidden configurations:
+/// log Z = log sum_h exp(hb'h) prod_i (1 + exp(vb_i + W_i h)). Practical for H <= 24.
+pub fn exact_log_z(rbm: &Rbm) -> f64 {
+    let (nv, nh) = (rbm.visible, rbm.hidden);
+    assert!(
+        nh <= 30,
+        "exact log Z enumerates 2^H states; H = {nh} is too many"
+    );
+    let total: u64 = 1 << nh;
+    let block: u64 = 2048.min(total);
+    let blocks: Vec<u64> = (0..total.div_ceil(block)).collect();
+    let partial: Vec<f64> = blocks
+        .par_iter()
+        .map(|&bi| {
+            let start = bi * block;
+            let n = block.min(total - start) as usize;
+            let mut h = vec![0.0f32; n * nh];
+            for r in 0..n {
+                let code = start + r as u64;
+                for j in 0..nh {
+                    h[r * nh + j] = ((code >> j) & 1) as f32;
+                }
+            }
+            // pre = h W' (n x V); single-threaded inside: the blocks are parallel.
+            let mut pre = vec![0.0f32; n * nv];
+            for r in 0..n {
+                let row = &mut pre[r * nv..(r + 1) * nv];
+                row.copy_from_slice(&rbm.vb);
+                for j in 0..nh {
+                    if h[r * nh + j] != 0.0 {
+                        for (p, w) in row.iter_mut().zip(rbm.w.iter().skip(j).step_by(nh)) {
+                            *p += w;
+                        }
+                    }
+                }
+            }
+            let terms: Vec<f64> = (0..n)
+                .map(|r| {
+                    let hb: f64 = (0..nh).map(|j| (rbm.hb[j] * h[r * nh + j]) as f64).sum();
+                    hb + pre[r * nv..(r + 1) * nv]
+                        .iter()
+                        .map(|&x| softplus(x) as f64)
+                        .sum::<f64>()
+                })
+                .collect();
+            log_sum_exp(&terms)
+        })
+        .collect();
+    log_sum_exp(&partial)
+}
+
+/// The inverse temperatures: Salakhutdinov & Murray's piecewise-linear
+/// schedule (dense near 1: 500 steps to 0.5, 4,000 to 0.9, 10,000 to 1 out of
+/// 14,500), scaled to `steps` intermediate distributions.
+pub fn schedule(steps: usize) -> Vec<f64> {
+    let steps = steps.max(3);
+    let n1 = (steps * 500 / 14_500).max(1);
+    let n2 = (steps * 4_000 / 14_500).max(1);
+    let n3 = steps - n1 - n2;
+    let mut betas = Vec::with_capacity(steps + 1);
+    betas.push(0.0);
+    for (from, to, n) in [(0.0, 0.5, n1), (0.5, 0.9, n2), (0.9, 1.0, n3)] {
+        for i in 1..=n {
+            betas.push(from + (to - from) * i as f64 / n as f64);
+        }
+    }
+    betas
+}
+
+/// Visible biases of the base-rate model: the log-odds of each pixel's mean
+/// over binary training data, smoothed so that no bias is infinite.
+pub fn base_rate_biases(binary_data: &[f32], visible: usize) -> Vec<f32> {
+    let rows = binary_data.len() / visible;
+    let mut mean = vec![0.0f64; visible];
+    for row in binary_data.chunks_exact(visible) {
+        for (m, &x) in mean.iter_mut().zip(row) {
+            *m += x as f64;
+        }
+    }
+    // Add-0.5 smoothing (a Jeffreys prior): p = (count + 0.5) / (n + 1).
+    mean.iter()
+        .map(|&c| {
+            let p = (c + 0.5) / (rows as f64 + 1.0);
+            (p / (1.0 - p)).ln() as f32
+        })
+        .collect()
+}
+
+/// An AIS estimate of log Z.
+#[derive(Debug, Clone)]
+pub struct AisEstimate {
+    pub log_z: f64,
+    /// log(mean - 3 standard errors) of the importance weights (-inf if that is <= 0).
+    pub log_z_low: f64,
+    /// log(mean + 3 standard errors).
+    pub log_z_high: f64,
+    pub runs: usize,
+    pub steps: usize,
+}
+
+/// Runs `runs` AIS chains in parallel as one batch from the base model with
+/// visible biases `base`, over `steps` intermediate distributions.
+pub fn ais_log_z(
+    rbm: &Rbm,
+    base: &[f32],
+    runs: usize,
+    steps: usize,
+    rng: &mut GenRng,
+) -> AisEstimate {
+    let (nv, nh) = (rbm.visible, rbm.hidden);
+    let betas = schedule(steps);
+    let log_z0 = base.iter().map(|&b| softplus(b) as f64).sum::<f64>() + nh as f64 * LN2;
+    // v ~ p_0: independent Bernoulli(sigmoid(base)).
+    let key = rng.next_u64();
+    let mut v: Vec<f32> = (0..runs * nv)
+        .map(|i| (uniform(key, i as u64) < crate::cpu::sigmoid(base[i % nv])) as u8 as f32)
+        .collect();
+    let delta_bias: Vec<f32> = rbm.vb.iter().zip(base).map(|(a, b)| a - b).collect();
+    // c[r] = (vb - base)'v_r, kept up to date as v changes.
+    let mut c: Vec<f64> = v
+        .chunks_exact(nv)
+        .map(|row| {
+            row.iter()
+                .zip(&delta_bias)
+                .map(|(x, d)| (x * d) as f64)
+                .sum()
+        })
+        .collect();
+    let mut log_w = vec![0.0f64; runs];
+    let mut a = vec![0.0f32; runs * nh];
+    let mut h = vec![0.0f32; runs * nh];
+    let mut pv = vec![0.0f32; runs * nv];
+    const ROWS: usize = 4;
+    for k in 1..betas.len() {
+        let (b_prev, b_k) = (betas[k - 1] as f32, betas[k] as f32);
+        let d_beta = (b_k - b_prev) as f64;
+        matmul(&mut a, &v, &rbm.w, (runs, nv, nh), false, false, 0.0, 1.0);
+        let key_h = rng.next_u64();
+        // Weight update and hidden sample at beta_k, fused per row.
+        a.par_chunks(ROWS * nh)
+            .zip(h.par_chunks_mut(ROWS * nh))
+            .zip(log_w.par_chunks_mut(ROWS))
+            .zip(c.par_chunks(ROWS))
+            .enumerate()
+            .for_each(|(t, (((ac, hc), lw), cc))| {
+                for (r, (ar, hr)) in ac.chunks_exact(nh).zip(hc.chunks_exact_mut(nh)).enumerate() {
+                    let mut sum = 0.0f64;
+                    let base_idx = ((t * ROWS + r) * nh) as u64;
+                    for j in 0..nh {
+                        let x = ar[j] + rbm.hb[j];
+                        let xk = b_k * x;
+                        let e = (-xk.abs()).exp();
+                        let sp_k = xk.max(0.0) + e.ln_1p();
+                        sum += (sp_k - softplus(b_prev * x)) as f64;
+                        let p = if xk >= 0.0 {
+                            1.0 / (1.0 + e)
+                        } else {
+                            e / (1.0 + e)
+                        };
+                        hr[j] = (uniform(key_h, base_idx + j as u64) < p) as u8 as f32;
+                    }
+                    lw[r] += sum + d_beta * cc[r];
+                }
+            });
+        // v ~ p(v | h) at beta_k: sigmoid((1-beta) base + beta (vb + W h)).
+        matmul(&mut pv, &h, &rbm.w, (runs, nh, nv), false, true, 0.0, 1.0);
+        let key_v = rng.next_u64();
+        v.par_chunks_mut(ROWS * nv)
+            .zip(pv.par_chunks(ROWS * nv))
+            .zip(c.par_chunks_mut(ROWS))
+            .enumerate()
+            .for_each(|(t, ((vc, pc), cc))| {
+                for (r, (vr, pr)) in vc.chunks_exact_mut(nv).zip(pc.chunks_exact(nv)).enumerate() {
+                    let base_idx = ((t * ROWS + r) * nv) as u64;
+                    let mut dot = 0.0f64;
+                    for i in 0..nv {
+                        let x = (1.0 - b_k) * base[i] + b_k * (rbm.vb[i] + pr[i]);
+                        let bit = (uniform(key_v, base_idx + i as u64) < crate::cpu::sigmoid(x))
+                            as u8 as f32;
+                        vr[i] = bit;
+                        dot += (bit * delta_bias[i]) as f64;
+                    }
+                    cc[r] = dot;
+                }
+            });
+    }
+    // log Z = log Z_0 + log mean(w); uncertainty from the standard error of the mean.
+    let m = log_w.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let r: Vec<f64> = log_w.iter().map(|l| (l - m).exp()).collect();
+    let n = runs as f64;
+    let mean = r.iter().sum::<f64>() / n;
+    let var = r.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+    let se = (var / n).sqrt();
+    let log = |x: f64| {
+        if x > 0.0 {
+            x.ln() + m + log_z0
+        } else {
+            f64::NEG_INFINITY
+        }
+    };
+    AisEstimate {
+        log_z: log(mean),
+        log_z_low: log(mean - 3.0 * se),
+        log_z_high: log(mean + 3.0 * se),
+        runs,
+        steps: betas.len() - 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_is_increasing_from_0_to_1_with_the_requested_length() {
+        let b = schedule(10_000);
+        assert_eq!(b.len(), 10_001);
+        assert_eq!((b[0], *b.last().unwrap()), (0.0, 1.0));
+        assert!(b.windows(2).all(|w| w[1] > w[0]));
+        // Dense near 1: the last tenth of the range gets most of the steps.
+        assert!(b.iter().filter(|&&x| x > 0.9).count() > 6_000);
+    }
+
+    #[test]
+    fn log_sum_exp_is_stable() {
+        assert!((log_sum_exp(&[1000.0, 1000.0]) - (1000.0 + 2f64.ln())).abs() < 1e-9);
+        assert_eq!(log_sum_exp(&[f64::NEG_INFINITY]), f64::NEG_INFINITY);
+    }
+}

@@ -1,0 +1,182 @@
+//! Commands that read a trained run and show what the model does:
+//! `genlab sample` and `genlab inpaint`. Each dispatches on the run's family.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, bail};
+use serde::Serialize;
+
+use crate::atomic::write_atomic;
+use crate::data::corrupt::remove_nonzero_fraction;
+use crate::data::{DataSources, Dataset, PIXELS};
+use crate::models::rbm::{self, ChainStart};
+use crate::rng::{Purpose, stream};
+use crate::run::RunDir;
+use crate::viz::save_grid;
+
+/// Loads the dataset a run was trained on, with its limits.
+pub fn run_dataset(data: &crate::config::DataConfig, data_dir: Option<PathBuf>) -> Result<Dataset> {
+    let sources = DataSources::from_env(data_dir);
+    let mut d = Dataset::load(&data.dataset, &sources, crate::progress::interactive())?;
+    d.limit(data.train_limit, data.test_limit);
+    Ok(d)
+}
+
+/// Options of `genlab sample`.
+#[derive(Debug, Clone)]
+pub struct SampleOptions {
+    pub n: usize,
+    pub steps: usize,
+    pub from: ChainStart,
+    pub seed: u64,
+    pub out: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Draws samples from a run's model and writes them as a grid; returns the PNG path.
+pub fn sample(run_root: &Path, opts: &SampleOptions) -> Result<PathBuf> {
+    if opts.n == 0 {
+        bail!("-n 0: ask for at least one sample");
+    }
+    let run = RunDir::open(run_root)?;
+    let family = run.family()?;
+    match family.as_str() {
+        "rbm" => {
+            if opts.steps == 0 {
+                bail!("--steps 0: a Gibbs chain needs at least one step");
+            }
+            let loaded = rbm::load_run(&run)?;
+            let data = run_dataset(&loaded.config.data, opts.data_dir.clone())?;
+            let samples = rbm::sample_chains(
+                &loaded.rbm,
+                &data.test,
+                opts.n,
+                opts.steps,
+                opts.from,
+                opts.seed,
+            );
+            let from = match opts.from {
+                ChainStart::Noise => "noise",
+                ChainStart::Data => "data",
+            };
+            let path = opts.out.clone().unwrap_or_else(|| {
+                run.images().join(format!(
+                    "sample_{from}_{}steps_seed{}.png",
+                    opts.steps, opts.seed
+                ))
+            });
+            let cols = (opts.n as f64).sqrt().ceil() as usize;
+            save_grid(&path, &samples, opts.n.div_ceil(cols), cols)?;
+            Ok(path)
+        }
+        other => bail!(
+            "{}: sampling a {other} run is not supported",
+            run_root.display()
+        ),
+    }
+}
+
+/// Options of `genlab inpaint`.
+#[derive(Debug, Clone)]
+pub struct InpaintOptions {
+    pub remove: Vec<f32>,
+    pub n: usize,
+    pub steps: usize,
+    pub seed: u64,
+    pub out: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+}
+
+/// One fraction's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct InpaintRow {
+    pub fraction: f32,
+    pub images: usize,
+    pub removed_pixels: usize,
+    /// The seed's way: the unclamped sampler run from the corrupted image.
+    pub mse_free_chain: f64,
+    /// Conditional sampling with the kept pixels clamped.
+    pub mse_clamped: f64,
+    pub picture: PathBuf,
+}
+
+/// Removes each fraction of the first `n` test digits' ink and reconstructs
+/// it two ways; writes one PNG per fraction and `inpaint.json` into the run.
+pub fn inpaint(run_root: &Path, opts: &InpaintOptions) -> Result<Vec<InpaintRow>> {
+    if opts.n == 0 {
+        bail!("--n 0: inpaint at least one digit");
+    }
+    if opts.remove.is_empty() {
+        bail!("--remove: give at least one fraction, such as 0.2,0.5,0.8");
+    }
+    for &p in &opts.remove {
+        if !(0.0..1.0).contains(&p) || p == 0.0 {
+            bail!("--remove {p}: each fraction must be in (0, 1)");
+        }
+    }
+    let run = RunDir::open(run_root)?;
+    let family = run.family()?;
+    if family != "rbm" {
+        bail!(
+            "{}: inpainting a {family} run is not supported",
+            run_root.display()
+        );
+    }
+    let loaded = rbm::load_run(&run)?;
+    let data = run_dataset(&loaded.config.data, opts.data_dir.clone())?;
+    let n = opts.n.min(data.test.len());
+    let originals = rbm::first_rows(&data.test, n);
+    let out_dir = opts.out.clone().unwrap_or_else(|| run.images());
+    let mut rows = Vec::new();
+    for (fi, &p) in opts.remove.iter().enumerate() {
+        let mut rng = stream(opts.seed, Purpose::Corrupt, fi as u32);
+        let mut corrupted = Vec::with_capacity(originals.len());
+        let mut missing = Vec::with_capacity(originals.len());
+        for img in originals.chunks_exact(PIXELS) {
+            let (c, m) = remove_nonzero_fraction(img, p, &mut rng);
+            corrupted.extend(c);
+            missing.extend(m);
+        }
+        let mut chain_rng = stream(opts.seed, Purpose::Sample, fi as u32);
+        let free = loaded
+            .rbm
+            .gibbs_from_visible(&corrupted, opts.steps, &mut chain_rng);
+        let clamped = rbm::inpaint_clamped(
+            &loaded.rbm,
+            &corrupted,
+            &missing,
+            opts.steps,
+            opts.steps / 4,
+            &mut chain_rng,
+        );
+        // Rows of 16 digits: original / corrupted / free chain / clamped.
+        let per_row = 16.min(n);
+        let mut tiles = Vec::new();
+        for start in (0..n).step_by(per_row) {
+            for source in [&originals, &corrupted, &free, &clamped] {
+                for k in start..start + per_row {
+                    if k < n {
+                        tiles.extend_from_slice(&source[k * PIXELS..(k + 1) * PIXELS]);
+                    } else {
+                        tiles.extend(std::iter::repeat_n(0.0, PIXELS));
+                    }
+                }
+            }
+        }
+        let picture = out_dir.join(format!("inpaint_{:02}.png", (p * 100.0).round() as u32));
+        save_grid(&picture, &tiles, 4 * n.div_ceil(per_row), per_row)?;
+        rows.push(InpaintRow {
+            fraction: p,
+            images: n,
+            removed_pixels: missing.iter().filter(|&&m| m).count(),
+            mse_free_chain: rbm::masked_mse(&free, &originals, &missing),
+            mse_clamped: rbm::masked_mse(&clamped, &originals, &missing),
+            picture,
+        });
+    }
+    write_atomic(
+        &run.root.join("inpaint.json"),
+        serde_json::to_string_pretty(&rows)?.as_bytes(),
+    )?;
+    Ok(rows)
+}

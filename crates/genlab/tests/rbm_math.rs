@@ -1,0 +1,290 @@
+//! The RBM's arithmetic against independent, naive computations.
+// Reference computations index like the formulas they transcribe.
+#![allow(clippy::needless_range_loop)]
+
+use genlab::cpu::uniform;
+use genlab::models::rbm::{CdBuffers, Rbm, RbmConfig, UpdateRule};
+use genlab::rng::{Purpose, stream};
+use rand::{Rng, RngExt};
+
+fn tiny(visible: usize, hidden: usize, seed: u64) -> Rbm {
+    let mut rng = stream(seed, Purpose::Init, 0);
+    let mut rbm = Rbm::init(visible, hidden, &mut rng);
+    // Larger, varied weights and biases than the init, so every term matters.
+    for w in &mut rbm.w {
+        *w = rng.random::<f32>() * 2.0 - 1.0;
+    }
+    for b in rbm.hb.iter_mut().chain(rbm.vb.iter_mut()) {
+        *b = rng.random::<f32>() - 0.5;
+    }
+    rbm
+}
+
+fn sig(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// A direct transcription of SPEC section 1 in f64 loops, drawing uniform
+/// numbers from the same keyed streams as the fast path.
+#[allow(clippy::too_many_arguments)]
+fn reference_update(
+    rbm: &Rbm,
+    v0: &[f64],
+    b: usize,
+    rule: UpdateRule,
+    keys: &mut impl FnMut() -> u64,
+    chains: Option<&mut Vec<f64>>,
+    vel: (&mut Vec<f64>, &mut Vec<f64>, &mut Vec<f64>),
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let (nv, nh) = (rbm.visible, rbm.hidden);
+    let w = |i: usize, j: usize| rbm.w[i * nh + j] as f64;
+    let hidden_probs = |v: &[f64]| -> Vec<f64> {
+        (0..b)
+            .flat_map(|r| (0..nh).map(move |j| (r, j)))
+            .map(|(r, j)| {
+                sig(rbm.hb[j] as f64 + (0..nv).map(|i| v[r * nv + i] * w(i, j)).sum::<f64>())
+            })
+            .collect()
+    };
+    let visible_probs = |h: &[f64]| -> Vec<f64> {
+        (0..b)
+            .flat_map(|r| (0..nv).map(move |i| (r, i)))
+            .map(|(r, i)| {
+                sig(rbm.vb[i] as f64 + (0..nh).map(|j| h[r * nh + j] * w(i, j)).sum::<f64>())
+            })
+            .collect()
+    };
+    // The fast path compares in f32; do the same so the draws agree exactly.
+    let draw = |p: &[f64], key: u64| -> Vec<f64> {
+        p.iter()
+            .enumerate()
+            .map(|(i, &p)| (uniform(key, i as u64) < p as f32) as u8 as f64)
+            .collect()
+    };
+    let ph0 = hidden_probs(v0);
+    let mut h = draw(&ph0, keys());
+    if let Some(c) = &chains {
+        h = c.to_vec();
+    }
+    let mut v = vec![0.0; b * nv];
+    for _ in 0..rule.k {
+        v = draw(&visible_probs(&h), keys());
+        h = draw(&hidden_probs(&v), keys());
+    }
+    if let Some(c) = chains {
+        *c = h.clone();
+    }
+    let (lr, m, wd) = (
+        rule.lr as f64,
+        rule.momentum as f64,
+        rule.weight_decay as f64,
+    );
+    let (vw, vh, vv) = vel;
+    let mut new_w = vec![0.0; nv * nh];
+    for i in 0..nv {
+        for j in 0..nh {
+            let grad = (0..b)
+                .map(|r| v0[r * nv + i] * ph0[r * nh + j] - v[r * nv + i] * h[r * nh + j])
+                .sum::<f64>()
+                / b as f64;
+            let k = i * nh + j;
+            vw[k] = m * vw[k] + lr * (grad - wd * w(i, j));
+            new_w[k] = w(i, j) + vw[k];
+        }
+    }
+    let new_hb = (0..nh)
+        .map(|j| {
+            let g = (0..b).map(|r| ph0[r * nh + j] - h[r * nh + j]).sum::<f64>() / b as f64;
+            vh[j] = m * vh[j] + lr * g;
+            rbm.hb[j] as f64 + vh[j]
+        })
+        .collect();
+    let new_vb = (0..nv)
+        .map(|i| {
+            let g = (0..b).map(|r| v0[r * nv + i] - v[r * nv + i]).sum::<f64>() / b as f64;
+            vv[i] = m * vv[i] + lr * g;
+            rbm.vb[i] as f64 + vv[i]
+        })
+        .collect();
+    (new_w, new_hb, new_vb)
+}
+
+fn check_update(persistent: bool, momentum: f32, weight_decay: f32) {
+    let (nv, nh, b) = (12, 5, 4);
+    let rbm0 = tiny(nv, nh, 1);
+    let config = RbmConfig {
+        hidden: nh,
+        batch_size: b,
+        persistent,
+        ..Default::default()
+    };
+    let mut rbm = rbm0.clone();
+    let mut state = rbm.new_state(&config, &mut stream(2, Purpose::Init, 1));
+    let mut chains: Option<Vec<f64>> = state
+        .chains
+        .as_ref()
+        .map(|c| c.iter().map(|&x| x as f64).collect());
+    let mut data_rng = stream(3, Purpose::Train, 9);
+    let v0: Vec<f32> = (0..b * nv).map(|_| data_rng.random::<f32>()).collect();
+    let rule = UpdateRule {
+        k: 3,
+        lr: 0.1,
+        momentum,
+        weight_decay,
+    };
+    let mut bufs = CdBuffers::new(&rbm, b);
+    bufs.data_mut().copy_from_slice(&v0);
+    let mut rng = stream(4, Purpose::Train, 0);
+    let mut key_rng = rng.clone();
+    // Two updates, so velocities and chains carry over.
+    let mut vel = (vec![0.0; nv * nh], vec![0.0; nh], vec![0.0; nv]);
+    let mut reference = rbm0.clone();
+    let v0d: Vec<f64> = v0.iter().map(|&x| x as f64).collect();
+    for _ in 0..2 {
+        bufs.data_mut().copy_from_slice(&v0);
+        rbm.cd_update(&mut bufs, &mut state, rule, &mut rng);
+        let (w, hb, vb) = reference_update(
+            &reference,
+            &v0d,
+            b,
+            rule,
+            &mut || key_rng.next_u64(),
+            chains.as_mut(),
+            (&mut vel.0, &mut vel.1, &mut vel.2),
+        );
+        reference.w = w.iter().map(|&x| x as f32).collect();
+        reference.hb = hb.iter().map(|&x| x as f32).collect();
+        reference.vb = vb.iter().map(|&x| x as f32).collect();
+    }
+    for (name, got, want) in [
+        ("W", &rbm.w, &reference.w),
+        ("hb", &rbm.hb, &reference.hb),
+        ("vb", &rbm.vb, &reference.vb),
+    ] {
+        for (g, w) in got.iter().zip(want.iter()) {
+            assert!((g - w).abs() < 1e-5, "{name}: {g} vs {w}");
+        }
+    }
+    assert_ne!(rbm.w, rbm0.w, "the update changed W");
+    if persistent {
+        let c: Vec<f32> = chains.unwrap().iter().map(|&x| x as f32).collect();
+        assert_eq!(state.chains.unwrap(), c);
+    }
+}
+
+#[test]
+fn cd_k_matches_a_hand_computation() {
+    check_update(false, 0.0, 0.0);
+}
+
+#[test]
+fn cd_k_with_momentum_and_weight_decay_matches_a_hand_computation() {
+    check_update(false, 0.5, 0.01);
+}
+
+#[test]
+fn persistent_cd_matches_a_hand_computation() {
+    check_update(true, 0.0, 0.001);
+}
+
+/// log sum_h exp(-E(v,h)) by enumerating h.
+fn brute_neg_free_energy(rbm: &Rbm, v: &[f64]) -> f64 {
+    let (nv, nh) = (rbm.visible, rbm.hidden);
+    let mut terms = Vec::new();
+    for code in 0..(1u32 << nh) {
+        let h: Vec<f64> = (0..nh).map(|j| ((code >> j) & 1) as f64).collect();
+        let mut neg_e = 0.0;
+        for i in 0..nv {
+            neg_e += rbm.vb[i] as f64 * v[i];
+            for j in 0..nh {
+                neg_e += v[i] * rbm.w[i * nh + j] as f64 * h[j];
+            }
+        }
+        for j in 0..nh {
+            neg_e += rbm.hb[j] as f64 * h[j];
+        }
+        terms.push(neg_e);
+    }
+    let m = terms.iter().cloned().fold(f64::MIN, f64::max);
+    m + terms.iter().map(|t| (t - m).exp()).sum::<f64>().ln()
+}
+
+#[test]
+fn free_energy_matches_the_brute_force_marginal() {
+    let rbm = tiny(6, 4, 5);
+    for code in 0..64u32 {
+        let v: Vec<f32> = (0..6).map(|i| ((code >> i) & 1) as f32).collect();
+        let f = rbm.free_energy(&v)[0] as f64;
+        let want = -brute_neg_free_energy(&rbm, &v.iter().map(|&x| x as f64).collect::<Vec<_>>());
+        assert!((f - want).abs() < 1e-4, "{f} vs {want}");
+    }
+}
+
+#[test]
+fn pseudo_likelihood_is_the_sum_over_all_flipped_units() {
+    let rbm = tiny(10, 4, 6);
+    let mut rng = stream(7, Purpose::Eval, 0);
+    let rows = 5;
+    let v: Vec<f32> = (0..rows * 10).map(|_| rng.random::<f32>()).collect();
+    let mut total = 0.0f64;
+    for r in 0..rows {
+        let x: Vec<f32> = v[r * 10..(r + 1) * 10].iter().map(|p| p.round()).collect();
+        let fx = rbm.free_energy(&x)[0] as f64;
+        for i in 0..10 {
+            let mut flipped = x.clone();
+            flipped[i] = 1.0 - flipped[i];
+            let ff = rbm.free_energy(&flipped)[0] as f64;
+            total += -(1.0 + (-(ff - fx)).exp()).ln();
+        }
+    }
+    let want = total / rows as f64;
+    let got = rbm.pseudo_likelihood(&v);
+    assert!((got - want).abs() < 1e-3, "{got} vs {want}");
+}
+
+#[test]
+fn init_follows_the_spec() {
+    let rbm = Rbm::init(784, 500, &mut stream(0, Purpose::Init, 0));
+    assert!(rbm.hb.iter().chain(&rbm.vb).all(|&b| b == 0.1));
+    assert!(rbm.w.iter().all(|w| w.abs() <= 0.2));
+    let n = rbm.w.len() as f64;
+    let mean = rbm.w.iter().map(|&w| w as f64).sum::<f64>() / n;
+    let sd = (rbm
+        .w
+        .iter()
+        .map(|&w| (w as f64 - mean).powi(2))
+        .sum::<f64>()
+        / n)
+        .sqrt();
+    assert!(mean.abs() < 1e-3, "{mean}");
+    // A normal(0, 0.1) truncated at two standard deviations has sd 0.0880.
+    assert!((sd - 0.0880).abs() < 0.001, "{sd}");
+}
+
+#[test]
+fn clamped_inpainting_keeps_the_kept_pixels_unchanged() {
+    use genlab::data::corrupt::remove_nonzero_fraction;
+    use genlab::models::rbm::inpaint_clamped;
+    let rbm = tiny(784, 30, 8);
+    let mut rng = stream(1, Purpose::Corrupt, 0);
+    let images: Vec<f32> = (0..3 * 784)
+        .map(|i| if (i / 7) % 3 == 0 { 0.9 } else { 0.0 })
+        .collect();
+    let (mut corrupted, mut missing) = (Vec::new(), Vec::new());
+    for img in images.chunks(784) {
+        let (c, m) = remove_nonzero_fraction(img, 0.5, &mut rng);
+        corrupted.extend(c);
+        missing.extend(m);
+    }
+    let out = inpaint_clamped(&rbm, &corrupted, &missing, 50, 10, &mut rng);
+    let mut changed = 0;
+    for i in 0..out.len() {
+        if missing[i] {
+            assert!((0.0..=1.0).contains(&out[i]));
+            changed += (out[i] != corrupted[i]) as usize;
+        } else {
+            assert_eq!(out[i], corrupted[i], "kept pixel {i} moved");
+        }
+    }
+    assert!(changed > 0, "the removed pixels were filled in");
+}
