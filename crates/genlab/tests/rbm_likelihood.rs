@@ -98,6 +98,14 @@ fn ais_matches_exact_log_z_on_a_trained_20_unit_rbm() {
         &mut stream(0, Purpose::Eval, 1),
     );
     let conservative = from_data.log_z.max(from_model.log_z);
+    if let Ok(extra) = std::env::var("AIS_SCRATCH") {
+        for (runs, steps) in [(100usize, 50_000usize), (1000, 10_000), (100, 200_000)] {
+            let _ = extra.len();
+            let e = ais_log_z(&rbm, &base, runs, steps, &mut stream(5, Purpose::Eval, 0));
+            let e2 = ais_log_z(&rbm, &rbm.vb.clone(), runs, steps, &mut stream(5, Purpose::Eval, 1));
+            eprintln!("runs {runs} steps {steps}: {:.3} {:.3} [{:.3},{:.3}]", e.log_z, e2.log_z, e.log_z_low, e.log_z_high);
+        }
+    }
     eprintln!(
         "exact {exact:.3}; AIS from base rates {:.3} [{:.3}, {:.3}], from model biases {:.3}",
         from_data.log_z, from_data.log_z_low, from_data.log_z_high, from_model.log_z

@@ -58,7 +58,7 @@ fn reference_update(
     let draw = |p: &[f64], key: u64| -> Vec<f64> {
         p.iter()
             .enumerate()
-            .map(|(i, &p)| (uniform(key, i as u64) < p as f32) as u8 as f64)
+            .map(|(i, &p)| (uniform(key, i as u32) < p as f32) as u8 as f64)
             .collect()
     };
     let ph0 = hidden_probs(v0);

@@ -10,9 +10,10 @@
 
 use rayon::prelude::*;
 
-use crate::cpu::{matmul, softplus, uniform};
+use crate::cpu::{matmul, sigmoid, softplus, sum, uniform};
 use crate::models::rbm::Rbm;
 use crate::rng::GenRng;
+use crate::simd_fn;
 use rand::Rng;
 
 const LN2: f64 = std::f64::consts::LN_2;
@@ -114,6 +115,37 @@ pub fn base_rate_biases(binary_data: &[f32], visible: usize) -> Vec<f32> {
         .collect()
 }
 
+simd_fn! {
+    /// One chain's hidden layer at inverse temperature b_k, from the
+    /// pre-activations `a = W'v`: samples `h`, and returns the weight increment
+    /// sum_j softplus(b_k x_j) - softplus(b_prev x_j) with x = a + hb.
+    fn hidden_step(a: &[f32], h: &mut [f32], diff: &mut [f32], hb: &[f32], betas: (f32, f32), key: u64, first: u32) -> f32 {
+        let (b_prev, b_k) = betas;
+        for (j, (((a, h), d), hb)) in a.iter().zip(h.iter_mut()).zip(diff.iter_mut()).zip(hb).enumerate() {
+            let x = a + hb;
+            let xk = b_k * x;
+            *d = softplus(xk) - softplus(b_prev * x);
+            *h = if uniform(key, first + j as u32) < sigmoid(xk) { 1.0 } else { 0.0 };
+        }
+        sum(diff)
+    }
+}
+
+simd_fn! {
+    /// One chain's visible layer at b_k from `wh = W h`: samples `v` and
+    /// returns (vb - base)'v (reusing `wh` as scratch).
+    #[allow(clippy::too_many_arguments)]
+    fn visible_step(v: &mut [f32], wh: &mut [f32], base: &[f32], vb: &[f32], delta: &[f32], b_k: f32, key: u64, first: u32) -> f32 {
+        let cols = v.iter_mut().zip(wh.iter_mut()).zip(base).zip(vb).zip(delta);
+        for (i, ((((v, p), b0), vb), db)) in cols.enumerate() {
+            let x = (1.0 - b_k) * b0 + b_k * (vb + *p);
+            *v = if uniform(key, first + i as u32) < sigmoid(x) { 1.0 } else { 0.0 };
+            *p = *v * db;
+        }
+        sum(wh)
+    }
+}
+
 /// An AIS estimate of log Z.
 #[derive(Debug, Clone)]
 pub struct AisEstimate {
@@ -141,7 +173,7 @@ pub fn ais_log_z(
     // v ~ p_0: independent Bernoulli(sigmoid(base)).
     let key = rng.next_u64();
     let mut v: Vec<f32> = (0..runs * nv)
-        .map(|i| (uniform(key, i as u64) < crate::cpu::sigmoid(base[i % nv])) as u8 as f32)
+        .map(|i| (uniform(key, i as u32) < sigmoid(base[i % nv])) as u8 as f32)
         .collect();
     let delta_bias: Vec<f32> = rbm.vb.iter().zip(base).map(|(a, b)| a - b).collect();
     // c[r] = (vb - base)'v_r, kept up to date as v changes.
@@ -158,6 +190,7 @@ pub fn ais_log_z(
     let mut a = vec![0.0f32; runs * nh];
     let mut h = vec![0.0f32; runs * nh];
     let mut pv = vec![0.0f32; runs * nv];
+    let mut diff = vec![0.0f32; runs * nh];
     const ROWS: usize = 4;
     for k in 1..betas.len() {
         let (b_prev, b_k) = (betas[k - 1] as f32, betas[k] as f32);
@@ -167,48 +200,37 @@ pub fn ais_log_z(
         // Weight update and hidden sample at beta_k, fused per row.
         a.par_chunks(ROWS * nh)
             .zip(h.par_chunks_mut(ROWS * nh))
+            .zip(diff.par_chunks_mut(ROWS * nh))
             .zip(log_w.par_chunks_mut(ROWS))
             .zip(c.par_chunks(ROWS))
             .enumerate()
-            .for_each(|(t, (((ac, hc), lw), cc))| {
-                for (r, (ar, hr)) in ac.chunks_exact(nh).zip(hc.chunks_exact_mut(nh)).enumerate() {
-                    let mut sum = 0.0f64;
-                    let base_idx = ((t * ROWS + r) * nh) as u64;
-                    for j in 0..nh {
-                        let x = ar[j] + rbm.hb[j];
-                        let xk = b_k * x;
-                        let e = (-xk.abs()).exp();
-                        let sp_k = xk.max(0.0) + e.ln_1p();
-                        sum += (sp_k - softplus(b_prev * x)) as f64;
-                        let p = if xk >= 0.0 {
-                            1.0 / (1.0 + e)
-                        } else {
-                            e / (1.0 + e)
-                        };
-                        hr[j] = (uniform(key_h, base_idx + j as u64) < p) as u8 as f32;
-                    }
-                    lw[r] += sum + d_beta * cc[r];
+            .for_each(|(t, ((((ac, hc), dc), lw), cc))| {
+                let rows = ac
+                    .chunks_exact(nh)
+                    .zip(hc.chunks_exact_mut(nh))
+                    .zip(dc.chunks_exact_mut(nh));
+                for (r, ((ar, hr), dr)) in rows.enumerate() {
+                    let first = ((t * ROWS + r) * nh) as u32;
+                    let d = hidden_step(ar, hr, dr, &rbm.hb, (b_prev, b_k), key_h, first);
+                    lw[r] += d as f64 + d_beta * cc[r];
                 }
             });
         // v ~ p(v | h) at beta_k: sigmoid((1-beta) base + beta (vb + W h)).
         matmul(&mut pv, &h, &rbm.w, (runs, nh, nv), false, true, 0.0, 1.0);
         let key_v = rng.next_u64();
         v.par_chunks_mut(ROWS * nv)
-            .zip(pv.par_chunks(ROWS * nv))
+            .zip(pv.par_chunks_mut(ROWS * nv))
             .zip(c.par_chunks_mut(ROWS))
             .enumerate()
             .for_each(|(t, ((vc, pc), cc))| {
-                for (r, (vr, pr)) in vc.chunks_exact_mut(nv).zip(pc.chunks_exact(nv)).enumerate() {
-                    let base_idx = ((t * ROWS + r) * nv) as u64;
-                    let mut dot = 0.0f64;
-                    for i in 0..nv {
-                        let x = (1.0 - b_k) * base[i] + b_k * (rbm.vb[i] + pr[i]);
-                        let bit = (uniform(key_v, base_idx + i as u64) < crate::cpu::sigmoid(x))
-                            as u8 as f32;
-                        vr[i] = bit;
-                        dot += (bit * delta_bias[i]) as f64;
-                    }
-                    cc[r] = dot;
+                for (r, (vr, pr)) in vc
+                    .chunks_exact_mut(nv)
+                    .zip(pc.chunks_exact_mut(nv))
+                    .enumerate()
+                {
+                    let first = ((t * ROWS + r) * nv) as u32;
+                    cc[r] =
+                        visible_step(vr, pr, base, &rbm.vb, &delta_bias, b_k, key_v, first) as f64;
                 }
             });
     }

@@ -44,8 +44,7 @@ impl RunDir {
             if occupied {
                 if root.join("config.toml").is_file() {
                     bail!(
-                        "{} is already a genlab run; resume it with `genlab train --resume {}` or choose another --out",
-                        root.display(),
+                        "{} is already a genlab run; choose another --out (genlab never overwrites a run)",
                         root.display()
                     );
                 }
