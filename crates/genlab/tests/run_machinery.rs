@@ -150,7 +150,7 @@ fn run_dirs_refuse_to_overwrite_and_open_checks_for_a_run() {
     run.write_config(&c).unwrap();
     let e = RunDir::create(&root).unwrap_err().to_string();
     assert!(
-        e.contains("already a genlab run") && e.contains("--resume"),
+        e.contains("already a genlab run") && e.contains("--out"),
         "{e}"
     );
     let other = dir.path().join("other");
