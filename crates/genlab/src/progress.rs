@@ -72,13 +72,18 @@ impl EpochProgress {
         }
     }
 
-    /// Ends the epoch and prints its summary line.
-    pub fn finish(self, summary: &str) -> EpochTiming {
+    /// The training time so far (call it before per-epoch evaluation, so
+    /// that evaluation does not count as training).
+    pub fn timing(&self) -> EpochTiming {
         let seconds = self.start.elapsed().as_secs_f64();
-        let timing = EpochTiming {
+        EpochTiming {
             seconds,
             samples_per_second: self.samples as f64 / seconds.max(1e-9),
-        };
+        }
+    }
+
+    /// Ends the epoch and prints its summary line with the training timing.
+    pub fn finish(self, timing: EpochTiming, summary: &str) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
@@ -86,6 +91,5 @@ impl EpochProgress {
             "{}  {:.1}s  {:.0} samples/s  {summary}",
             self.label, timing.seconds, timing.samples_per_second
         );
-        timing
     }
 }

@@ -745,6 +745,8 @@ impl Family for RbmFamily {
                     config.lr
                 );
             }
+            let timing = progress.timing();
+            let eval_start = std::time::Instant::now();
             let metrics = epoch_metrics(&rbm, &test, &pl_set, &train_subset);
             let pl = metrics["pseudo_likelihood_test"]
                 .as_f64()
@@ -756,7 +758,7 @@ impl Family for RbmFamily {
                 metrics["free_energy_train"].as_f64().unwrap_or(f64::NAN),
                 metrics["free_energy_test"].as_f64().unwrap_or(f64::NAN),
             );
-            let timing = progress.finish(&summary);
+            progress.finish(timing, &summary);
 
             // The seed's figure: a Gibbs chain from the fixed training batch.
             let samples = rbm.gibbs_from_visible(
@@ -782,6 +784,7 @@ impl Family for RbmFamily {
                 json!(timing.samples_per_second),
             );
             row.insert("lr".into(), json!(lr));
+            row.insert("eval_seconds".into(), json!(eval_start.elapsed().as_secs_f64()));
             row.extend(metrics);
             ctx.run.metrics().append(&row)?;
 
