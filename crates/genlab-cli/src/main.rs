@@ -61,7 +61,10 @@ struct DataArgs {
 #[derive(Args)]
 struct TrainArgs {
     /// Model family to train.
-    model: String,
+    model: Option<String>,
+    /// Continue an interrupted run from its latest checkpoint (with --epochs: train it further).
+    #[arg(long, value_name = "RUN")]
+    resume: Option<PathBuf>,
     /// Preset to start from (default: the model's seed preset). See `genlab presets`.
     #[arg(long)]
     preset: Option<String>,
@@ -89,6 +92,9 @@ struct TrainArgs {
     /// cpu, cuda or wgpu (among the backends compiled in).
     #[arg(long, value_parser = parse_device)]
     device: Option<DeviceKind>,
+    /// What to do when a parameter becomes NaN or infinite: stop (default) or skip-batch.
+    #[arg(long, value_name = "stop|skip-batch", value_parser = ["stop", "skip-batch"])]
+    on_nan: Option<String>,
     /// Override any configuration key, e.g. --set model.lr=0.05 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
@@ -258,6 +264,34 @@ fn parse_device(s: &str) -> Result<DeviceKind, String> {
 }
 
 fn train(args: TrainArgs) -> Result<()> {
+    if let Some(run) = &args.resume {
+        let others = args.model.is_some()
+            || args.preset.is_some()
+            || args.config.is_some()
+            || args.seed.is_some()
+            || args.out.is_some()
+            || args.dataset.is_some()
+            || args.train_limit.is_some()
+            || args.test_limit.is_some()
+            || args.device.is_some()
+            || args.on_nan.is_some()
+            || !args.set.is_empty();
+        if others {
+            genlab::usage_bail!(
+                "--resume continues {} exactly as configured; only --epochs and --data-dir may be given with it",
+                run.display()
+            );
+        }
+        let root = models::resume(run, args.epochs.map(|e| e as usize), args.data_dir)?;
+        println!("run written to {}", root.display());
+        return Ok(());
+    }
+    let Some(model) = args.model else {
+        genlab::usage_bail!(
+            "give the model to train (one of {}) or --resume RUN",
+            models::FAMILIES.join(", ")
+        );
+    };
     // Flags become --set assignments applied before the user's own --set.
     let mut set = Vec::new();
     if let Some(e) = args.epochs {
@@ -275,12 +309,15 @@ fn train(args: TrainArgs) -> Result<()> {
     if let Some(n) = args.test_limit {
         set.push(format!("data.test_limit={n}"));
     }
+    if let Some(n) = &args.on_nan {
+        set.push(format!("on_nan=\"{n}\""));
+    }
     if let Some(d) = args.device {
         set.push(format!("device=\"{d}\""));
     }
     set.extend(args.set);
     let request = TrainRequest {
-        family: args.model,
+        family: model,
         preset: args.preset,
         overrides: Overrides {
             config_file: args.config,
@@ -323,6 +360,15 @@ fn data_info(args: DataArgs) -> Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Ctrl-C or SIGTERM: finish the batch, write a checkpoint, stop. A second one stops at once
+    // (every file genlab writes is renamed into place whole, so nothing is torn).
+    let _ = ctrlc::set_handler(|| {
+        if genlab::interrupt::request() {
+            eprintln!("genlab: stopped");
+            std::process::exit(130);
+        }
+        eprintln!("genlab: stopping after this batch (Ctrl-C again to stop at once)");
+    });
     let result = match cli.command {
         Command::Train(args) => train(args),
         Command::Sample(args) => sample(args),
@@ -343,7 +389,15 @@ fn main() -> ExitCode {
                 "genlab: error: {}",
                 genlab::config::one_line(&format!("{e:#}"))
             );
-            ExitCode::FAILURE
+            // 2 for bad input (as clap does for bad arguments), 130 for an interruption
+            // (as a shell reports SIGINT), 1 for failures while working.
+            if genlab::error::is_usage(&e) {
+                ExitCode::from(2)
+            } else if genlab::interrupt::is_interrupted(&e) {
+                ExitCode::from(130)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

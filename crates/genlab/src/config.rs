@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +37,17 @@ impl Default for DataConfig {
     }
 }
 
+/// What training does when a loss, gradient or parameter becomes NaN or infinite.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnNan {
+    /// Stop at once with a message; the last good checkpoint stays.
+    #[default]
+    Stop,
+    /// Undo the batch's update, count it in metrics.jsonl, go on.
+    SkipBatch,
+}
+
 /// A run's whole configuration; `M` is the model family's own section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,6 +60,9 @@ pub struct RunConfig<M> {
     pub description: String,
     pub seed: u64,
     pub device: DeviceKind,
+    /// `stop` or `skip-batch`.
+    #[serde(default)]
+    pub on_nan: OnNan,
     pub data: DataConfig,
     pub model: M,
 }
@@ -95,7 +109,7 @@ pub fn apply_set(root: &mut toml::Value, assignment: &str) -> Result<()> {
     })?;
     let key = key.trim();
     if key.is_empty() || key.split('.').any(str::is_empty) {
-        bail!("--set {assignment}: the key '{key}' is not a dotted key like model.lr");
+        crate::usage_bail!("--set {assignment}: the key '{key}' is not a dotted key like model.lr");
     }
     let mut node = root;
     let parts: Vec<&str> = key.split('.').collect();
@@ -147,6 +161,7 @@ where
         description: preset.description.to_string(),
         seed: 0,
         device: DeviceKind::Cpu,
+        on_nan: OnNan::Stop,
         data: DataConfig::default(),
         model: M::default(),
     };
@@ -160,7 +175,7 @@ where
         if let Some(f) = file.get("family").and_then(|f| f.as_str())
             && f != preset.family
         {
-            bail!(
+            crate::usage_bail!(
                 "{}: family = \"{f}\" but this is a {} run; use `genlab train {f}`",
                 path.display(),
                 preset.family
@@ -180,7 +195,7 @@ where
         .try_into()
         .map_err(|e: toml::de::Error| anyhow!("{source}: {}", one_line(&e.to_string())))?;
     if config.family != preset.family {
-        bail!("{source}: family must stay \"{}\"", preset.family);
+        crate::usage_bail!("{source}: family must stay \"{}\"", preset.family);
     }
     Ok(config)
 }

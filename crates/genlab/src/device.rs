@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
@@ -39,7 +39,7 @@ impl DeviceKind {
                 .filter(|d| d.compiled_in())
                 .map(|d| d.to_string())
                 .collect();
-            bail!(
+            crate::usage_bail!(
                 "--device {self}: this genlab was built without the {self} backend (compiled in: {}); rebuild with `cargo install --path crates/genlab-cli --features {self}`",
                 compiled.join(", ")
             );

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use serde::Serialize;
 
 use crate::atomic::write_atomic;
@@ -36,14 +36,14 @@ pub struct SampleOptions {
 /// Draws samples from a run's model and writes them as a grid; returns the PNG path.
 pub fn sample(run_root: &Path, opts: &SampleOptions) -> Result<PathBuf> {
     if opts.n == 0 {
-        bail!("-n 0: ask for at least one sample");
+        crate::usage_bail!("-n 0: ask for at least one sample");
     }
     let run = RunDir::open(run_root)?;
     let family = run.family()?;
     match family.as_str() {
         "rbm" => {
             if opts.steps == 0 {
-                bail!("--steps 0: a Gibbs chain needs at least one step");
+                crate::usage_bail!("--steps 0: a Gibbs chain needs at least one step");
             }
             let loaded = rbm::load_run(&run)?;
             let data = run_dataset(&loaded.config.data, opts.data_dir.clone())?;
@@ -69,7 +69,7 @@ pub fn sample(run_root: &Path, opts: &SampleOptions) -> Result<PathBuf> {
             save_grid(&path, &samples, opts.n.div_ceil(cols), cols)?;
             Ok(path)
         }
-        other => bail!(
+        other => crate::usage_bail!(
             "{}: sampling a {other} run is not supported",
             run_root.display()
         ),
@@ -104,20 +104,20 @@ pub struct InpaintRow {
 /// it two ways; writes one PNG per fraction and `inpaint.json` into the run.
 pub fn inpaint(run_root: &Path, opts: &InpaintOptions) -> Result<Vec<InpaintRow>> {
     if opts.n == 0 {
-        bail!("--n 0: inpaint at least one digit");
+        crate::usage_bail!("--n 0: inpaint at least one digit");
     }
     if opts.remove.is_empty() {
-        bail!("--remove: give at least one fraction, such as 0.2,0.5,0.8");
+        crate::usage_bail!("--remove: give at least one fraction, such as 0.2,0.5,0.8");
     }
     for &p in &opts.remove {
         if !(0.0..1.0).contains(&p) || p == 0.0 {
-            bail!("--remove {p}: each fraction must be in (0, 1)");
+            crate::usage_bail!("--remove {p}: each fraction must be in (0, 1)");
         }
     }
     let run = RunDir::open(run_root)?;
     let family = run.family()?;
     if family != "rbm" {
-        bail!(
+        crate::usage_bail!(
             "{}: inpainting a {family} run is not supported",
             run_root.display()
         );

@@ -142,12 +142,13 @@ fn run_dirs_refuse_to_overwrite_and_open_checks_for_a_run() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("r");
     let run = RunDir::create(&root).unwrap();
-    assert!(run.images().is_dir() && run.checkpoints().is_dir());
-    // Not a run yet (no config): opening says so.
+    // Not a run yet (no config): opening says so, and creating it again is fine.
     let e = RunDir::open(&root).unwrap_err().to_string();
     assert!(e.contains("is not a genlab run"), "{e}");
+    let run = RunDir::create(&run.root).unwrap();
     let c: RunConfig<ToyConfig> = resolve(&PRESET, &Overrides::default()).unwrap();
     run.write_config(&c).unwrap();
+    assert!(run.images().is_dir() && run.checkpoints().is_dir());
     let e = RunDir::create(&root).unwrap_err().to_string();
     assert!(
         e.contains("already a genlab run") && e.contains("--out"),

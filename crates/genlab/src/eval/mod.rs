@@ -7,7 +7,7 @@ pub mod ais;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use serde_json::{Value, json};
 
 use crate::atomic::write_atomic;
@@ -56,13 +56,13 @@ pub struct Report {
 /// Evaluates a run and writes `eval.json`.
 pub fn evaluate(run_root: &Path, opts: &EvalOptions) -> Result<Report> {
     if opts.ais_runs < 2 {
-        bail!(
+        crate::usage_bail!(
             "--ais-runs {}: at least 2 chains are needed for an uncertainty",
             opts.ais_runs
         );
     }
     if opts.ais_steps < 100 {
-        bail!(
+        crate::usage_bail!(
             "--ais-steps {}: use at least 100 (10,000 or more for a trustworthy estimate)",
             opts.ais_steps
         );
@@ -71,7 +71,7 @@ pub fn evaluate(run_root: &Path, opts: &EvalOptions) -> Result<Report> {
     let family = run.family()?;
     let (json, lines) = match family.as_str() {
         "rbm" => evaluate_rbm(&run, opts)?,
-        other => bail!(
+        other => crate::usage_bail!(
             "{}: evaluating a {other} run is not supported yet",
             run_root.display()
         ),

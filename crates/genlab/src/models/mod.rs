@@ -4,17 +4,18 @@
 //! in [`train`].
 
 use std::fmt::Debug;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use burn::tensor::Device;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::config::{Overrides, RunConfig, resolve};
 use crate::data::{DataSources, Dataset};
+use crate::error::usage;
 use crate::presets::{self, Preset};
-use crate::run::RunDir;
+use crate::run::{Checkpoint, RunDir};
 
 pub mod rbm;
 
@@ -22,6 +23,8 @@ pub mod rbm;
 pub trait ModelConfig: Serialize + DeserializeOwned + Default + Clone + Debug {
     /// Training epochs.
     fn epochs(&self) -> usize;
+    /// Images per batch (checked against the training set before a run starts).
+    fn batch_size(&self) -> usize;
     /// Checks every value before any work starts; errors name the key.
     fn validate(&self) -> Result<()>;
 }
@@ -41,8 +44,18 @@ pub trait Family {
     /// The preset `genlab train NAME` uses without `--preset`.
     const SEED_PRESET: &'static str;
     type Config: ModelConfig;
-    /// Trains a freshly created run to its configured epochs.
-    fn train(ctx: &TrainContext, config: &RunConfig<Self::Config>) -> Result<()>;
+    /// Checks what [`ModelConfig::validate`] cannot see alone (the device, say).
+    fn check(_config: &RunConfig<Self::Config>) -> Result<()> {
+        Ok(())
+    }
+    /// Trains a run to its configured epochs: a fresh run, or one resumed
+    /// from its latest checkpoint (model, optimiser and RNG state, epoch and
+    /// batch position). Polls [`crate::interrupt::requested`] after every batch.
+    fn train(
+        ctx: &TrainContext,
+        config: &RunConfig<Self::Config>,
+        resume: Option<&Checkpoint>,
+    ) -> Result<()>;
 }
 
 /// Names of the families this build can train.
@@ -66,7 +79,7 @@ pub fn train(request: &TrainRequest) -> Result<PathBuf> {
             let hint = presets::closest(other, FAMILIES.iter().copied())
                 .map(|c| format!(" (did you mean {c}?)"))
                 .unwrap_or_default();
-            bail!(
+            crate::usage_bail!(
                 "unknown model '{other}'{hint}: this genlab trains {}",
                 if FAMILIES.is_empty() {
                     "no models yet".to_string()
@@ -83,7 +96,7 @@ pub fn preset_for(family: &str, seed_preset: &str, name: Option<&str>) -> Result
     let name = name.unwrap_or(seed_preset);
     match presets::find(name) {
         Some(p) if p.family == family => Ok(p),
-        Some(p) => bail!(
+        Some(p) => crate::usage_bail!(
             "--preset {name} is a {} preset, not a {family} one; try `genlab train {} --preset {name}`",
             p.family,
             p.family
@@ -96,7 +109,7 @@ pub fn preset_for(family: &str, seed_preset: &str, name: Option<&str>) -> Result
             let hint = presets::closest(name, own.clone())
                 .map(|c| format!(" (did you mean {c}?)"))
                 .unwrap_or_default();
-            bail!(
+            crate::usage_bail!(
                 "--preset {name}: no such preset{hint}; {family} presets: {}",
                 own.collect::<Vec<_>>().join(", ")
             )
@@ -108,9 +121,10 @@ pub fn preset_for(family: &str, seed_preset: &str, name: Option<&str>) -> Result
 /// configuration, load the data, create the run directory, then hand over.
 pub fn train_family<F: Family>(request: &TrainRequest) -> Result<PathBuf> {
     let preset = preset_for(F::NAME, F::SEED_PRESET, request.preset.as_deref())?;
-    let config: RunConfig<F::Config> = resolve(preset, &request.overrides)?;
-    config.model.validate()?;
-    let device = config.device.device()?;
+    let config: RunConfig<F::Config> = resolve(preset, &request.overrides).map_err(usage)?;
+    config.model.validate().map_err(usage)?;
+    let device = config.device.device().map_err(usage)?;
+    F::check(&config).map_err(usage)?;
     let interactive = crate::progress::interactive();
     let sources = DataSources::from_env(request.data_dir.clone());
     let mut dataset = Dataset::load(&config.data.dataset, &sources, interactive)?;
@@ -119,10 +133,22 @@ pub fn train_family<F: Family>(request: &TrainRequest) -> Result<PathBuf> {
         ("data.test_limit", config.data.test_limit),
     ] {
         if limit == Some(0) {
-            bail!("{key} = 0: a limit must be a positive number of images");
+            crate::usage_bail!("{key} = 0: a limit must be a positive number of images");
         }
     }
     dataset.limit(config.data.train_limit, config.data.test_limit);
+    if config.model.batch_size() > dataset.train.len() {
+        crate::usage_bail!(
+            "model.batch_size = {} is larger than the training set ({} images{}); lower it or raise data.train_limit",
+            config.model.batch_size(),
+            dataset.train.len(),
+            if config.data.train_limit.is_some() {
+                ", after data.train_limit"
+            } else {
+                ""
+            }
+        );
+    }
     let root = request
         .out
         .clone()
@@ -136,6 +162,74 @@ pub fn train_family<F: Family>(request: &TrainRequest) -> Result<PathBuf> {
         device,
         interactive,
     };
-    F::train(&ctx, &config)?;
+    F::train(&ctx, &config, None)?;
+    Ok(root)
+}
+
+/// `genlab train --resume RUN [--epochs N]`: continues a run from its latest
+/// checkpoint; `epochs` raises (or lowers) the run's target epoch count.
+pub fn resume(
+    run_root: &Path,
+    epochs: Option<usize>,
+    data_dir: Option<PathBuf>,
+) -> Result<PathBuf> {
+    let run = RunDir::open(run_root).map_err(usage)?;
+    match run.family().map_err(usage)?.as_str() {
+        "rbm" => resume_family::<rbm::RbmFamily>(run, epochs, data_dir),
+        other => crate::usage_bail!(
+            "{}: cannot resume a {other} run with this genlab",
+            run_root.display()
+        ),
+    }
+}
+
+fn resume_family<F: Family>(
+    run: RunDir,
+    epochs: Option<usize>,
+    data_dir: Option<PathBuf>,
+) -> Result<PathBuf> {
+    let mut config: RunConfig<F::Config> = run.read_config().map_err(usage)?;
+    if let Some(e) = epochs {
+        let mut value = toml::Value::try_from(&config)?;
+        crate::config::apply_set(&mut value, &format!("model.epochs={e}"))?;
+        config = value
+            .try_into()
+            .map_err(|e: toml::de::Error| usage(e.into()))?;
+        config.model.validate().map_err(usage)?;
+    }
+    // A run stopped before its first checkpoint starts again from the beginning.
+    let checkpoint = if run.latest_checkpoint().exists() {
+        let ck = Checkpoint::load(&run.latest_checkpoint())
+            .map_err(|e| usage(e.context(format!("{} cannot be resumed", run.root.display()))))?;
+        let done: usize = ck.meta("genlab.epoch").map_err(usage)?.parse().unwrap_or(0);
+        let in_epoch: usize = ck.meta("genlab.batch").map_err(usage)?.parse().unwrap_or(0);
+        if done >= config.model.epochs() && in_epoch == 0 {
+            crate::usage_bail!(
+                "{} has finished its {} epochs; pass --epochs N with N > {done} to train it further",
+                run.root.display(),
+                config.model.epochs()
+            );
+        }
+        Some(ck)
+    } else {
+        None
+    };
+    let device = config.device.device()?;
+    let interactive = crate::progress::interactive();
+    let sources = DataSources::from_env(data_dir);
+    let mut dataset = Dataset::load(&config.data.dataset, &sources, interactive)?;
+    dataset.limit(config.data.train_limit, config.data.test_limit);
+    if epochs.is_some() {
+        run.write_config(&config)?;
+    }
+    device.seed(config.seed);
+    let root = run.root.clone();
+    let ctx = TrainContext {
+        run,
+        dataset,
+        device,
+        interactive,
+    };
+    F::train(&ctx, &config, checkpoint.as_ref())?;
     Ok(root)
 }

@@ -11,13 +11,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::{Family, ModelConfig, TrainContext};
-use crate::config::RunConfig;
+use crate::config::{OnNan, RunConfig};
 use crate::cpu::{column_sums, matmul, sigmoid_bernoulli, softplus};
 use crate::data::batches::{fill_batch, fill_batch_slice, split_to_f32};
 use crate::data::{EpochOrder, PIXELS, PixelView, Split};
 use crate::device::DeviceKind;
 use crate::progress::EpochProgress;
-use crate::rng::{GenRng, Purpose, stream};
+use crate::rng::{GenRng, Purpose, RngState, stream};
 use crate::run::{Checkpoint, RunDir, TensorData};
 use crate::viz::{Series, line_plot, save_grid};
 
@@ -81,6 +81,10 @@ impl ModelConfig for RbmConfig {
         self.epochs
     }
 
+    fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
     fn validate(&self) -> Result<()> {
         let positive = [
             ("model.hidden", self.hidden),
@@ -90,24 +94,24 @@ impl ModelConfig for RbmConfig {
         ];
         for (key, v) in positive {
             if v == 0 {
-                bail!("{key} = 0: must be a positive integer");
+                crate::usage_bail!("{key} = 0: must be a positive integer");
             }
         }
         for (key, v) in [("model.lr", self.lr), ("model.lr_final", self.lr_final)] {
             if !v.is_finite() || v < 0.0 {
-                bail!("{key} = {v}: must be a finite number >= 0");
+                crate::usage_bail!("{key} = {v}: must be a finite number >= 0");
             }
         }
         if self.lr == 0.0 {
-            bail!(
+            crate::usage_bail!(
                 "model.lr = 0: the model would not learn; use a positive learning rate such as 0.1"
             );
         }
         if !(0.0..1.0).contains(&self.momentum) {
-            bail!("model.momentum = {}: must be in [0, 1)", self.momentum);
+            crate::usage_bail!("model.momentum = {}: must be in [0, 1)", self.momentum);
         }
         if !self.weight_decay.is_finite() || self.weight_decay < 0.0 {
-            bail!(
+            crate::usage_bail!(
                 "model.weight_decay = {}: must be a finite number >= 0",
                 self.weight_decay
             );
@@ -657,30 +661,134 @@ pub fn plot_metrics(run: &RunDir) -> Result<()> {
     )
 }
 
+/// Writes the weights, the optimiser state and the training position.
+/// `epochs_done` full epochs are finished, and `batches_done` batches of the
+/// next one, whose training generator is then `rng`.
+struct Position<'a> {
+    epochs_done: usize,
+    batches_done: usize,
+    rng: Option<&'a GenRng>,
+    best_pl: f64,
+}
+
+fn training_checkpoint(
+    rbm: &Rbm,
+    state: &RbmState,
+    batch_size: usize,
+    at: &Position,
+) -> Result<Checkpoint> {
+    let mut ck = rbm.to_checkpoint();
+    ck.insert(
+        "velocity.W",
+        TensorData::new(vec![rbm.visible, rbm.hidden], state.vel_w.clone()),
+    );
+    ck.insert(
+        "velocity.hb",
+        TensorData::new(vec![rbm.hidden], state.vel_hb.clone()),
+    );
+    ck.insert(
+        "velocity.vb",
+        TensorData::new(vec![rbm.visible], state.vel_vb.clone()),
+    );
+    if let Some(chains) = &state.chains {
+        ck.insert(
+            "pcd.h",
+            TensorData::new(vec![batch_size, rbm.hidden], chains.clone()),
+        );
+    }
+    ck.set_meta("genlab.epoch", at.epochs_done.to_string());
+    ck.set_meta("genlab.batch", at.batches_done.to_string());
+    ck.set_meta("genlab.best_pseudo_likelihood", at.best_pl.to_string());
+    if let Some(rng) = at.rng {
+        ck.set_meta(
+            "genlab.rng",
+            serde_json::to_string(&RngState::capture(rng))?,
+        );
+    }
+    Ok(ck)
+}
+
+/// Restores the model, the optimiser state and the position from a checkpoint.
+fn restore(
+    ck: &Checkpoint,
+    config: &RbmConfig,
+) -> Result<(Rbm, RbmState, usize, usize, Option<GenRng>, f64)> {
+    let (nv, nh) = (PIXELS, config.hidden);
+    let rbm = Rbm::from_checkpoint(ck, nv, nh)?;
+    let chains = if config.persistent {
+        Some(ck.tensor("pcd.h", &[config.batch_size, nh])?.data.clone())
+    } else {
+        None
+    };
+    let state = RbmState {
+        vel_w: ck.tensor("velocity.W", &[nv, nh])?.data.clone(),
+        vel_hb: ck.tensor("velocity.hb", &[nh])?.data.clone(),
+        vel_vb: ck.tensor("velocity.vb", &[nv])?.data.clone(),
+        chains,
+    };
+    let parse = |key: &str| -> Result<usize> {
+        ck.meta(key)?
+            .parse()
+            .with_context(|| format!("checkpoint entry {key} is not a number"))
+    };
+    let rng = match ck.metadata.get("genlab.rng") {
+        Some(json) => Some(serde_json::from_str::<RngState>(json)?.restore()?),
+        None => None,
+    };
+    let best = ck
+        .meta("genlab.best_pseudo_likelihood")?
+        .parse()
+        .unwrap_or(f64::NEG_INFINITY);
+    Ok((
+        rbm,
+        state,
+        parse("genlab.epoch")?,
+        parse("genlab.batch")?,
+        rng,
+        best,
+    ))
+}
+
+fn all_finite(x: &[f32]) -> bool {
+    crate::cpu::sum(x).is_finite() && x.iter().all(|v| v.is_finite())
+}
+
 impl Family for RbmFamily {
     const NAME: &'static str = "rbm";
     const SEED_PRESET: &'static str = "rbm-500";
     type Config = RbmConfig;
 
-    fn train(ctx: &TrainContext, run_config: &RunConfig<RbmConfig>) -> Result<()> {
-        let config = &run_config.model;
+    fn check(run_config: &RunConfig<RbmConfig>) -> Result<()> {
         if run_config.device != DeviceKind::Cpu {
-            bail!(
+            crate::usage_bail!(
                 "device = \"{}\": the RBM runs on the CPU only in this version; use --device cpu",
                 run_config.device
             );
         }
+        Ok(())
+    }
+
+    fn train(
+        ctx: &TrainContext,
+        run_config: &RunConfig<RbmConfig>,
+        resume: Option<&Checkpoint>,
+    ) -> Result<()> {
+        let config = &run_config.model;
+        Self::check(run_config)?;
         let train = &ctx.dataset.train;
-        if config.batch_size > train.len() {
-            bail!(
-                "model.batch_size = {} is larger than the training set ({} images)",
-                config.batch_size,
-                train.len()
-            );
-        }
         let seed = run_config.seed;
-        let mut rbm = Rbm::init(PIXELS, config.hidden, &mut stream(seed, Purpose::Init, 0));
-        let mut state = rbm.new_state(config, &mut stream(seed, Purpose::Init, 1));
+        let (mut rbm, mut state, epochs_done, batches_done, resumed_rng, mut best_pl) = match resume
+        {
+            Some(ck) => restore(ck, config).map_err(crate::error::usage)?,
+            None => {
+                let rbm = Rbm::init(PIXELS, config.hidden, &mut stream(seed, Purpose::Init, 0));
+                let state = rbm.new_state(config, &mut stream(seed, Purpose::Init, 1));
+                (rbm, state, 0, 0, None, f64::NEG_INFINITY)
+            }
+        };
+        // Rows after the checkpoint (a crash after the metrics but before the
+        // checkpoint, or a torn line) are dropped, so no epoch appears twice.
+        ctx.run.metrics().truncate_to_epoch(epochs_done as u64)?;
         let mut bufs = CdBuffers::new(&rbm, config.batch_size);
 
         // Fixed sets for the per-epoch figures and metrics, chosen once per run.
@@ -711,10 +819,12 @@ impl Family for RbmFamily {
 
         let batches_per_epoch = train.len() / config.batch_size;
         let total_updates = batches_per_epoch * config.epochs;
-        let mut best_pl = f64::NEG_INFINITY;
+        // Undo buffer for --on-nan skip-batch.
+        let mut backup =
+            (run_config.on_nan == OnNan::SkipBatch).then(|| (rbm.clone(), state.clone()));
         // The Unit view draws nothing; the generator is only a formality.
         let mut no_rng = stream(seed, Purpose::Fixed, 1);
-        for epoch in 1..=config.epochs {
+        for epoch in epochs_done + 1..=config.epochs {
             let order = EpochOrder::new(
                 train.len(),
                 config.batch_size,
@@ -723,11 +833,24 @@ impl Family for RbmFamily {
                 seed,
                 epoch as u32,
             );
-            let mut rng = stream(seed, Purpose::Train, epoch as u32);
-            let mut progress =
-                EpochProgress::start(epoch, config.epochs, order.num_batches(), ctx.interactive);
+            let skip = if epoch == epochs_done + 1 {
+                batches_done
+            } else {
+                0
+            };
+            let mut rng = match (&resumed_rng, skip) {
+                (Some(r), s) if s > 0 => r.clone(),
+                _ => stream(seed, Purpose::Train, epoch as u32),
+            };
+            let mut progress = EpochProgress::start(
+                epoch,
+                config.epochs,
+                order.num_batches() - skip,
+                ctx.interactive,
+            );
             let mut lr = config.lr;
-            for (b, idx) in order.batches().enumerate() {
+            let mut skipped = 0usize;
+            for (b, idx) in order.batches().enumerate().skip(skip) {
                 lr = lr_at(config, (epoch - 1) * batches_per_epoch + b, total_updates);
                 fill_batch_slice(train, idx, PixelView::Unit, &mut no_rng, bufs.data_mut());
                 let rule = UpdateRule {
@@ -736,14 +859,55 @@ impl Family for RbmFamily {
                     momentum: config.momentum as f32,
                     weight_decay: config.weight_decay as f32,
                 };
+                if let Some((r, s)) = &mut backup {
+                    r.clone_from(&rbm);
+                    s.clone_from(&state);
+                }
                 rbm.cd_update(&mut bufs, &mut state, rule, &mut rng);
+                let bad = [("W", &rbm.w), ("hb", &rbm.hb), ("vb", &rbm.vb)]
+                    .into_iter()
+                    .find(|(_, p)| !all_finite(p))
+                    .map(|(name, _)| name);
+                if let Some(name) = bad {
+                    match &backup {
+                        Some((r, s)) => {
+                            rbm.clone_from(r);
+                            state.clone_from(s);
+                            skipped += 1;
+                        }
+                        None => {
+                            let kept = if ctx.run.latest_checkpoint().exists() {
+                                format!(
+                                    "the last good checkpoint ({}) is kept",
+                                    ctx.run.latest_checkpoint().display()
+                                )
+                            } else {
+                                "no checkpoint had been written yet".to_string()
+                            };
+                            bail!(
+                                "epoch {epoch}, batch {}: parameter {name} became NaN or infinite (lr {lr}); training stopped and {kept}; lower model.lr or pass --on-nan skip-batch",
+                                b + 1
+                            )
+                        }
+                    }
+                }
                 progress.batch(idx.len(), None);
-            }
-            if rbm.w.iter().any(|w| !w.is_finite()) {
-                bail!(
-                    "epoch {epoch}: the weights became NaN or infinite; lower model.lr (now {}) and train again",
-                    config.lr
-                );
+                if crate::interrupt::requested() && b + 1 < order.num_batches() {
+                    let at = Position {
+                        epochs_done: epoch - 1,
+                        batches_done: b + 1,
+                        rng: Some(&rng),
+                        best_pl,
+                    };
+                    training_checkpoint(&rbm, &state, config.batch_size, &at)?
+                        .save(&ctx.run.latest_checkpoint())?;
+                    return Err(crate::interrupt::Interrupted {
+                        epoch,
+                        batch: b + 1,
+                        run: ctx.run.root.display().to_string(),
+                    }
+                    .into());
+                }
             }
             let timing = progress.timing();
             let eval_start = std::time::Instant::now();
@@ -784,35 +948,40 @@ impl Family for RbmFamily {
                 json!(timing.samples_per_second),
             );
             row.insert("lr".into(), json!(lr));
-            row.insert("eval_seconds".into(), json!(eval_start.elapsed().as_secs_f64()));
-            row.extend(metrics);
-            ctx.run.metrics().append(&row)?;
-
-            let mut ck = rbm.to_checkpoint();
-            ck.insert(
-                "velocity.W",
-                TensorData::new(vec![rbm.visible, rbm.hidden], state.vel_w.clone()),
+            row.insert(
+                "eval_seconds".into(),
+                json!(eval_start.elapsed().as_secs_f64()),
             );
-            ck.insert(
-                "velocity.hb",
-                TensorData::new(vec![rbm.hidden], state.vel_hb.clone()),
-            );
-            ck.insert(
-                "velocity.vb",
-                TensorData::new(vec![rbm.visible], state.vel_vb.clone()),
-            );
-            if let Some(chains) = &state.chains {
-                ck.insert(
-                    "pcd.h",
-                    TensorData::new(vec![config.batch_size, rbm.hidden], chains.clone()),
-                );
+            if run_config.on_nan == OnNan::SkipBatch {
+                row.insert("skipped_batches".into(), json!(skipped));
             }
-            ck.set_meta("genlab.epoch", epoch.to_string());
-            ck.save(&ctx.run.latest_checkpoint())?;
-            if pl > best_pl {
+            row.extend(metrics);
+
+            let improved = pl > best_pl;
+            if improved {
                 best_pl = pl;
-                ck.set_meta("genlab.best", "pseudo_likelihood_test");
+            }
+            let at = Position {
+                epochs_done: epoch,
+                batches_done: 0,
+                rng: None,
+                best_pl,
+            };
+            let ck = training_checkpoint(&rbm, &state, config.batch_size, &at)?;
+            // Metrics first, then the checkpoint: a crash between the two leaves
+            // a row that resume drops, never a checkpoint without its row.
+            ctx.run.metrics().append(&row)?;
+            ck.save(&ctx.run.latest_checkpoint())?;
+            if improved {
                 ck.save(&ctx.run.best_checkpoint())?;
+            }
+            if crate::interrupt::requested() && epoch < config.epochs {
+                return Err(crate::interrupt::Interrupted {
+                    epoch,
+                    batch: order.num_batches(),
+                    run: ctx.run.root.display().to_string(),
+                }
+                .into());
             }
         }
         rbm.to_checkpoint()
@@ -837,7 +1006,7 @@ pub struct LoadedRbm {
 /// Loads the final weights of a run (`weights.safetensors`), or its latest
 /// checkpoint while training has not finished.
 pub fn load_run(run: &RunDir) -> Result<LoadedRbm> {
-    let config: RunConfig<RbmConfig> = run.read_config()?;
+    let config: RunConfig<RbmConfig> = run.read_config().map_err(crate::error::usage)?;
     let final_weights = run.root.join("weights.safetensors");
     let path = if final_weights.is_file() {
         final_weights
@@ -845,9 +1014,11 @@ pub fn load_run(run: &RunDir) -> Result<LoadedRbm> {
         run.latest_checkpoint()
     };
     let ck = Checkpoint::load(&path)
-        .with_context(|| format!("{} has no weights yet (train it first)", run.root.display()))?;
+        .with_context(|| format!("{} has no weights yet (train it first)", run.root.display()))
+        .map_err(crate::error::usage)?;
     let rbm = Rbm::from_checkpoint(&ck, PIXELS, config.model.hidden)
-        .with_context(|| format!("{}", path.display()))?;
+        .with_context(|| format!("{}", path.display()))
+        .map_err(crate::error::usage)?;
     Ok(LoadedRbm { config, rbm })
 }
 

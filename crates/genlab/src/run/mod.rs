@@ -5,7 +5,7 @@ pub mod metrics;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -43,21 +43,21 @@ impl RunDir {
                 .is_some();
             if occupied {
                 if root.join("config.toml").is_file() {
-                    bail!(
+                    crate::usage_bail!(
                         "{} is already a genlab run; choose another --out (genlab never overwrites a run)",
                         root.display()
                     );
                 }
-                bail!(
+                crate::usage_bail!(
                     "{} exists and is not empty; choose another --out (genlab never writes into a directory it did not create)",
                     root.display()
                 );
             }
         }
-        for sub in ["checkpoints", "images"] {
-            std::fs::create_dir_all(root.join(sub))
-                .with_context(|| format!("cannot create {}", root.join(sub).display()))?;
-        }
+        // Only the directory itself: config.toml is written next, so a run
+        // stopped in between leaves an empty directory that can be reused.
+        std::fs::create_dir_all(root)
+            .with_context(|| format!("cannot create {}", root.display()))?;
         Ok(RunDir {
             root: root.to_path_buf(),
         })
@@ -66,10 +66,10 @@ impl RunDir {
     /// Opens an existing run, checking it is one.
     pub fn open(root: &Path) -> Result<Self> {
         if !root.is_dir() {
-            bail!("{}: no such run directory", root.display());
+            crate::usage_bail!("{}: no such run directory", root.display());
         }
         if !root.join("config.toml").is_file() {
-            bail!(
+            crate::usage_bail!(
                 "{} is not a genlab run (it has no config.toml)",
                 root.display()
             );
@@ -105,8 +105,14 @@ impl RunDir {
         MetricsLog::new(self.root.join("metrics.jsonl"))
     }
 
+    /// Writes config.toml (which makes the directory a run), then the subdirectories.
     pub fn write_config<M: Serialize>(&self, config: &RunConfig<M>) -> Result<()> {
-        write_atomic(&self.config_path(), to_toml(config)?.as_bytes())
+        write_atomic(&self.config_path(), to_toml(config)?.as_bytes())?;
+        for sub in [self.checkpoints(), self.images()] {
+            std::fs::create_dir_all(&sub)
+                .with_context(|| format!("cannot create {}", sub.display()))?;
+        }
+        Ok(())
     }
 
     pub fn read_config<M: DeserializeOwned>(&self) -> Result<RunConfig<M>> {
