@@ -135,8 +135,13 @@ pub fn apply_set(root: &mut toml::Value, assignment: &str) -> Result<()> {
 pub fn read_toml(path: &Path) -> Result<toml::Value> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config file {}", path.display()))?;
-    let table: toml::Table = toml::from_str(&text)
-        .map_err(|e| anyhow!("{}: {}", path.display(), one_line(&e.to_string())))?;
+    parse_toml_text(&path.display().to_string(), &text)
+}
+
+/// Parses TOML text into a value; errors start with `source`.
+pub fn parse_toml_text(source: &str, text: &str) -> Result<toml::Value> {
+    let table: toml::Table =
+        toml::from_str(text).map_err(|e| anyhow!("{source}: {}", one_line(&e.to_string())))?;
     Ok(toml::Value::Table(table))
 }
 
@@ -155,6 +160,18 @@ pub fn resolve<M>(preset: &Preset, overrides: &Overrides) -> Result<RunConfig<M>
 where
     M: Serialize + DeserializeOwned + Default,
 {
+    let file = match &overrides.config_file {
+        Some(path) => Some((path.display().to_string(), read_toml(path)?)),
+        None => None,
+    };
+    resolve_layers(preset, file, &overrides.set)
+}
+
+/// [`resolve`] with the user's file already parsed: `file` is (its name, its value).
+pub fn resolve_layers<M>(preset: &Preset, file: Option<(String, toml::Value)>, set: &[String]) -> Result<RunConfig<M>>
+where
+    M: Serialize + DeserializeOwned + Default,
+{
     let defaults = RunConfig {
         family: preset.family.to_string(),
         preset: preset.name.to_string(),
@@ -170,27 +187,21 @@ where
     let preset_value: toml::Table = toml::from_str(preset.toml)
         .map_err(|e| anyhow!("preset {}: {}", preset.name, one_line(&e.to_string())))?;
     merge(&mut value, toml::Value::Table(preset_value));
-    if let Some(path) = &overrides.config_file {
-        let file = read_toml(path)?;
+    let source = file.as_ref().map(|(name, _)| name.clone()).unwrap_or_else(|| "configuration".into());
+    if let Some((name, file)) = file {
         if let Some(f) = file.get("family").and_then(|f| f.as_str())
             && f != preset.family
         {
             crate::usage_bail!(
-                "{}: family = \"{f}\" but this is a {} run; use `genlab train {f}`",
-                path.display(),
+                "{name}: family = \"{f}\" but this is a {} run; use `genlab train {f}`",
                 preset.family
             );
         }
         merge(&mut value, file);
     }
-    for assignment in &overrides.set {
+    for assignment in set {
         apply_set(&mut value, assignment)?;
     }
-    let source = overrides
-        .config_file
-        .as_ref()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| "configuration".into());
     let config: RunConfig<M> = value
         .try_into()
         .map_err(|e: toml::de::Error| anyhow!("{source}: {}", one_line(&e.to_string())))?;

@@ -87,7 +87,8 @@ pub fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>, IdxError> {
     decompress_if_gzip(&file, raw)
 }
 
-pub(crate) fn decompress_if_gzip(file: &str, raw: Vec<u8>) -> Result<Vec<u8>, IdxError> {
+/// Decompresses `raw` if it starts with the gzip magic bytes; `file` names it in errors.
+pub fn decompress_if_gzip(file: &str, raw: Vec<u8>) -> Result<Vec<u8>, IdxError> {
     if raw.len() >= 2 && raw[0] == 0x1f && raw[1] == 0x8b {
         let mut out = Vec::with_capacity(raw.len() * 6);
         flate2::read::MultiGzDecoder::new(&raw[..])
