@@ -1,22 +1,11 @@
 //! The `genlab` binary as a user runs it.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::{Command, Output};
 
-fn shared_data() -> PathBuf {
-    match std::env::var("GENLAB_DATA") {
-        Ok(d) if !d.is_empty() => PathBuf::from(d),
-        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"),
-    }
-}
-
-fn genlab(args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_genlab"));
-    c.args(args)
-        .env("GENLAB_DATA", shared_data())
-        .env("GENLAB_OFFLINE", "1");
-    c
-}
+use common::genlab;
 
 fn run(cmd: &mut Command) -> (bool, String, String) {
     let Output {

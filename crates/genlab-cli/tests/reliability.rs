@@ -1,26 +1,13 @@
 //! Interruption, resume, divergence, bad input and determinism, on real runs
 //! of the `genlab` binary (issue: nothing a user made is lost).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::genlab;
 use std::time::Duration;
-
-fn shared_data() -> PathBuf {
-    match std::env::var("GENLAB_DATA") {
-        Ok(d) if !d.is_empty() => PathBuf::from(d),
-        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"),
-    }
-}
-
-fn genlab(args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_genlab"));
-    c.args(args)
-        .env("GENLAB_DATA", shared_data())
-        .env("GENLAB_OFFLINE", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    c
-}
 
 /// A small RBM run: 6 epochs of 100 CD-5 batches, a second or two in all.
 const SMALL: &[&str] = &[

@@ -168,7 +168,11 @@ where
 }
 
 /// [`resolve`] with the user's file already parsed: `file` is (its name, its value).
-pub fn resolve_layers<M>(preset: &Preset, file: Option<(String, toml::Value)>, set: &[String]) -> Result<RunConfig<M>>
+pub fn resolve_layers<M>(
+    preset: &Preset,
+    file: Option<(String, toml::Value)>,
+    set: &[String],
+) -> Result<RunConfig<M>>
 where
     M: Serialize + DeserializeOwned + Default,
 {
@@ -187,7 +191,10 @@ where
     let preset_value: toml::Table = toml::from_str(preset.toml)
         .map_err(|e| anyhow!("preset {}: {}", preset.name, one_line(&e.to_string())))?;
     merge(&mut value, toml::Value::Table(preset_value));
-    let source = file.as_ref().map(|(name, _)| name.clone()).unwrap_or_else(|| "configuration".into());
+    let source = file
+        .as_ref()
+        .map(|(name, _)| name.clone())
+        .unwrap_or_else(|| "configuration".into());
     if let Some((name, file)) = file {
         if let Some(f) = file.get("family").and_then(|f| f.as_str())
             && f != preset.family

@@ -230,11 +230,12 @@ impl Rbm {
         }
     }
 
-    /// p(h=1|v) for `rows` visible vectors, into `out` (rows x H).
-    pub fn hidden_probs(&self, v: &[f32], out: &mut [f32]) {
+    /// The upward pass: p(h=1|v) for each row of `v` into `probs` (rows x H),
+    /// and Bernoulli draws from it into `sample` when given.
+    fn up(&self, v: &[f32], probs: &mut [f32], sample: Option<&mut [f32]>, key: u64) {
         let rows = v.len() / self.visible;
         matmul(
-            out,
+            probs,
             v,
             &self.w,
             (rows, self.visible, self.hidden),
@@ -243,55 +244,44 @@ impl Rbm {
             0.0,
             1.0,
         );
-        sigmoid_bernoulli(out, &self.hb, None, 0);
+        sigmoid_bernoulli(probs, &self.hb, sample, key);
+    }
+
+    /// The downward pass: p(v=1|h) for each row of `h` into `probs` (rows x V),
+    /// and Bernoulli draws from it into `sample` when given.
+    fn down(&self, h: &[f32], probs: &mut [f32], sample: Option<&mut [f32]>, key: u64) {
+        let rows = h.len() / self.hidden;
+        matmul(
+            probs,
+            h,
+            &self.w,
+            (rows, self.hidden, self.visible),
+            false,
+            true,
+            0.0,
+            1.0,
+        );
+        sigmoid_bernoulli(probs, &self.vb, sample, key);
+    }
+
+    /// p(h=1|v) for `rows` visible vectors, into `out` (rows x H).
+    pub fn hidden_probs(&self, v: &[f32], out: &mut [f32]) {
+        self.up(v, out, None, 0);
     }
 
     /// p(v=1|h) for `rows` hidden vectors, into `out` (rows x V).
     pub fn visible_probs(&self, h: &[f32], out: &mut [f32]) {
-        let rows = h.len() / self.hidden;
-        matmul(
-            out,
-            h,
-            &self.w,
-            (rows, self.hidden, self.visible),
-            false,
-            true,
-            0.0,
-            1.0,
-        );
-        sigmoid_bernoulli(out, &self.vb, None, 0);
+        self.down(h, out, None, 0);
     }
 
     /// Samples h ~ p(h|v): probabilities into `probs`, draws into `sample`.
     pub fn sample_hidden(&self, v: &[f32], probs: &mut [f32], sample: &mut [f32], key: u64) {
-        let rows = v.len() / self.visible;
-        matmul(
-            probs,
-            v,
-            &self.w,
-            (rows, self.visible, self.hidden),
-            false,
-            false,
-            0.0,
-            1.0,
-        );
-        sigmoid_bernoulli(probs, &self.hb, Some(sample), key);
+        self.up(v, probs, Some(sample), key);
     }
 
     /// Samples v ~ p(v|h): probabilities into `probs`, draws into `sample`.
     pub fn sample_visible(&self, h: &[f32], probs: &mut [f32], sample: &mut [f32], key: u64) {
-        let rows = h.len() / self.hidden;
-        matmul(
-            probs,
-            h,
-            &self.w,
-            (rows, self.hidden, self.visible),
-            false,
-            true,
-            0.0,
-            1.0,
-        );
-        sigmoid_bernoulli(probs, &self.vb, Some(sample), key);
+        self.down(h, probs, Some(sample), key);
     }
 
     /// One CD-k (or PCD-k) update on the batch in `bufs.data_mut()`, exactly as
@@ -311,8 +301,7 @@ impl Rbm {
         let (top_x, bottom_x) = bufs.x.split_at_mut(b * nv);
         let (top_y, bottom_y) = bufs.y.split_at_mut(b * nh);
         // Positive phase: p(h|v0) into the top of y, and a sample of it.
-        matmul(top_y, top_x, &self.w, (b, nv, nh), false, false, 0.0, 1.0);
-        sigmoid_bernoulli(top_y, &self.hb, Some(&mut bufs.h), rng.next_u64());
+        self.sample_hidden(top_x, top_y, &mut bufs.h, rng.next_u64());
         if let Some(chains) = &state.chains {
             bufs.h.copy_from_slice(chains);
         }

@@ -1,0 +1,23 @@
+//! Helpers shared by the CLI tests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The directory holding `mnist/`: `$GENLAB_DATA`, else `../shared/data` beside the repository.
+pub fn shared_data() -> PathBuf {
+    match std::env::var("GENLAB_DATA") {
+        Ok(d) if !d.is_empty() => PathBuf::from(d),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"),
+    }
+}
+
+/// The `genlab` binary with `args`, offline, finding MNIST beside the repository.
+pub fn genlab(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_genlab"));
+    c.args(args)
+        .env("GENLAB_DATA", shared_data())
+        .env("GENLAB_OFFLINE", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
