@@ -38,6 +38,11 @@ pub const PRESETS: &[Preset] = &[
         "rbm",
         "Seed RBM, 500 hidden units: CD-30, lr 0.1, batch 64, 30 epochs"
     ),
+    preset!(
+        "rbm-500-pcd",
+        "rbm",
+        "RBM, 500 hidden units, tuned: PCD-5, lr 0.05 decaying to 0, momentum 0.5, weight decay 1e-4, 100 epochs"
+    ),
 ];
 
 /// The preset called `name`.
