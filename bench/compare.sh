@@ -11,23 +11,31 @@ ROUNDS=${1:-5}
 THREADS=${THREADS:-2}
 export RAYON_NUM_THREADS=$THREADS
 cargo bench --bench rbm --no-run 2>/dev/null
+cargo bench --bench matmul --no-run 2>/dev/null
 BIN=$(ls -t target/release/deps/rbm-* | grep -v '\.d$' | head -n 1)
+MATMUL=$(ls -t target/release/deps/matmul-* | grep -v '\.d$' | head -n 1)
 mkdir -p bench/results
 CSV=bench/results/rbm.csv
-echo "round,workload,genlab_ms,pytorch_ms" > "$CSV"
+echo "round,workload,unit,genlab,pytorch" > "$CSV"
 for r in $(seq 1 "$ROUNDS"); do
   g=$("$BIN" | sed -n 's/.*CD-30 update.*median \([0-9.]*\) ms.*/\1/p')
   t=$("$PYTHON" bench/rbm_torch.py "$THREADS" | sed -n 's/.*median \([0-9.]*\) ms.*/\1/p')
-  echo "$r,rbm-500 CD-30 update,$g,$t" >> "$CSV"
-  echo "round $r: genlab $g ms, pytorch $t ms"
+  echo "$r,rbm-500 CD-30 update (batch 64),ms,$g,$t" >> "$CSV"
+  echo "round $r: CD-30 update: genlab $g ms, pytorch $t ms"
+  g=$("$MATMUL" | sed -n 's/.*median \([0-9.]*\) GFLOP.*/\1/p')
+  t=$("$PYTHON" bench/matmul_torch.py "$THREADS" | sed -n 's/.*median \([0-9.]*\) GFLOP.*/\1/p')
+  echo "$r,matmul 64x784 @ 784x500,GFLOP/s,$g,$t" >> "$CSV"
+  echo "round $r: matmul: genlab $g GFLOP/s, pytorch $t GFLOP/s"
 done
 "$PYTHON" - "$CSV" <<'PY'
 import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
-g = statistics.median(float(r["genlab_ms"]) for r in rows)
-t = statistics.median(float(r["pytorch_ms"]) for r in rows)
 print()
-print("| workload | genlab ms (median) | PyTorch ms (median) | genlab / PyTorch |")
-print("|---|---|---|---|")
-print(f"| rbm-500 CD-30 update, batch 64 | {g:.1f} | {t:.1f} | {g / t:.2f}x |")
+print("| workload | unit | genlab (median) | PyTorch (median) | genlab / PyTorch |")
+print("|---|---|---|---|---|")
+for w in dict.fromkeys(r["workload"] for r in rows):
+    sel = [r for r in rows if r["workload"] == w]
+    g = statistics.median(float(r["genlab"]) for r in sel)
+    t = statistics.median(float(r["pytorch"]) for r in sel)
+    print(f"| {w} | {sel[0]['unit']} | {g:.1f} | {t:.1f} | {g / t:.2f} |")
 PY

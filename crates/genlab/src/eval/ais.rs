@@ -271,9 +271,103 @@ mod tests {
         assert!(b.iter().filter(|&&x| x > 0.9).count() > 6_000);
     }
 
+    fn estimate(log_z: f64, low: f64, high: f64) -> AisEstimate {
+        AisEstimate {
+            log_z,
+            log_z_low: low,
+            log_z_high: high,
+            runs: 100,
+            steps: 1000,
+        }
+    }
+
+    #[test]
+    fn combine_pools_agreeing_estimates_and_keeps_the_larger_of_disagreeing_ones() {
+        // Disjoint intervals: one run missed mass; keep the larger.
+        let (z, rule) = combine(
+            &estimate(218.6, 218.4, 218.8),
+            &estimate(240.0, 239.8, 240.2),
+        );
+        assert_eq!((z, rule), (240.0, "larger"));
+        // Overlapping: a heavy-tailed estimate (unbounded below) barely counts.
+        let (z, rule) = combine(
+            &estimate(292.5, f64::NEG_INFINITY, 293.6),
+            &estimate(291.3, 290.8, 291.6),
+        );
+        assert_eq!(rule, "pooled");
+        assert!((z - 291.3).abs() < 0.05, "{z}");
+        // Two equally good estimates: their Z values are averaged.
+        let (z, _) = combine(
+            &estimate(100.0, 99.9, 100.1),
+            &estimate(100.02, 99.92, 100.12),
+        );
+        assert!(z > 100.0 && z < 100.02, "{z}");
+    }
+
     #[test]
     fn log_sum_exp_is_stable() {
         assert!((log_sum_exp(&[1000.0, 1000.0]) - (1000.0 + 2f64.ln())).abs() < 1e-9);
         assert_eq!(log_sum_exp(&[f64::NEG_INFINITY]), f64::NEG_INFINITY);
+    }
+}
+
+/// log Z from two AIS runs started from different base models.
+#[derive(Debug, Clone)]
+pub struct TwoBaseEstimate {
+    pub from_base_rates: AisEstimate,
+    pub from_model_biases: AisEstimate,
+    /// The estimate genlab reports (see [`combine`]).
+    pub log_z: f64,
+    /// How it was chosen: "pooled" or "larger".
+    pub rule: &'static str,
+}
+
+/// Combines two AIS estimates of the same log Z. When their log(mean -/+ 3
+/// s.e.) intervals overlap, they agree within noise and are pooled with
+/// inverse-variance weights (a run whose weights are heavy-tailed counts for
+/// little). When they do not, at least one missed probability mass, which
+/// AIS can only underestimate: the larger is kept (SPEC section 1), so the
+/// likelihood is never flattered.
+pub fn combine(a: &AisEstimate, b: &AisEstimate) -> (f64, &'static str) {
+    let overlap = a.log_z_low <= b.log_z_high && b.log_z_low <= a.log_z_high;
+    if !overlap {
+        return (a.log_z.max(b.log_z), "larger");
+    }
+    // Work with Z / exp(m) to stay in range.
+    let m = a.log_z.max(b.log_z);
+    let stats = |e: &AisEstimate| {
+        let z = (e.log_z - m).exp();
+        let se = (((e.log_z_high - m).exp() - z) / 3.0).max(z * 1e-12);
+        (z, 1.0 / (se * se))
+    };
+    let ((za, wa), (zb, wb)) = (stats(a), stats(b));
+    (m + ((wa * za + wb * zb) / (wa + wb)).ln(), "pooled")
+}
+
+/// AIS from the base-rate model fitted to `binary_train` and from the model's
+/// own visible biases, `runs` chains each, combined by [`combine`].
+pub fn two_base_log_z(
+    rbm: &Rbm,
+    binary_train: &[f32],
+    runs: usize,
+    steps: usize,
+    seed: u64,
+) -> TwoBaseEstimate {
+    use crate::rng::{Purpose, stream};
+    let base = base_rate_biases(binary_train, rbm.visible);
+    let from_base_rates = ais_log_z(rbm, &base, runs, steps, &mut stream(seed, Purpose::Eval, 0));
+    let from_model_biases = ais_log_z(
+        rbm,
+        &rbm.vb,
+        runs,
+        steps,
+        &mut stream(seed, Purpose::Eval, 1),
+    );
+    let (log_z, rule) = combine(&from_base_rates, &from_model_biases);
+    TwoBaseEstimate {
+        from_base_rates,
+        from_model_biases,
+        log_z,
+        rule,
     }
 }
