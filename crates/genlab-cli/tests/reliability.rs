@@ -91,26 +91,42 @@ fn interrupted_and_killed_runs_resume_to_the_same_result() {
     let want_metrics = metrics_without_timings(&reference);
     assert_eq!(want_metrics.len(), 6);
 
-    // SIGINT: finishes the batch, writes a checkpoint, exits 130 with a hint.
-    let run = dir.path().join("sigint");
-    let mut args = SMALL.to_vec();
-    args.extend(["--out", run.to_str().unwrap()]);
-    let child = genlab(&args).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(700));
-    let _ = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status();
-    let out = child.wait_with_output().unwrap();
-    if out.status.code() == Some(130) {
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("genlab train --resume"), "{err}");
-        assert!(run.join("checkpoints/latest.safetensors").is_file());
-    } else {
-        assert!(out.status.success(), "finished before the signal");
+    // SIGINT (Ctrl-C) and SIGTERM: finish the batch, write a checkpoint, exit 130 with a hint.
+    for signal in ["INT", "TERM"] {
+        let run = dir.path().join(format!("sig{signal}"));
+        let mut args = SMALL.to_vec();
+        args.extend(["--out", run.to_str().unwrap()]);
+        let child = genlab(&args).spawn().unwrap();
+        for _ in 0..200 {
+            if run.join("config.toml").exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status();
+        let out = child.wait_with_output().unwrap();
+        if out.status.code() == Some(130) {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("genlab train --resume"), "{err}");
+            assert!(run.join("checkpoints/latest.safetensors").is_file());
+        } else {
+            assert!(
+                out.status.success(),
+                "SIG{signal}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        resume_until_done(&run);
+        assert_eq!(
+            weights(&run),
+            want_weights,
+            "SIG{signal}: resumed weights differ"
+        );
+        assert_eq!(metrics_without_timings(&run), want_metrics);
     }
-    resume_until_done(&run);
-    assert_eq!(weights(&run), want_weights, "resumed weights differ");
-    assert_eq!(metrics_without_timings(&run), want_metrics);
 
     // SIGKILL at several moments: the run resumes from its last checkpoint.
     let run = dir.path().join("sigkill");

@@ -114,6 +114,21 @@ fn wrong_image_dimensions_are_reported() {
 }
 
 #[test]
+fn dimensions_too_large_to_count_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = vec![0, 0, 8, 3];
+    for _ in 0..3 {
+        bytes.extend_from_slice(&u32::MAX.to_be_bytes());
+    }
+    let p = write(dir.path(), "huge", &bytes);
+    let e = one_line(read_images(&p).unwrap_err());
+    assert!(
+        e.starts_with("huge: bad dimensions, expected dimensions whose product fits in 64 bits"),
+        "{e}"
+    );
+}
+
+#[test]
 fn labels_outside_0_9_are_reported() {
     let dir = tempfile::tempdir().unwrap();
     let p = write(dir.path(), "l", &encode_idx(&[3], &[1, 12, 3]));

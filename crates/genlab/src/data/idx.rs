@@ -137,8 +137,22 @@ pub fn parse_idx(file: &str, bytes: &[u8], rank: u8) -> Result<IdxArray, IdxErro
             u32::from_be_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize
         })
         .collect();
-    let count: u64 = dims.iter().map(|&d| d as u64).product();
-    let expected = header as u64 + count;
+    // Checked: a corrupt header can claim more values than a u64 counts.
+    let count = dims
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+        .and_then(|c| c.checked_add(header as u64));
+    let Some(expected) = count else {
+        return Err(IdxError::BadDimensions {
+            file: file.into(),
+            expected: "dimensions whose product fits in 64 bits".into(),
+            found: dims
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(" x "),
+        });
+    };
     let found = bytes.len() as u64;
     if found < expected {
         return Err(IdxError::Truncated {
