@@ -56,6 +56,17 @@ fn weights(run: &Path) -> Vec<u8> {
     std::fs::read(run.join("weights.safetensors")).unwrap()
 }
 
+/// Waits (up to 5 s) until a starting run has written its config.toml:
+/// loading MNIST comes first, and signals should land during training.
+fn wait_for_run(run: &Path) {
+    for _ in 0..200 {
+        if run.join("config.toml").exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
 fn resume_until_done(run: &Path) {
     for _ in 0..20 {
         if run.join("weights.safetensors").exists() {
@@ -97,12 +108,7 @@ fn interrupted_and_killed_runs_resume_to_the_same_result() {
         let mut args = SMALL.to_vec();
         args.extend(["--out", run.to_str().unwrap()]);
         let child = genlab(&args).spawn().unwrap();
-        for _ in 0..200 {
-            if run.join("config.toml").exists() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
+        wait_for_run(&run);
         std::thread::sleep(Duration::from_millis(300));
         let _ = Command::new("kill")
             .args([&format!("-{signal}"), &child.id().to_string()])
@@ -144,12 +150,7 @@ fn interrupted_and_killed_runs_resume_to_the_same_result() {
         } else {
             let child = genlab(&args).spawn().unwrap();
             // Loading MNIST comes first; kill only once the run exists.
-            for _ in 0..200 {
-                if run.join("config.toml").exists() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(25));
-            }
+            wait_for_run(&run);
             child
         };
         std::thread::sleep(Duration::from_millis(delay_ms));
