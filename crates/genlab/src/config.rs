@@ -9,7 +9,9 @@ use anyhow::{Context, Result, anyhow};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::data::DatasetName;
+use std::path::PathBuf;
+
+use crate::data::{DataSources, Dataset, DatasetName};
 use crate::device::DeviceKind;
 use crate::presets::Preset;
 
@@ -46,6 +48,29 @@ pub enum OnNan {
     Stop,
     /// Undo the batch's update, count it in metrics.jsonl, go on.
     SkipBatch,
+}
+
+impl DataConfig {
+    /// Checks the limits before any data is read.
+    pub fn validate(&self) -> Result<()> {
+        for (key, limit) in [
+            ("data.train_limit", self.train_limit),
+            ("data.test_limit", self.test_limit),
+        ] {
+            if limit == Some(0) {
+                crate::usage_bail!("{key} = 0: a limit must be a positive number of images");
+            }
+        }
+        Ok(())
+    }
+
+    /// Finds and reads the dataset (see [`DataSources`]) and applies the limits.
+    pub fn load(&self, data_dir: Option<PathBuf>) -> Result<Dataset> {
+        let sources = DataSources::from_env(data_dir);
+        let mut dataset = Dataset::load(&self.dataset, &sources, crate::progress::interactive())?;
+        dataset.limit(self.train_limit, self.test_limit);
+        Ok(dataset)
+    }
 }
 
 /// A run's whole configuration; `M` is the model family's own section.

@@ -7,20 +7,12 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::atomic::write_atomic;
+use crate::data::PIXELS;
 use crate::data::corrupt::remove_nonzero_fraction;
-use crate::data::{DataSources, Dataset, PIXELS};
 use crate::models::rbm::{self, ChainStart};
 use crate::rng::{Purpose, stream};
 use crate::run::RunDir;
 use crate::viz::save_grid;
-
-/// Loads the dataset a run was trained on, with its limits.
-pub fn run_dataset(data: &crate::config::DataConfig, data_dir: Option<PathBuf>) -> Result<Dataset> {
-    let sources = DataSources::from_env(data_dir);
-    let mut d = Dataset::load(&data.dataset, &sources, crate::progress::interactive())?;
-    d.limit(data.train_limit, data.test_limit);
-    Ok(d)
-}
 
 /// Options of `genlab sample`.
 #[derive(Debug, Clone)]
@@ -46,7 +38,7 @@ pub fn sample(run_root: &Path, opts: &SampleOptions) -> Result<PathBuf> {
                 crate::usage_bail!("--steps 0: a Gibbs chain needs at least one step");
             }
             let loaded = rbm::load_run(&run)?;
-            let data = run_dataset(&loaded.config.data, opts.data_dir.clone())?;
+            let data = loaded.config.data.load(opts.data_dir.clone())?;
             let samples = rbm::sample_chains(
                 &loaded.rbm,
                 &data.test,
@@ -123,7 +115,7 @@ pub fn inpaint(run_root: &Path, opts: &InpaintOptions) -> Result<Vec<InpaintRow>
         );
     }
     let loaded = rbm::load_run(&run)?;
-    let data = run_dataset(&loaded.config.data, opts.data_dir.clone())?;
+    let data = loaded.config.data.load(opts.data_dir.clone())?;
     let n = opts.n.min(data.test.len());
     let originals = rbm::first_rows(&data.test, n);
     let out_dir = opts.out.clone().unwrap_or_else(|| run.images());

@@ -29,6 +29,15 @@ impl Split {
         &self.pixels[i * PIXELS..(i + 1) * PIXELS]
     }
 
+    /// A copy of the first `n` images (all of them if `n` is larger).
+    pub fn head(&self, n: usize) -> Split {
+        let n = n.min(self.len());
+        Split {
+            pixels: self.pixels[..n * PIXELS].to_vec(),
+            labels: self.labels[..n].to_vec(),
+        }
+    }
+
     /// Keeps the first `n` images (all of them if `n` is larger).
     pub fn truncate(&mut self, n: usize) {
         let n = n.min(self.len());

@@ -13,7 +13,6 @@ use serde_json::{Value, json};
 use crate::atomic::write_atomic;
 use crate::data::PixelView;
 use crate::data::batches::split_to_f32;
-use crate::inspect::run_dataset;
 use crate::models::rbm;
 use crate::rng::{Purpose, stream};
 use crate::run::RunDir;
@@ -87,17 +86,15 @@ pub fn evaluate(run_root: &Path, opts: &EvalOptions) -> Result<Report> {
 fn evaluate_rbm(run: &RunDir, opts: &EvalOptions) -> Result<(Value, Vec<String>)> {
     let loaded = rbm::load_run(run)?;
     let model = &loaded.rbm;
-    let data = run_dataset(&loaded.config.data, opts.data_dir.clone())?;
+    let data = loaded.config.data.load(opts.data_dir.clone())?;
     // Binary data for the likelihood: one fixed-seed Bernoulli draw per pixel.
     let test = split_to_f32(
         &data.test,
         PixelView::Dynamic,
         &mut stream(opts.seed, Purpose::Eval, 10),
     );
-    let mut train_split = data.train.clone();
-    train_split.truncate(10_000);
     let train = split_to_f32(
-        &train_split,
+        &data.train.head(10_000),
         PixelView::Dynamic,
         &mut stream(opts.seed, Purpose::Eval, 11),
     );

@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::config::{Overrides, RunConfig, resolve};
-use crate::data::{DataSources, Dataset};
+use crate::data::Dataset;
 use crate::error::usage;
 use crate::presets::{self, Preset};
 use crate::run::{Checkpoint, RunDir};
@@ -125,18 +125,9 @@ pub fn train_family<F: Family>(request: &TrainRequest) -> Result<PathBuf> {
     config.model.validate().map_err(usage)?;
     let device = config.device.device().map_err(usage)?;
     F::check(&config).map_err(usage)?;
+    config.data.validate()?;
     let interactive = crate::progress::interactive();
-    let sources = DataSources::from_env(request.data_dir.clone());
-    let mut dataset = Dataset::load(&config.data.dataset, &sources, interactive)?;
-    for (key, limit) in [
-        ("data.train_limit", config.data.train_limit),
-        ("data.test_limit", config.data.test_limit),
-    ] {
-        if limit == Some(0) {
-            crate::usage_bail!("{key} = 0: a limit must be a positive number of images");
-        }
-    }
-    dataset.limit(config.data.train_limit, config.data.test_limit);
+    let dataset = config.data.load(request.data_dir.clone())?;
     if config.model.batch_size() > dataset.train.len() {
         crate::usage_bail!(
             "model.batch_size = {} is larger than the training set ({} images{}); lower it or raise data.train_limit",
@@ -216,9 +207,7 @@ fn resume_family<F: Family>(
     };
     let device = config.device.device()?;
     let interactive = crate::progress::interactive();
-    let sources = DataSources::from_env(data_dir);
-    let mut dataset = Dataset::load(&config.data.dataset, &sources, interactive)?;
-    dataset.limit(config.data.train_limit, config.data.test_limit);
+    let dataset = config.data.load(data_dir)?;
     if epochs.is_some() {
         run.write_config(&config)?;
     }
