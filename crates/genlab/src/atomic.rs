@@ -7,6 +7,9 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
+/// Name prefix of the temporary files; a run directory's leftovers are recognised by it.
+pub const TEMP_PREFIX: &str = ".genlab-tmp-";
+
 /// Writes `bytes` to `path` atomically (temp file in the same directory, fsync, rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic_with(path, |f| f.write_all(bytes).map_err(Into::into))
@@ -24,7 +27,7 @@ pub fn write_atomic_with(
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create directory {}", dir.display()))?;
     let mut tmp = tempfile::Builder::new()
-        .prefix(".genlab-tmp-")
+        .prefix(TEMP_PREFIX)
         .tempfile_in(dir)
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
     fill(tmp.as_file_mut()).with_context(|| format!("cannot write {}", path.display()))?;

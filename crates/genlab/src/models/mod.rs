@@ -165,6 +165,7 @@ pub fn resume(
     data_dir: Option<PathBuf>,
 ) -> Result<PathBuf> {
     let run = RunDir::open(run_root).map_err(usage)?;
+    run.remove_stale_temporaries()?;
     match run.family().map_err(usage)?.as_str() {
         "rbm" => resume_family::<rbm::RbmFamily>(run, epochs, data_dir),
         other => crate::usage_bail!(

@@ -37,10 +37,15 @@ impl RunDir {
     /// so nothing a user made is overwritten.
     pub fn create(root: &Path) -> Result<Self> {
         if root.exists() {
+            // A genlab temporary left by a killed first write does not count.
             let occupied = std::fs::read_dir(root)
                 .with_context(|| format!("cannot read {}", root.display()))?
-                .next()
-                .is_some();
+                .flatten()
+                .any(|e| {
+                    !e.file_name()
+                        .to_string_lossy()
+                        .starts_with(crate::atomic::TEMP_PREFIX)
+                });
             if occupied {
                 if root.join("config.toml").is_file() {
                     crate::usage_bail!(
@@ -58,9 +63,11 @@ impl RunDir {
         // stopped in between leaves an empty directory that can be reused.
         std::fs::create_dir_all(root)
             .with_context(|| format!("cannot create {}", root.display()))?;
-        Ok(RunDir {
+        let run = RunDir {
             root: root.to_path_buf(),
-        })
+        };
+        run.remove_stale_temporaries()?;
+        Ok(run)
     }
 
     /// Opens an existing run, checking it is one.
@@ -77,6 +84,28 @@ impl RunDir {
         Ok(RunDir {
             root: root.to_path_buf(),
         })
+    }
+
+    /// Deletes temporary files that a killed writer left behind (a SIGKILL
+    /// between creating a temporary file and renaming it). Called before a
+    /// run is resumed, when no other genlab writes into it.
+    pub fn remove_stale_temporaries(&self) -> Result<()> {
+        for dir in [self.root.clone(), self.checkpoints(), self.images()] {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                if entry
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(crate::atomic::TEMP_PREFIX)
+                {
+                    std::fs::remove_file(entry.path())
+                        .with_context(|| format!("cannot remove {}", entry.path().display()))?;
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn config_path(&self) -> PathBuf {
