@@ -110,7 +110,7 @@ struct SampleArgs {
     /// Number of samples.
     #[arg(short = 'n', default_value_t = 64)]
     n: usize,
-    /// Gibbs steps per chain.
+    /// RBM: Gibbs steps per chain (VAEs sample directly).
     #[arg(long, default_value_t = 1000)]
     steps: usize,
     /// Start the chains from random noise or from random test images.
@@ -135,7 +135,7 @@ struct InpaintArgs {
     /// Number of test digits (the first N of the test set).
     #[arg(long, default_value_t = 64)]
     n: usize,
-    /// Gibbs steps of both reconstructions.
+    /// RBM: Gibbs steps of both reconstructions; VAE: encode -> decode iterations.
     #[arg(long, default_value_t = 200)]
     steps: usize,
     #[arg(long, default_value_t = 0)]
@@ -159,6 +159,9 @@ struct EvalArgs {
     /// AIS inverse temperatures.
     #[arg(long, default_value_t = 14_500)]
     ais_steps: usize,
+    /// VAE: importance samples per test image (default 5000 for MLP VAEs, 500 for the conv VAE).
+    #[arg(long)]
+    k: Option<usize>,
     /// Print the JSON report instead of the table.
     #[arg(long)]
     json: bool,
@@ -175,7 +178,7 @@ fn sample(args: SampleArgs) -> Result<()> {
     } else {
         ChainStart::Noise
     };
-    let path = genlab::inspect::sample(
+    let (path, how) = genlab::inspect::sample(
         &args.run,
         &genlab::inspect::SampleOptions {
             n: args.n,
@@ -186,18 +189,12 @@ fn sample(args: SampleArgs) -> Result<()> {
             data_dir: args.data_dir,
         },
     )?;
-    println!(
-        "{} samples ({} Gibbs steps from {}) written to {}",
-        args.n,
-        args.steps,
-        args.from,
-        path.display()
-    );
+    println!("{} samples ({how}) written to {}", args.n, path.display());
     Ok(())
 }
 
 fn inpaint(args: InpaintArgs) -> Result<()> {
-    let rows = genlab::inspect::inpaint(
+    let report = genlab::inspect::inpaint(
         &args.run,
         &genlab::inspect::InpaintOptions {
             remove: args.remove,
@@ -208,16 +205,16 @@ fn inpaint(args: InpaintArgs) -> Result<()> {
             data_dir: args.data_dir,
         },
     )?;
+    let rows = &report.rows;
     println!(
-        "mean squared error on the removed pixels ({} test digits, {} Gibbs steps)",
+        "mean squared error on the removed pixels ({} test digits)",
         rows.first().map_or(0, |r| r.images),
-        args.steps
     );
     println!(
         "{:>8}  {:>14}  {:>12}  {:>12}  picture",
         "removed", "pixels removed", "free chain", "clamped"
     );
-    for r in &rows {
+    for r in rows {
         println!(
             "{:>7.0}%  {:>14}  {:>12.4}  {:>12.4}  {}",
             r.fraction * 100.0,
@@ -227,9 +224,8 @@ fn inpaint(args: InpaintArgs) -> Result<()> {
             r.picture.display()
         );
     }
-    println!(
-        "free chain: the seed's way (the sampler run from the corrupted image); clamped: kept pixels fixed, removed ones resampled"
-    );
+    println!("{}", report.free_method);
+    println!("{}", report.clamped_method);
     Ok(())
 }
 
@@ -240,6 +236,7 @@ fn eval(args: EvalArgs) -> Result<()> {
             seed: args.seed,
             ais_runs: args.ais_runs,
             ais_steps: args.ais_steps,
+            k: args.k,
             out: args.out,
             data_dir: args.data_dir,
         },

@@ -352,8 +352,12 @@ fn bad_input_is_refused_before_any_work_with_exit_code_2() {
             "on_nan",
         ),
         (
-            vec!["train", "rbm", "--preset", "vae-2", "--out", out],
+            vec!["train", "rbm", "--preset", "vae-3", "--out", out],
             "no such preset",
+        ),
+        (
+            vec!["train", "rbm", "--preset", "vae-2", "--out", out],
+            "try `genlab train vae --preset vae-2`",
         ),
         (vec!["train", "rbn", "--out", out], "did you mean rbm?"),
         (

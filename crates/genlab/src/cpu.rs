@@ -213,6 +213,51 @@ simd_fn! {
     }
 }
 
+simd_fn! {
+    fn sigmoid_slice(x: &mut [f32]) {
+        for v in x.iter_mut() {
+            *v = sigmoid(*v);
+        }
+    }
+}
+
+/// In place: `x = sigmoid(x)`, in parallel.
+pub fn sigmoid_in_place(x: &mut [f32]) {
+    x.par_chunks_mut(1 << 14).for_each(sigmoid_slice);
+}
+
+simd_fn! {
+    /// sum_j x_j l_j - softplus(l_j): the Bernoulli log-likelihood of binary
+    /// `x` under logits `l`.
+    pub fn bernoulli_log_likelihood(l: &[f32], x: &[f32]) -> f32 {
+        let mut acc = [0.0f32; 8];
+        let (cl, cx) = (l.chunks_exact(8), x.chunks_exact(8));
+        let tail: f32 = cl.remainder().iter().zip(cx.remainder()).map(|(l, x)| x * l - softplus(*l)).sum();
+        for (a, b) in cl.zip(cx) {
+            for k in 0..8 {
+                acc[k] += b[k] * a[k] - softplus(a[k]);
+            }
+        }
+        acc.iter().sum::<f32>() + tail
+    }
+}
+
+simd_fn! {
+    /// sum_j (x_j - sigmoid(l_j))^2.
+    pub fn sigmoid_squared_error(l: &[f32], x: &[f32]) -> f32 {
+        let mut acc = [0.0f32; 8];
+        let (cl, cx) = (l.chunks_exact(8), x.chunks_exact(8));
+        let tail: f32 = cl.remainder().iter().zip(cx.remainder()).map(|(l, x)| (x - sigmoid(*l)) * (x - sigmoid(*l))).sum();
+        for (a, b) in cl.zip(cx) {
+            for k in 0..8 {
+                let d = b[k] - sigmoid(a[k]);
+                acc[k] += d * d;
+            }
+        }
+        acc.iter().sum::<f32>() + tail
+    }
+}
+
 /// Sum of a slice with eight running partial sums, so that it vectorises.
 #[inline(always)]
 pub fn sum(x: &[f32]) -> f32 {

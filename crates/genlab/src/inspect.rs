@@ -10,6 +10,7 @@ use crate::atomic::write_atomic;
 use crate::data::PIXELS;
 use crate::data::corrupt::remove_nonzero_fraction;
 use crate::models::rbm::{self, ChainStart};
+use crate::models::vae;
 use crate::rng::{Purpose, stream};
 use crate::run::RunDir;
 use crate::viz::save_grid;
@@ -25,13 +26,15 @@ pub struct SampleOptions {
     pub data_dir: Option<PathBuf>,
 }
 
-/// Draws samples from a run's model and writes them as a grid; returns the PNG path.
-pub fn sample(run_root: &Path, opts: &SampleOptions) -> Result<PathBuf> {
+/// Draws samples from a run's model and writes them as a grid; returns the
+/// PNG path and a description of how the samples were drawn.
+pub fn sample(run_root: &Path, opts: &SampleOptions) -> Result<(PathBuf, String)> {
     if opts.n == 0 {
         crate::usage_bail!("-n 0: ask for at least one sample");
     }
     let run = RunDir::open(run_root)?;
     let family = run.family()?;
+    let cols = (opts.n as f64).sqrt().ceil() as usize;
     match family.as_str() {
         "rbm" => {
             if opts.steps == 0 {
@@ -57,9 +60,27 @@ pub fn sample(run_root: &Path, opts: &SampleOptions) -> Result<PathBuf> {
                     opts.steps, opts.seed
                 ))
             });
-            let cols = (opts.n as f64).sqrt().ceil() as usize;
             save_grid(&path, &samples, opts.n.div_ceil(cols), cols)?;
-            Ok(path)
+            Ok((
+                path,
+                format!(
+                    "{} Gibbs steps from {from}, mean-field visible probabilities",
+                    opts.steps
+                ),
+            ))
+        }
+        "vae" => {
+            let loaded = vae::load_run(&run)?;
+            let samples = vae::sample_prior(&loaded.vae, opts.n, opts.seed)?;
+            let path = opts.out.clone().unwrap_or_else(|| {
+                run.images()
+                    .join(format!("sample_prior_seed{}.png", opts.seed))
+            });
+            save_grid(&path, &samples, opts.n.div_ceil(cols), cols)?;
+            Ok((
+                path,
+                "decoded draws of z ~ N(0, I), decoder means".to_string(),
+            ))
         }
         other => crate::usage_bail!(
             "{}: sampling a {other} run is not supported",
@@ -85,16 +106,28 @@ pub struct InpaintRow {
     pub fraction: f32,
     pub images: usize,
     pub removed_pixels: usize,
-    /// The seed's way: the unclamped sampler run from the corrupted image.
+    /// RBM: the seed's way, the unclamped sampler run from the corrupted
+    /// image. VAE: one encode -> decode of the corrupted image.
     pub mse_free_chain: f64,
-    /// Conditional sampling with the kept pixels clamped.
+    /// RBM: conditional sampling with the kept pixels clamped. VAE: encode ->
+    /// decode iterated with the kept pixels clamped.
     pub mse_clamped: f64,
     pub picture: PathBuf,
 }
 
+/// What `genlab inpaint` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct InpaintReport {
+    pub family: String,
+    /// How the two reconstructions were made.
+    pub free_method: String,
+    pub clamped_method: String,
+    pub rows: Vec<InpaintRow>,
+}
+
 /// Removes each fraction of the first `n` test digits' ink and reconstructs
 /// it two ways; writes one PNG per fraction and `inpaint.json` into the run.
-pub fn inpaint(run_root: &Path, opts: &InpaintOptions) -> Result<Vec<InpaintRow>> {
+pub fn inpaint(run_root: &Path, opts: &InpaintOptions) -> Result<InpaintReport> {
     if opts.n == 0 {
         crate::usage_bail!("--n 0: inpaint at least one digit");
     }
@@ -108,14 +141,30 @@ pub fn inpaint(run_root: &Path, opts: &InpaintOptions) -> Result<Vec<InpaintRow>
     }
     let run = RunDir::open(run_root)?;
     let family = run.family()?;
-    if family != "rbm" {
-        crate::usage_bail!(
-            "{}: inpainting a {family} run is not supported",
-            run_root.display()
-        );
+    if opts.steps == 0 {
+        crate::usage_bail!("--steps 0: use at least one step");
     }
-    let loaded = rbm::load_run(&run)?;
-    let data = loaded.config.data.load(opts.data_dir.clone())?;
+    enum Model {
+        Rbm(rbm::LoadedRbm),
+        Vae(vae::LoadedVae),
+    }
+    let (model, data_config) = match family.as_str() {
+        "rbm" => {
+            let m = rbm::load_run(&run)?;
+            let d = m.config.data.clone();
+            (Model::Rbm(m), d)
+        }
+        "vae" => {
+            let m = vae::load_run(&run)?;
+            let d = m.config.data.clone();
+            (Model::Vae(m), d)
+        }
+        other => crate::usage_bail!(
+            "{}: inpainting a {other} run is not supported",
+            run_root.display()
+        ),
+    };
+    let data = data_config.load(opts.data_dir.clone())?;
     let n = opts.n.min(data.test.len());
     let originals = rbm::first_rows(&data.test, n);
     let out_dir = opts.out.clone().unwrap_or_else(|| run.images());
@@ -129,18 +178,24 @@ pub fn inpaint(run_root: &Path, opts: &InpaintOptions) -> Result<Vec<InpaintRow>
             corrupted.extend(c);
             missing.extend(m);
         }
-        let mut chain_rng = stream(opts.seed, Purpose::Sample, fi as u32);
-        let free = loaded
-            .rbm
-            .gibbs_from_visible(&corrupted, opts.steps, &mut chain_rng);
-        let clamped = rbm::inpaint_clamped(
-            &loaded.rbm,
-            &corrupted,
-            &missing,
-            opts.steps,
-            opts.steps / 4,
-            &mut chain_rng,
-        );
+        let (free, clamped) = match &model {
+            Model::Rbm(loaded) => {
+                let mut chain_rng = stream(opts.seed, Purpose::Sample, fi as u32);
+                let free = loaded
+                    .rbm
+                    .gibbs_from_visible(&corrupted, opts.steps, &mut chain_rng);
+                let clamped = rbm::inpaint_clamped(
+                    &loaded.rbm,
+                    &corrupted,
+                    &missing,
+                    opts.steps,
+                    opts.steps / 4,
+                    &mut chain_rng,
+                );
+                (free, clamped)
+            }
+            Model::Vae(loaded) => vae::inpaint(&loaded.vae, &corrupted, &missing, opts.steps)?,
+        };
         // Rows of 16 digits: original / corrupted / free chain / clamped.
         let per_row = 16.min(n);
         let mut tiles = Vec::new();
@@ -166,9 +221,25 @@ pub fn inpaint(run_root: &Path, opts: &InpaintOptions) -> Result<Vec<InpaintRow>
             picture,
         });
     }
+    let (free_method, clamped_method) = match &model {
+        Model::Rbm(_) => (
+            format!("free chain: the seed's way, {} Gibbs steps from the corrupted image, unclamped", opts.steps),
+            format!("clamped: {} Gibbs steps with the kept pixels fixed, removed ones resampled (mean of the last quarter)", opts.steps),
+        ),
+        Model::Vae(_) => (
+            "free: one encode -> decode of the corrupted image (posterior mean), removed pixels taken from it".to_string(),
+            format!("clamped: encode -> decode iterated {} times, kept pixels fixed, removed ones replaced by the decoding", opts.steps),
+        ),
+    };
+    let report = InpaintReport {
+        family,
+        free_method,
+        clamped_method,
+        rows,
+    };
     write_atomic(
         &run.root.join("inpaint.json"),
-        serde_json::to_string_pretty(&rows)?.as_bytes(),
+        serde_json::to_string_pretty(&report)?.as_bytes(),
     )?;
-    Ok(rows)
+    Ok(report)
 }

@@ -43,6 +43,36 @@ pub const PRESETS: &[Preset] = &[
         "rbm",
         "RBM, 500 hidden units, tuned: PCD-5, lr 0.05 decaying to 0, momentum 0.5, weight decay 1e-4, 100 epochs"
     ),
+    preset!(
+        "vae-2",
+        "vae",
+        "Seed MLP VAE, latent 2: 784 x MSE + KL, Keras Adam, batch 128, 30 epochs"
+    ),
+    preset!(
+        "vae-8",
+        "vae",
+        "Seed MLP VAE, latent 8: 784 x MSE + KL, Keras Adam, batch 128, 30 epochs"
+    ),
+    preset!(
+        "vae-16",
+        "vae",
+        "Seed MLP VAE, latent 16: 784 x MSE + KL, Keras Adam, batch 128, 30 epochs"
+    ),
+    preset!(
+        "vae-2-bernoulli",
+        "vae",
+        "MLP VAE, latent 2, Bernoulli decoder on dynamically binarised images, otherwise the seed"
+    ),
+    preset!(
+        "vae-16-bernoulli",
+        "vae",
+        "MLP VAE, latent 16, Bernoulli decoder on dynamically binarised images, otherwise the seed"
+    ),
+    preset!(
+        "conv-vae",
+        "vae",
+        "Seed convolutional VAE, latent 2: 10k/1k subset, Keras RMSprop, batch 32, 30 epochs"
+    ),
 ];
 
 /// The preset called `name`.

@@ -11,6 +11,21 @@ pub fn interactive() -> bool {
     std::io::stdout().is_terminal()
 }
 
+/// A bar counting `total` items on a terminal (hidden otherwise).
+pub fn count_bar(total: u64, label: &str, interactive: bool) -> ProgressBar {
+    if !interactive {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stdout());
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} ETA {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(label.to_string());
+    bar
+}
+
 /// Progress of one epoch.
 pub struct EpochProgress {
     bar: Option<ProgressBar>,

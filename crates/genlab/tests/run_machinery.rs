@@ -239,3 +239,21 @@ fn checkpoint_round_trips_atomically_and_checks_shapes() {
     );
     assert!(e.contains("no such checkpoint"), "{e}");
 }
+
+#[test]
+fn same_checkpoint_same_bytes() {
+    use genlab::run::{Checkpoint, TensorData};
+    let mut ck = Checkpoint::default();
+    ck.insert("b", TensorData::new(vec![2], vec![1.0, 2.0]));
+    ck.insert("a", TensorData::new(vec![1, 3], vec![3.0, 4.0, 5.0]));
+    for i in 0..12 {
+        ck.set_meta(&format!("genlab.key{i}"), format!("value {i}"));
+    }
+    // The safetensors crate writes metadata in hash-map order, which differs
+    // between maps; genlab sorts the header, so every serialisation agrees.
+    let first = ck.to_bytes().unwrap();
+    for _ in 0..8 {
+        assert_eq!(ck.to_bytes().unwrap(), first);
+    }
+    assert_eq!(Checkpoint::from_bytes(&first).unwrap(), ck);
+}

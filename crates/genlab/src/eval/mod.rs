@@ -3,6 +3,8 @@
 //! training images.
 
 pub mod ais;
+pub mod importance;
+pub mod vae;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -25,6 +27,8 @@ pub struct EvalOptions {
     pub ais_runs: usize,
     /// Intermediate distributions of the AIS schedule.
     pub ais_steps: usize,
+    /// Importance samples per image for latent-variable models (None: the model's default).
+    pub k: Option<usize>,
     /// Where eval.json goes (default: inside the run).
     pub out: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
@@ -36,6 +40,7 @@ impl Default for EvalOptions {
             seed: 0,
             ais_runs: 100,
             ais_steps: 14_500,
+            k: None,
             out: None,
             data_dir: None,
         }
@@ -70,6 +75,7 @@ pub fn evaluate(run_root: &Path, opts: &EvalOptions) -> Result<Report> {
     let family = run.family()?;
     let (json, lines) = match family.as_str() {
         "rbm" => evaluate_rbm(&run, opts)?,
+        "vae" => vae::evaluate_vae(&run, opts)?,
         other => crate::usage_bail!(
             "{}: evaluating a {other} run is not supported yet",
             run_root.display()

@@ -17,7 +17,10 @@ use crate::error::usage;
 use crate::presets::{self, Preset};
 use crate::run::{Checkpoint, RunDir};
 
+pub mod optim;
 pub mod rbm;
+pub mod tensors;
+pub mod vae;
 
 /// A model's own configuration section (`[model]` in config.toml).
 pub trait ModelConfig: Serialize + DeserializeOwned + Default + Clone + Debug {
@@ -59,7 +62,7 @@ pub trait Family {
 }
 
 /// Names of the families this build can train.
-pub const FAMILIES: &[&str] = &["rbm"];
+pub const FAMILIES: &[&str] = &["rbm", "vae"];
 
 /// What `genlab train` was asked to do.
 #[derive(Debug, Clone, Default)]
@@ -75,6 +78,15 @@ pub struct TrainRequest {
 pub fn train(request: &TrainRequest) -> Result<PathBuf> {
     match request.family.as_str() {
         "rbm" => train_family::<rbm::RbmFamily>(request),
+        "vae" => train_family::<vae::VaeFamily>(request),
+        // A preset's name works as the model: `genlab train conv-vae`.
+        other if request.preset.is_none() && presets::find(other).is_some() => {
+            let preset = presets::find(other).expect("checked");
+            let mut request = request.clone();
+            request.family = preset.family.to_string();
+            request.preset = Some(preset.name.to_string());
+            train(&request)
+        }
         other => {
             let hint = presets::closest(other, FAMILIES.iter().copied())
                 .map(|c| format!(" (did you mean {c}?)"))
@@ -168,6 +180,7 @@ pub fn resume(
     run.remove_stale_temporaries()?;
     match run.family().map_err(usage)?.as_str() {
         "rbm" => resume_family::<rbm::RbmFamily>(run, epochs, data_dir),
+        "vae" => resume_family::<vae::VaeFamily>(run, epochs, data_dir),
         other => crate::usage_bail!(
             "{}: cannot resume a {other} run with this genlab",
             run_root.display()

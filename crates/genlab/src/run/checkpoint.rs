@@ -45,6 +45,35 @@ impl View for F32View<'_> {
     }
 }
 
+/// Rewrites the JSON header of serialised safetensors with its keys sorted:
+/// the crate writes the metadata in hash-map order, which changes from
+/// process to process, and the same weights should give the same bytes (and
+/// the same SHA-256). The sorted header has the same length, so the data
+/// offsets stay valid.
+fn canonical_header(bytes: &mut [u8]) {
+    let Some(len) = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+    else {
+        return;
+    };
+    let Some(header) = bytes.get(8..8 + len) else {
+        return;
+    };
+    let text = String::from_utf8_lossy(header);
+    let trimmed = text.trim_end();
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(trimmed) else {
+        return;
+    };
+    // serde_json's map is a BTreeMap: to_string writes keys sorted.
+    let Ok(sorted) = serde_json::to_string(&value) else {
+        return;
+    };
+    if sorted.len() == trimmed.len() {
+        bytes[8..8 + sorted.len()].copy_from_slice(sorted.as_bytes());
+    }
+}
+
 /// Named tensors and metadata, saved as one safetensors file.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Checkpoint {
@@ -98,7 +127,10 @@ impl Checkpoint {
             .map(|(k, v)| (k.clone(), F32View(v)))
             .collect();
         let meta: HashMap<String, String> = self.metadata.clone().into_iter().collect();
-        safetensors::serialize(views, Some(meta)).context("serialising safetensors")
+        let mut bytes =
+            safetensors::serialize(views, Some(meta)).context("serialising safetensors")?;
+        canonical_header(&mut bytes);
+        Ok(bytes)
     }
 
     /// Writes the checkpoint atomically (temporary file, then rename).

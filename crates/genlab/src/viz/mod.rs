@@ -5,3 +5,6 @@ pub mod plot;
 
 pub use grid::{GridOptions, grid_image, save_grid, save_png};
 pub use plot::{Series, line_plot};
+pub mod latent;
+
+pub use latent::{latent_scatter, manifold_plot};

@@ -1,0 +1,227 @@
+//! VAE runs of the `genlab` binary: every figure, sample / inpaint / eval,
+//! and exact resumption.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::genlab;
+
+fn ok(args: &[&str]) -> String {
+    let out = genlab(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "genlab {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn train(out: &Path, extra: &[&str]) -> String {
+    let mut args = vec![
+        "train",
+        "vae",
+        "--out",
+        out.to_str().unwrap(),
+        "--seed",
+        "3",
+    ];
+    args.extend(extra);
+    ok(&args)
+}
+
+fn metrics(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            for k in ["seconds", "samples_per_second", "eval_seconds"] {
+                v.as_object_mut().unwrap().remove(k);
+            }
+            v
+        })
+        .collect()
+}
+
+fn weights(run: &Path) -> Vec<u8> {
+    std::fs::read(run.join("weights.safetensors")).unwrap()
+}
+
+const SMALL: &[&str] = &["--train-limit", "1024", "--test-limit", "200"];
+
+#[test]
+fn small_vae_runs_write_every_figure_and_evaluate() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("mlp");
+    let mut extra = SMALL.to_vec();
+    extra.extend(["--epochs", "2"]);
+    let out = train(&run, &extra);
+    assert!(
+        out.contains("201988 encoder + 202256 decoder parameters"),
+        "{out}"
+    );
+    let m = metrics(&run);
+    assert_eq!(m.len(), 2);
+    for key in ["loss", "recon", "kl", "val_loss", "val_recon", "val_kl"] {
+        assert!(m[1][key].as_f64().unwrap().is_finite(), "{key}");
+    }
+    let l = m[1]["loss"].as_f64().unwrap();
+    let parts = m[1]["recon"].as_f64().unwrap() + m[1]["kl"].as_f64().unwrap();
+    assert!((l - parts).abs() < 1e-6 * l.abs());
+    // Training lowers the loss on this data.
+    assert!(m[1]["loss"].as_f64().unwrap() < m[0]["loss"].as_f64().unwrap());
+    let images = run.join("images");
+    for f in [
+        "manifold.png",
+        "latent_scatter.png",
+        "latent_scatter.svg",
+        "reconstructions.png",
+        "samples.png",
+        "samples_epoch_002.png",
+        "interpolation.png",
+        "loss.png",
+        "loss.svg",
+        "loss_parts.svg",
+    ] {
+        assert!(images.join(f).is_file(), "missing {f}");
+    }
+    let rec = image::open(images.join("reconstructions.png")).unwrap();
+    assert!(rec.width() > 4 * rec.height(), "10 columns, 2 rows");
+
+    let r = run.to_str().unwrap();
+    let out = ok(&["sample", r, "-n", "9"]);
+    assert!(out.contains("z ~ N(0, I)"), "{out}");
+    assert!(images.join("sample_prior_seed0.png").is_file());
+
+    let out = ok(&["inpaint", r, "--steps", "5", "--n", "16"]);
+    assert!(out.contains("encode -> decode iterated 5 times"), "{out}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("inpaint.json")).unwrap()).unwrap();
+    assert_eq!(report["family"], "vae");
+    assert_eq!(report["rows"].as_array().unwrap().len(), 3);
+    for row in report["rows"].as_array().unwrap() {
+        let e = row["mse_clamped"].as_f64().unwrap();
+        assert!(e > 0.0 && e < 1.0, "{e}");
+    }
+
+    let out = ok(&["eval", r, "--k", "200", "--json"]);
+    let e: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let lik = &e["likelihood"];
+    let (px, elbo) = (
+        lik["test_log_likelihood"].as_f64().unwrap(),
+        lik["elbo"].as_f64().unwrap(),
+    );
+    // The importance-sampled estimate is never below the ELBO.
+    assert!(px > elbo, "log p(x) {px} vs ELBO {elbo}");
+    let c = lik["constant_included"].as_f64().unwrap();
+    assert!((c - 392.0 * std::f64::consts::PI.ln()).abs() < 1e-9);
+    // ELBO = -(seed loss) - constant, up to Monte Carlo noise.
+    let loss = e["loss"]["test_loss"].as_f64().unwrap();
+    assert!((elbo + loss + c).abs() < 1.0, "ELBO {elbo}, loss {loss}");
+    assert!(run.join("eval.json").is_file());
+}
+
+#[test]
+fn conv_and_bernoulli_variants_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let conv = dir.path().join("conv");
+    let out = ok(&[
+        "train",
+        "conv-vae",
+        "--out",
+        conv.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--train-limit",
+        "256",
+        "--test-limit",
+        "64",
+    ]);
+    assert!(
+        out.contains("69076 encoder + 65089 decoder parameters"),
+        "{out}"
+    );
+    assert!(conv.join("images/manifold.png").is_file());
+    let cfg = std::fs::read_to_string(conv.join("config.toml")).unwrap();
+    assert!(cfg.contains("optimizer = \"rmsprop\"") && cfg.contains("manifold_extent = 4.0"));
+
+    let bern = dir.path().join("bern");
+    let mut extra = SMALL.to_vec();
+    extra.extend(["--preset", "vae-16-bernoulli", "--epochs", "1"]);
+    train(&bern, &extra);
+    let svg = std::fs::read_to_string(bern.join("images/latent_scatter.svg")).unwrap();
+    assert!(svg.contains("principal component 1"));
+    assert!(!bern.join("images/manifold.png").exists());
+    let out = ok(&["eval", bern.to_str().unwrap(), "--k", "50", "--json"]);
+    let e: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(e["likelihood"]["decoder"], "bernoulli");
+    let px = e["likelihood"]["test_log_likelihood"].as_f64().unwrap();
+    // Nats per binarised MNIST digit: far below 0, far above 784 ln 2 of a coin.
+    assert!(px < -60.0 && px > -544.0, "{px}");
+}
+
+#[test]
+fn vae_resume_gives_bit_identical_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = ["--train-limit", "12000", "--test-limit", "200"];
+    let reference = dir.path().join("reference");
+    let mut extra = base.to_vec();
+    extra.extend(["--epochs", "3"]);
+    train(&reference, &extra);
+    let want = weights(&reference);
+    let want_metrics = metrics(&reference);
+
+    // Extending a finished run restores the optimiser state exactly.
+    let short = dir.path().join("short");
+    let mut extra = base.to_vec();
+    extra.extend(["--epochs", "1"]);
+    train(&short, &extra);
+    ok(&[
+        "train",
+        "--resume",
+        short.to_str().unwrap(),
+        "--epochs",
+        "3",
+    ]);
+    assert!(weights(&short) == want, "extended run: weights differ");
+    assert_eq!(metrics(&short), want_metrics);
+
+    // Ctrl-C in the middle of an epoch, then resume.
+    let run = dir.path().join("interrupted");
+    let mut args = vec![
+        "train",
+        "vae",
+        "--out",
+        run.to_str().unwrap(),
+        "--seed",
+        "3",
+    ];
+    args.extend(base);
+    args.extend(["--epochs", "3"]);
+    let child = genlab(&args).spawn().unwrap();
+    for _ in 0..200 {
+        if run.join("config.toml").exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    std::thread::sleep(Duration::from_millis(400));
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let out = child.wait_with_output().unwrap();
+    if out.status.code() == Some(130) {
+        ok(&["train", "--resume", run.to_str().unwrap()]);
+    } else {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(weights(&run) == want, "resumed weights differ");
+    assert_eq!(metrics(&run), want_metrics);
+}
