@@ -1,41 +1,74 @@
 #!/usr/bin/env bash
 # Side-by-side speed of genlab and PyTorch on the same machine and thread
-# count, alternating the two several times. Needs PyTorch:
+# count, alternating the two, ROUNDS times. Needs PyTorch:
 #   python3 -m venv .venv && .venv/bin/pip install -r bench/requirements.txt
-#   PYTHON=.venv/bin/python bench/compare.sh [rounds]
-# Writes bench/results/rbm.csv and prints a table.
+#   PYTHON=.venv/bin/python bench/compare.sh [workload...]
+# Workloads (default: all): rbm-500 (one CD-30 update), matmul (64x784 @
+# 784x500), and the training presets vae-2, vae-16, conv-vae (one epoch on
+# MNIST; both sides also print the mean training loss of that epoch, which
+# must agree within noise). Environment: ROUNDS (3), THREADS (2), PYTHON,
+# GENLAB_DATA (../shared/data). Writes bench/results/compare.csv and prints
+# a table of medians.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
-ROUNDS=${1:-5}
+ROUNDS=${ROUNDS:-3}
 THREADS=${THREADS:-2}
+export GENLAB_DATA=${GENLAB_DATA:-$(cd .. && pwd)/shared/data}
 export RAYON_NUM_THREADS=$THREADS
+WORKLOADS=("$@")
+if [ ${#WORKLOADS[@]} -eq 0 ]; then
+  WORKLOADS=(rbm-500 matmul vae-2 vae-16 conv-vae)
+fi
+cargo build --release -q -p genlab-cli
 cargo bench --bench rbm --no-run 2>/dev/null
 cargo bench --bench matmul --no-run 2>/dev/null
-BIN=$(ls -t target/release/deps/rbm-* | grep -v '\.d$' | head -n 1)
+RBM=$(ls -t target/release/deps/rbm-* | grep -v '\.d$' | head -n 1)
 MATMUL=$(ls -t target/release/deps/matmul-* | grep -v '\.d$' | head -n 1)
+GENLAB=target/release/genlab
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
 mkdir -p bench/results
-CSV=bench/results/rbm.csv
-echo "round,workload,unit,genlab,pytorch" > "$CSV"
+CSV=bench/results/compare.csv
+echo "round,workload,unit,genlab,pytorch,genlab_loss,pytorch_loss" > "$CSV"
 for r in $(seq 1 "$ROUNDS"); do
-  g=$("$BIN" | sed -n 's/.*CD-30 update.*median \([0-9.]*\) ms.*/\1/p')
-  t=$("$PYTHON" bench/rbm_torch.py "$THREADS" | sed -n 's/.*median \([0-9.]*\) ms.*/\1/p')
-  echo "$r,rbm-500 CD-30 update (batch 64),ms,$g,$t" >> "$CSV"
-  echo "round $r: CD-30 update: genlab $g ms, pytorch $t ms"
-  g=$("$MATMUL" | sed -n 's/.*median \([0-9.]*\) GFLOP.*/\1/p')
-  t=$("$PYTHON" bench/matmul_torch.py "$THREADS" | sed -n 's/.*median \([0-9.]*\) GFLOP.*/\1/p')
-  echo "$r,matmul 64x784 @ 784x500,GFLOP/s,$g,$t" >> "$CSV"
-  echo "round $r: matmul: genlab $g GFLOP/s, pytorch $t GFLOP/s"
+  for w in "${WORKLOADS[@]}"; do
+    case "$w" in
+      rbm-500)
+        g=$("$RBM" | sed -n 's/.*CD-30 update.*median \([0-9.]*\) ms.*/\1/p')
+        t=$("$PYTHON" bench/rbm_torch.py "$THREADS" | sed -n 's/.*median \([0-9.]*\) ms.*/\1/p')
+        echo "$r,rbm-500 CD-30 update (batch 64),ms,$g,$t,," >> "$CSV"
+        echo "round $r: rbm-500 CD-30 update: genlab $g ms, pytorch $t ms" ;;
+      matmul)
+        g=$("$MATMUL" | sed -n 's/.*median \([0-9.]*\) GFLOP.*/\1/p')
+        t=$("$PYTHON" bench/matmul_torch.py "$THREADS" | sed -n 's/.*median \([0-9.]*\) GFLOP.*/\1/p')
+        echo "$r,matmul 64x784 @ 784x500,GFLOP/s,$g,$t,," >> "$CSV"
+        echo "round $r: matmul: genlab $g GFLOP/s, pytorch $t GFLOP/s" ;;
+      vae-*|conv-vae)
+        rm -rf "$TMP/run"
+        "$GENLAB" train vae --preset "$w" --epochs 1 --seed "$r" --out "$TMP/run" > /dev/null
+        read -r g gl < <("$PYTHON" -c 'import json,sys; m=json.loads(open(sys.argv[1]).readline()); print(m["seconds"], m["loss"])' "$TMP/run/metrics.jsonl")
+        read -r _ t _ tl < <("$PYTHON" bench/vae_torch.py "$w" "$THREADS" "$GENLAB_DATA")
+        echo "$r,$w epoch,s,$g,$t,$gl,$tl" >> "$CSV"
+        echo "round $r: $w epoch: genlab $g s (loss $gl), pytorch $t s (loss $tl)" ;;
+      *) echo "unknown workload $w (rbm-500 matmul vae-2 vae-16 conv-vae)" >&2; exit 2 ;;
+    esac
+  done
 done
 "$PYTHON" - "$CSV" <<'PY'
 import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
 print()
-print("| workload | unit | genlab (median) | PyTorch (median) | genlab / PyTorch |")
-print("|---|---|---|---|---|")
+print("| workload | unit | genlab (median) | PyTorch (median) | genlab / PyTorch | loss genlab / PyTorch |")
+print("|---|---|---|---|---|---|")
 for w in dict.fromkeys(r["workload"] for r in rows):
     sel = [r for r in rows if r["workload"] == w]
     g = statistics.median(float(r["genlab"]) for r in sel)
     t = statistics.median(float(r["pytorch"]) for r in sel)
-    print(f"| {w} | {sel[0]['unit']} | {g:.1f} | {t:.1f} | {g / t:.2f} |")
+    loss = ""
+    if sel[0]["genlab_loss"]:
+        gl = statistics.median(float(r["genlab_loss"]) for r in sel)
+        tl = statistics.median(float(r["pytorch_loss"]) for r in sel)
+        loss = f"{gl:.2f} / {tl:.2f}"
+    print(f"| {w} | {sel[0]['unit']} | {g:.3g} | {t:.3g} | {g / t:.2f} | {loss} |")
 PY

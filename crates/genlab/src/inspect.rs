@@ -10,7 +10,7 @@ use crate::atomic::write_atomic;
 use crate::data::PIXELS;
 use crate::data::corrupt::remove_nonzero_fraction;
 use crate::models::rbm::{self, ChainStart};
-use crate::models::vae;
+use crate::models::{gan, vae};
 use crate::rng::{Purpose, stream};
 use crate::run::RunDir;
 use crate::viz::save_grid;
@@ -80,6 +80,19 @@ pub fn sample(run_root: &Path, opts: &SampleOptions) -> Result<(PathBuf, String)
             Ok((
                 path,
                 "decoded draws of z ~ N(0, I), decoder means".to_string(),
+            ))
+        }
+        "gan" => {
+            let loaded = gan::load_run(&run)?;
+            let samples = gan::sample(&loaded.gan, opts.n, opts.seed)?;
+            let path = opts.out.clone().unwrap_or_else(|| {
+                run.images()
+                    .join(format!("sample_noise_seed{}.png", opts.seed))
+            });
+            save_grid(&path, &samples, opts.n.div_ceil(cols), cols)?;
+            Ok((
+                path,
+                "generator outputs for fresh noise, dropout off".to_string(),
             ))
         }
         other => crate::usage_bail!(

@@ -73,6 +73,11 @@ pub const PRESETS: &[Preset] = &[
         "vae",
         "Seed convolutional VAE, latent 2: 10k/1k subset, Keras RMSprop, batch 32, 30 epochs"
     ),
+    preset!(
+        "gan",
+        "gan",
+        "Seed MLP GAN: uniform noise 100, leaky ReLU + dropout 0.3, labels 0.9, two Adams lr 0.002, batch 64, 50 epochs"
+    ),
 ];
 
 /// The preset called `name`.

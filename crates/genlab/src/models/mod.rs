@@ -17,6 +17,7 @@ use crate::error::usage;
 use crate::presets::{self, Preset};
 use crate::run::{Checkpoint, RunDir};
 
+pub mod gan;
 pub mod optim;
 pub mod rbm;
 pub mod tensors;
@@ -62,7 +63,7 @@ pub trait Family {
 }
 
 /// Names of the families this build can train.
-pub const FAMILIES: &[&str] = &["rbm", "vae"];
+pub const FAMILIES: &[&str] = &["rbm", "vae", "gan"];
 
 /// What `genlab train` was asked to do.
 #[derive(Debug, Clone, Default)]
@@ -79,6 +80,7 @@ pub fn train(request: &TrainRequest) -> Result<PathBuf> {
     match request.family.as_str() {
         "rbm" => train_family::<rbm::RbmFamily>(request),
         "vae" => train_family::<vae::VaeFamily>(request),
+        "gan" => train_family::<gan::GanFamily>(request),
         // A preset's name works as the model: `genlab train conv-vae`.
         other if request.preset.is_none() && presets::find(other).is_some() => {
             let preset = presets::find(other).expect("checked");
@@ -181,6 +183,7 @@ pub fn resume(
     match run.family().map_err(usage)?.as_str() {
         "rbm" => resume_family::<rbm::RbmFamily>(run, epochs, data_dir),
         "vae" => resume_family::<vae::VaeFamily>(run, epochs, data_dir),
+        "gan" => resume_family::<gan::GanFamily>(run, epochs, data_dir),
         other => crate::usage_bail!(
             "{}: cannot resume a {other} run with this genlab",
             run_root.display()

@@ -1,0 +1,937 @@
+//! MLP GAN (SPEC section 4): a custom loop with two networks and two
+//! optimisers.
+//!
+//! Losses (binary cross-entropy on logits, means over the batch):
+//! `d_loss = BCE(D(x), real_label) + BCE(D(G(z)), 0)` with `real_label` 0.9
+//! (label smoothing on real images only), `g_loss = BCE(D(G(z)), 1)` (flipped
+//! labels, no smoothing). Per batch: `d_steps` discriminator updates on the
+//! real batch and fresh fakes, then one generator update on fresh fakes.
+//! Dropout is active in every training forward pass (both networks, as the
+//! seed's `.train()` mode) and off when sampling. All randomness (noise,
+//! dropout masks, shuffling) is drawn from genlab's seeded streams on the
+//! host, so a resumed run repeats an uninterrupted one exactly.
+//!
+//! Weights (`weights.safetensors`): `generator.layerK.weight` `[in, out]`
+//! and `generator.layerK.bias` for K = 0..3, likewise `discriminator.layerK.*`;
+//! `y = x @ weight + bias` (PyTorch's `nn.Linear` stores the transpose).
+
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::tensor::activation::{leaky_relu, log_sigmoid, sigmoid};
+use burn::tensor::module::linear;
+use burn::tensor::{Device, Tensor};
+use rand::RngExt;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, json};
+
+use super::optim::{Optimizer, Rule};
+use super::tensors::{download, from_checkpoint, to_checkpoint, upload};
+use super::{Family, ModelConfig, TrainContext};
+use crate::config::{OnNan, RunConfig};
+use crate::data::batches::fill_batch;
+use crate::data::{EpochOrder, PIXELS, PixelView};
+use crate::progress::EpochProgress;
+use crate::rng::{GenRng, Purpose, RngState, fill_standard_normal, stream};
+use crate::run::{Checkpoint, RunDir, TensorData};
+use crate::viz::{Series, line_plot, save_grid};
+
+/// The generator's input distribution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Noise {
+    /// Uniform(-1, 1) per dimension (the seed).
+    Uniform,
+    /// Standard normal per dimension.
+    Normal,
+}
+
+/// GAN configuration. Defaults are the seed preset `gan`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GanConfig {
+    /// Noise dimensions.
+    pub latent: usize,
+    /// Generator hidden widths (input side first).
+    pub generator_hidden: Vec<usize>,
+    /// Discriminator hidden widths (input side first).
+    pub discriminator_hidden: Vec<usize>,
+    /// Negative slope of the leaky ReLUs.
+    pub leaky_slope: f64,
+    /// Dropout probability after every hidden layer of both networks.
+    pub dropout: f64,
+    pub noise: Noise,
+    /// Target of real images in the discriminator loss: 0.9 smooths labels
+    /// (the seed); 1.0 turns smoothing off.
+    pub real_label: f64,
+    pub lr_d: f64,
+    pub lr_g: f64,
+    pub beta1_d: f64,
+    pub beta2_d: f64,
+    pub beta1_g: f64,
+    pub beta2_g: f64,
+    /// PyTorch Adam's epsilon.
+    pub epsilon: f64,
+    /// Discriminator updates per generator update.
+    pub d_steps: usize,
+    pub batch_size: usize,
+    pub epochs: usize,
+    /// Batches between the seed's progress lines.
+    pub print_every: usize,
+}
+
+impl Default for GanConfig {
+    fn default() -> Self {
+        GanConfig {
+            latent: 100,
+            generator_hidden: vec![32, 64, 128],
+            discriminator_hidden: vec![128, 64, 32],
+            leaky_slope: 0.2,
+            dropout: 0.3,
+            noise: Noise::Uniform,
+            real_label: 0.9,
+            lr_d: 0.002,
+            lr_g: 0.002,
+            beta1_d: 0.9,
+            beta2_d: 0.999,
+            beta1_g: 0.9,
+            beta2_g: 0.999,
+            epsilon: 1e-8,
+            d_steps: 1,
+            batch_size: 64,
+            epochs: 50,
+            print_every: 400,
+        }
+    }
+}
+
+impl ModelConfig for GanConfig {
+    fn epochs(&self) -> usize {
+        self.epochs
+    }
+
+    fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    fn validate(&self) -> Result<()> {
+        for (key, v) in [
+            ("model.latent", self.latent),
+            ("model.d_steps", self.d_steps),
+            ("model.batch_size", self.batch_size),
+            ("model.epochs", self.epochs),
+            ("model.print_every", self.print_every),
+        ] {
+            if v == 0 {
+                crate::usage_bail!("{key} = 0: must be a positive integer");
+            }
+        }
+        for (key, widths) in [
+            ("model.generator_hidden", &self.generator_hidden),
+            ("model.discriminator_hidden", &self.discriminator_hidden),
+        ] {
+            if widths.is_empty() || widths.contains(&0) {
+                crate::usage_bail!(
+                    "{key} = {widths:?}: give one or more positive layer widths, such as [32, 64, 128]"
+                );
+            }
+        }
+        for (key, v) in [("model.lr_d", self.lr_d), ("model.lr_g", self.lr_g)] {
+            if !v.is_finite() || v <= 0.0 {
+                crate::usage_bail!("{key} = {v}: must be a finite number > 0, such as 0.002");
+            }
+        }
+        for (key, v) in [
+            ("model.beta1_d", self.beta1_d),
+            ("model.beta2_d", self.beta2_d),
+            ("model.beta1_g", self.beta1_g),
+            ("model.beta2_g", self.beta2_g),
+            ("model.dropout", self.dropout),
+        ] {
+            if !(0.0..1.0).contains(&v) {
+                crate::usage_bail!("{key} = {v}: must be in [0, 1)");
+            }
+        }
+        if !(self.real_label > 0.0 && self.real_label <= 1.0) {
+            crate::usage_bail!(
+                "model.real_label = {}: must be in (0, 1]; 0.9 smooths the labels, 1.0 does not",
+                self.real_label
+            );
+        }
+        if !self.leaky_slope.is_finite() || self.leaky_slope < 0.0 {
+            crate::usage_bail!(
+                "model.leaky_slope = {}: must be a finite number >= 0",
+                self.leaky_slope
+            );
+        }
+        if !self.epsilon.is_finite() || self.epsilon <= 0.0 {
+            crate::usage_bail!(
+                "model.epsilon = {}: must be a finite number > 0 (PyTorch: 1e-8)",
+                self.epsilon
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A fully connected network: hidden layers with leaky ReLU and dropout,
+/// then a linear output layer (tanh applied by the caller for the generator).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MlpShape {
+    /// `generator` or `discriminator`: the prefix of the tensor names.
+    pub prefix: &'static str,
+    /// Widths from input to output.
+    pub widths: Vec<usize>,
+}
+
+impl MlpShape {
+    pub fn names(&self) -> Vec<String> {
+        (0..self.widths.len() - 1)
+            .flat_map(|k| {
+                [
+                    format!("{}.layer{k}.weight", self.prefix),
+                    format!("{}.layer{k}.bias", self.prefix),
+                ]
+            })
+            .collect()
+    }
+
+    pub fn shapes(&self) -> Vec<Vec<usize>> {
+        self.widths
+            .windows(2)
+            .flat_map(|w| [vec![w[0], w[1]], vec![w[1]]])
+            .collect()
+    }
+
+    pub fn sizes(&self) -> Vec<usize> {
+        self.shapes().iter().map(|s| s.iter().product()).collect()
+    }
+
+    pub fn parameter_count(&self) -> usize {
+        self.sizes().iter().sum()
+    }
+
+    /// Hidden units per example (the dropout masks' width).
+    pub fn hidden_units(&self) -> usize {
+        self.widths[1..self.widths.len() - 1].iter().sum()
+    }
+
+    /// PyTorch's `nn.Linear` initialisation: weights Kaiming-uniform with
+    /// a = sqrt(5), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)), biases the same.
+    pub fn init(&self, rng: &mut GenRng, device: &Device) -> Vec<Tensor<1>> {
+        let mut params = Vec::new();
+        for w in self.widths.windows(2) {
+            let bound = 1.0 / (w[0] as f32).sqrt();
+            let mut draw = |n: usize| -> Tensor<1> {
+                let v: Vec<f32> = (0..n).map(|_| rng.random_range(-bound..bound)).collect();
+                upload(v, [n], device)
+            };
+            params.push(draw(w[0] * w[1]));
+            params.push(draw(w[1]));
+        }
+        params
+    }
+
+    /// Logits (or the generator's pre-tanh output). `masks`: per hidden layer,
+    /// `[rows, width]` dropout multipliers (0 or 1/(1-p)), or `None` for no dropout.
+    pub fn forward(
+        &self,
+        p: &[Tensor<1>],
+        x: Tensor<2>,
+        masks: Option<&[Tensor<2>]>,
+        slope: f64,
+    ) -> Tensor<2> {
+        let layers = self.widths.len() - 1;
+        let mut h = x;
+        for k in 0..layers {
+            let w = p[2 * k]
+                .clone()
+                .reshape([self.widths[k], self.widths[k + 1]]);
+            h = linear(h, w, Some(p[2 * k + 1].clone()));
+            if k + 1 < layers {
+                h = leaky_relu(h, slope);
+                if let Some(m) = masks {
+                    h = h * m[k].clone();
+                }
+            }
+        }
+        h
+    }
+}
+
+/// The two networks' shapes for a configuration.
+pub fn shapes(c: &GanConfig) -> (MlpShape, MlpShape) {
+    let mut g = vec![c.latent];
+    g.extend(&c.generator_hidden);
+    g.push(PIXELS);
+    let mut d = vec![PIXELS];
+    d.extend(&c.discriminator_hidden);
+    d.push(1);
+    (
+        MlpShape {
+            prefix: "generator",
+            widths: g,
+        },
+        MlpShape {
+            prefix: "discriminator",
+            widths: d,
+        },
+    )
+}
+
+/// Mean binary cross-entropy of logits `l` (`[B, 1]`) against a constant
+/// target `t`: mean of `l (1 - t) - log_sigmoid(l)` (= softplus(l) - t l),
+/// stable for any `l`. Returns a `[1]` tensor.
+pub fn bce_with_logits(l: Tensor<2>, t: f64) -> Tensor<1> {
+    (l.clone().mul_scalar(1.0 - t) - log_sigmoid(l)).mean()
+}
+
+/// The discriminator's loss: real images against `real_label` (smoothed),
+/// fakes against 0 (never smoothed).
+pub fn discriminator_loss(
+    real_logits: Tensor<2>,
+    fake_logits: Tensor<2>,
+    real_label: f64,
+) -> Tensor<1> {
+    bce_with_logits(real_logits, real_label) + bce_with_logits(fake_logits, 0.0)
+}
+
+/// The generator's loss: its fakes against the flipped label 1 (no smoothing).
+pub fn generator_loss(fake_logits: Tensor<2>) -> Tensor<1> {
+    bce_with_logits(fake_logits, 1.0)
+}
+
+/// A generator and a discriminator with their parameters.
+#[derive(Debug, Clone)]
+pub struct Gan {
+    pub config: GanConfig,
+    pub g_shape: MlpShape,
+    pub d_shape: MlpShape,
+    pub g: Vec<Tensor<1>>,
+    pub d: Vec<Tensor<1>>,
+    pub device: Device,
+}
+
+impl Gan {
+    pub fn init(config: &GanConfig, seed: u64, device: &Device) -> Self {
+        let (g_shape, d_shape) = shapes(config);
+        let g = g_shape.init(&mut stream(seed, Purpose::Init, 0), device);
+        let d = d_shape.init(&mut stream(seed, Purpose::Init, 1), device);
+        Gan {
+            config: config.clone(),
+            g_shape,
+            d_shape,
+            g,
+            d,
+            device: device.clone(),
+        }
+    }
+
+    /// Noise rows for `n` images.
+    pub fn noise(&self, n: usize, rng: &mut GenRng) -> Vec<f32> {
+        let mut z = vec![0.0f32; n * self.config.latent];
+        match self.config.noise {
+            Noise::Uniform => z.iter_mut().for_each(|v| *v = rng.random_range(-1.0..1.0)),
+            Noise::Normal => fill_standard_normal(rng, &mut z),
+        }
+        z
+    }
+
+    /// Dropout multipliers for `rows` examples of a network: per hidden
+    /// layer, 0 with probability p, else 1/(1-p).
+    fn masks(&self, shape: &MlpShape, rows: usize, rng: &mut GenRng) -> Vec<Tensor<2>> {
+        let p = self.config.dropout as f32;
+        let keep = 1.0 / (1.0 - p);
+        shape.widths[1..shape.widths.len() - 1]
+            .iter()
+            .map(|&w| {
+                let m: Vec<f32> = (0..rows * w)
+                    .map(|_| if rng.random::<f32>() < p { 0.0 } else { keep })
+                    .collect();
+                upload(m, [rows, w], &self.device)
+            })
+            .collect()
+    }
+
+    /// Generated images in [-1, 1] for noise rows `z`, dropout off.
+    pub fn generate(&self, z: &[f32]) -> Result<Vec<f32>> {
+        let n = z.len() / self.config.latent;
+        let zt = upload(z.to_vec(), [n, self.config.latent], &self.device);
+        download(
+            self.g_shape
+                .forward(&self.g, zt, None, self.config.leaky_slope)
+                .tanh(),
+        )
+    }
+
+    pub fn to_checkpoint(&self) -> Result<Checkpoint> {
+        let mut ck = Checkpoint::default();
+        for (shape, params) in [(&self.g_shape, &self.g), (&self.d_shape, &self.d)] {
+            for ((name, dims), p) in shape.names().iter().zip(shape.shapes()).zip(params) {
+                ck.insert(name, TensorData::new(dims, to_checkpoint(p)?.data));
+            }
+        }
+        ck.set_meta("genlab.family", "gan");
+        Ok(ck)
+    }
+
+    pub fn from_checkpoint(config: &GanConfig, ck: &Checkpoint, device: &Device) -> Result<Self> {
+        let (g_shape, d_shape) = shapes(config);
+        let load = |shape: &MlpShape| -> Result<Vec<Tensor<1>>> {
+            shape
+                .names()
+                .iter()
+                .zip(shape.shapes())
+                .map(|(name, dims)| {
+                    ck.tensor(name, &dims)?;
+                    from_checkpoint(ck, name, dims.iter().product(), device)
+                })
+                .collect()
+        };
+        Ok(Gan {
+            config: config.clone(),
+            g: load(&g_shape)?,
+            d: load(&d_shape)?,
+            g_shape,
+            d_shape,
+            device: device.clone(),
+        })
+    }
+}
+
+/// Images in [-1, 1] to [0, 1] for pictures.
+pub fn to_unit(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|x| (x + 1.0) * 0.5).collect()
+}
+
+/// The GAN family: `genlab train gan`.
+pub struct GanFamily;
+
+fn rules(c: &GanConfig) -> (Rule, Rule) {
+    (
+        Rule::AdamTorch {
+            lr: c.lr_d,
+            beta1: c.beta1_d,
+            beta2: c.beta2_d,
+            eps: c.epsilon,
+        },
+        Rule::AdamTorch {
+            lr: c.lr_g,
+            beta1: c.beta1_g,
+            beta2: c.beta2_g,
+            eps: c.epsilon,
+        },
+    )
+}
+
+/// Sums over an epoch: d_loss, g_loss, D(x), D(G(z)), d steps, g steps.
+type Sums = [f64; 6];
+
+struct Position<'a> {
+    epochs_done: usize,
+    batches_done: usize,
+    rng: Option<&'a GenRng>,
+    sums: Sums,
+    last: [f64; 2],
+}
+
+fn training_checkpoint(
+    gan: &Gan,
+    opt_d: &Optimizer,
+    opt_g: &Optimizer,
+    at: &Position,
+) -> Result<Checkpoint> {
+    let mut ck = gan.to_checkpoint()?;
+    let gn = gan.g_shape.names();
+    let dn = gan.d_shape.names();
+    opt_g.save(
+        &mut ck,
+        "optimizer_g",
+        &gn.iter().map(String::as_str).collect::<Vec<_>>(),
+    )?;
+    opt_d.save(
+        &mut ck,
+        "optimizer_d",
+        &dn.iter().map(String::as_str).collect::<Vec<_>>(),
+    )?;
+    ck.set_meta("genlab.epoch", at.epochs_done.to_string());
+    ck.set_meta("genlab.batch", at.batches_done.to_string());
+    ck.set_meta("genlab.partial_sums", serde_json::to_string(&at.sums)?);
+    ck.set_meta("genlab.last_losses", serde_json::to_string(&at.last)?);
+    if let Some(rng) = at.rng {
+        ck.set_meta(
+            "genlab.rng",
+            serde_json::to_string(&RngState::capture(rng))?,
+        );
+    }
+    Ok(ck)
+}
+
+/// Whether an epoch's fixed-noise samples go into the evolution picture.
+pub fn in_evolution(epoch: usize) -> bool {
+    epoch <= 10 || epoch.is_multiple_of(5)
+}
+
+/// The fixed-noise samples of past epochs: `fixed_samples.safetensors` in the run.
+fn evolution_path(run: &RunDir) -> std::path::PathBuf {
+    run.root.join("fixed_samples.safetensors")
+}
+
+/// Adds this epoch's fixed-noise samples (when it is an evolution epoch),
+/// drops rows past it (a resumed run), and redraws `images/evolution.png`.
+fn update_evolution(run: &RunDir, epoch: usize, samples: &[f32]) -> Result<()> {
+    let path = evolution_path(run);
+    let mut ck = if path.exists() {
+        Checkpoint::load(&path)?
+    } else {
+        Checkpoint::default()
+    };
+    ck.tensors.retain(|name, _| {
+        name.strip_prefix("epoch_")
+            .and_then(|e| e.parse::<usize>().ok())
+            .is_some_and(|e| e < epoch)
+    });
+    if in_evolution(epoch) {
+        ck.insert(
+            &format!("epoch_{epoch:03}"),
+            TensorData::new(vec![samples.len() / PIXELS, PIXELS], samples.to_vec()),
+        );
+    }
+    ck.save(&path)?;
+    let cols = samples.len() / PIXELS;
+    let mut tiles = Vec::new();
+    for t in ck.tensors.values() {
+        tiles.extend(to_unit(&t.data));
+    }
+    let rows = ck.tensors.len();
+    if rows > 0 {
+        save_grid(&run.images().join("evolution.png"), &tiles, rows, cols)?;
+    }
+    Ok(())
+}
+
+impl Family for GanFamily {
+    const NAME: &'static str = "gan";
+    const SEED_PRESET: &'static str = "gan";
+    type Config = GanConfig;
+
+    fn train(
+        ctx: &TrainContext,
+        run_config: &RunConfig<GanConfig>,
+        resume: Option<&Checkpoint>,
+    ) -> Result<()> {
+        let c = &run_config.model;
+        let seed = run_config.seed;
+        let device = ctx.device.clone();
+        let (rule_d, rule_g) = rules(c);
+        let (g_shape, d_shape) = shapes(c);
+        let (gn, dn) = (g_shape.names(), d_shape.names());
+        let (gn, dn): (Vec<&str>, Vec<&str>) = (
+            gn.iter().map(String::as_str).collect(),
+            dn.iter().map(String::as_str).collect(),
+        );
+        let (mut gan, mut opt_d, mut opt_g, epochs_done, batches_done, resumed_rng, partial, last) =
+            match resume {
+                Some(ck) => {
+                    let parse = |key: &str| -> Result<usize> {
+                        ck.meta(key)?
+                            .parse()
+                            .with_context(|| format!("checkpoint entry {key} is not a number"))
+                    };
+                    let gan = Gan::from_checkpoint(c, ck, &device).map_err(crate::error::usage)?;
+                    let opt_d =
+                        Optimizer::load(rule_d, ck, "optimizer_d", &dn, &d_shape.sizes(), &device)
+                            .map_err(crate::error::usage)?;
+                    let opt_g =
+                        Optimizer::load(rule_g, ck, "optimizer_g", &gn, &g_shape.sizes(), &device)
+                            .map_err(crate::error::usage)?;
+                    let rng = match ck.metadata.get("genlab.rng") {
+                        Some(json) => Some(serde_json::from_str::<RngState>(json)?.restore()?),
+                        None => None,
+                    };
+                    let sums: Sums = serde_json::from_str(ck.meta("genlab.partial_sums")?)?;
+                    let last: [f64; 2] = serde_json::from_str(ck.meta("genlab.last_losses")?)?;
+                    (
+                        gan,
+                        opt_d,
+                        opt_g,
+                        parse("genlab.epoch")?,
+                        parse("genlab.batch")?,
+                        rng,
+                        sums,
+                        last,
+                    )
+                }
+                None => {
+                    let gan = Gan::init(c, seed, &device);
+                    let opt_d = Optimizer::new(rule_d, &d_shape.sizes(), &device);
+                    let opt_g = Optimizer::new(rule_g, &g_shape.sizes(), &device);
+                    (gan, opt_d, opt_g, 0, 0, None, [0.0; 6], [f64::NAN; 2])
+                }
+            };
+        ctx.run.metrics().truncate_to_epoch(epochs_done as u64)?;
+        if resume.is_none() {
+            println!(
+                "GAN: generator {:?} ({} parameters), discriminator {:?} ({} parameters)",
+                g_shape.widths,
+                g_shape.parameter_count(),
+                d_shape.widths,
+                d_shape.parameter_count()
+            );
+        }
+        // The fixed noise of the progress pictures, drawn once per run.
+        let fixed_z = gan.noise(16, &mut stream(seed, Purpose::Fixed, 5));
+        let train = &ctx.dataset.train;
+        let slope = c.leaky_slope;
+        let mut xbuf = Vec::new();
+        let skip_bad = run_config.on_nan == OnNan::SkipBatch;
+
+        for epoch in epochs_done + 1..=c.epochs {
+            let order = EpochOrder::new(train.len(), c.batch_size, false, true, seed, epoch as u32);
+            let resuming = epoch == epochs_done + 1 && batches_done > 0;
+            let skip = if resuming { batches_done } else { 0 };
+            let mut rng = match (&resumed_rng, resuming) {
+                (Some(r), true) => r.clone(),
+                _ => stream(seed, Purpose::Train, epoch as u32),
+            };
+            let mut sums: Sums = if resuming { partial } else { [0.0; 6] };
+            let mut last_losses = if resuming { last } else { [f64::NAN; 2] };
+            let mut skipped = 0usize;
+            let mut progress =
+                EpochProgress::start(epoch, c.epochs, order.num_batches() - skip, ctx.interactive);
+            for (b, idx) in order.batches().enumerate().skip(skip) {
+                let rows = idx.len();
+                fill_batch(train, idx, PixelView::Signed, &mut rng, &mut xbuf);
+                let x = upload(xbuf.clone(), [rows, PIXELS], &device);
+                let mut d_loss = f64::NAN;
+                for _ in 0..c.d_steps {
+                    // Fakes from the current generator (constant here), dropout on.
+                    let z = upload(gan.noise(rows, &mut rng), [rows, c.latent], &device);
+                    let gm = gan.masks(&g_shape, rows, &mut rng);
+                    let fake = g_shape.forward(&gan.g, z, Some(&gm), slope).tanh();
+                    let m_real = gan.masks(&d_shape, rows, &mut rng);
+                    let m_fake = gan.masks(&d_shape, rows, &mut rng);
+                    let tracked: Vec<Tensor<1>> = gan
+                        .d
+                        .iter()
+                        .map(|p| p.clone().autodiff().require_grad())
+                        .collect();
+                    let real_logits = d_shape.forward(&tracked, x.clone(), Some(&m_real), slope);
+                    let fake_logits = d_shape.forward(&tracked, fake, Some(&m_fake), slope);
+                    let stats = Tensor::cat(
+                        vec![
+                            sigmoid(real_logits.clone().inner()).mean(),
+                            sigmoid(fake_logits.clone().inner()).mean(),
+                        ],
+                        0,
+                    );
+                    let loss = discriminator_loss(real_logits, fake_logits, c.real_label);
+                    let value = loss.clone().inner();
+                    let mut grads = loss.backward();
+                    let g: Vec<Tensor<1>> = tracked
+                        .iter()
+                        .map(|p| p.grad_remove(&mut grads).expect("every parameter is used"))
+                        .collect();
+                    let gsum = g
+                        .iter()
+                        .map(|t| t.clone().sum())
+                        .reduce(|a, b| a + b)
+                        .expect("parameters");
+                    let host = download(Tensor::cat(vec![value, stats, gsum], 0))?;
+                    if !host.iter().all(|v| v.is_finite()) {
+                        if skip_bad {
+                            skipped += 1;
+                            continue;
+                        }
+                        bail!(nan_message(ctx, epoch, b, "discriminator", host[0]));
+                    }
+                    opt_d.update(&mut gan.d, g);
+                    d_loss = host[0] as f64;
+                    sums[0] += d_loss;
+                    sums[2] += host[1] as f64;
+                    sums[3] += host[2] as f64;
+                    sums[4] += 1.0;
+                }
+                // Generator step: fresh fakes through the updated discriminator
+                // (its parameters constant here), flipped labels.
+                let z = upload(gan.noise(rows, &mut rng), [rows, c.latent], &device);
+                let gm = gan.masks(&g_shape, rows, &mut rng);
+                let dm = gan.masks(&d_shape, rows, &mut rng);
+                let tracked: Vec<Tensor<1>> = gan
+                    .g
+                    .iter()
+                    .map(|p| p.clone().autodiff().require_grad())
+                    .collect();
+                let fake = g_shape.forward(&tracked, z, Some(&gm), slope).tanh();
+                let logits = d_shape.forward(&gan.d, fake, Some(&dm), slope);
+                let loss = generator_loss(logits);
+                let value = loss.clone().inner();
+                let mut grads = loss.backward();
+                let g: Vec<Tensor<1>> = tracked
+                    .iter()
+                    .map(|p| p.grad_remove(&mut grads).expect("every parameter is used"))
+                    .collect();
+                let gsum = g
+                    .iter()
+                    .map(|t| t.clone().sum())
+                    .reduce(|a, b| a + b)
+                    .expect("parameters");
+                let host = download(Tensor::cat(vec![value, gsum], 0))?;
+                let mut g_loss = f64::NAN;
+                if host.iter().all(|v| v.is_finite()) {
+                    opt_g.update(&mut gan.g, g);
+                    g_loss = host[0] as f64;
+                    sums[1] += g_loss;
+                    sums[5] += 1.0;
+                } else if skip_bad {
+                    skipped += 1;
+                } else {
+                    bail!(nan_message(ctx, epoch, b, "generator", host[0]));
+                }
+                last_losses = [d_loss, g_loss];
+                progress.batch(rows, Some(g_loss));
+                if (b + 1) % c.print_every == 0 {
+                    // The seed's progress line.
+                    progress.println(&format!(
+                        "Epoch [{epoch:5}/{:5}] | d_loss: {d_loss:6.4} | g_loss: {g_loss:6.4}",
+                        c.epochs
+                    ));
+                }
+                if crate::interrupt::requested() && b + 1 < order.num_batches() {
+                    let at = Position {
+                        epochs_done: epoch - 1,
+                        batches_done: b + 1,
+                        rng: Some(&rng),
+                        sums,
+                        last: last_losses,
+                    };
+                    training_checkpoint(&gan, &opt_d, &opt_g, &at)?
+                        .save(&ctx.run.latest_checkpoint())?;
+                    return Err(crate::interrupt::Interrupted {
+                        epoch,
+                        batch: b + 1,
+                        run: ctx.run.root.display().to_string(),
+                    }
+                    .into());
+                }
+            }
+            let timing = progress.timing();
+            let eval_start = Instant::now();
+            let (nd, ng) = (sums[4].max(1.0), sums[5].max(1.0));
+            let (dl, gl, dx, dgz) = (sums[0] / nd, sums[1] / ng, sums[2] / nd, sums[3] / nd);
+            progress.finish(
+                timing,
+                &format!("d_loss {dl:.4}  g_loss {gl:.4}  D(x) {dx:.3}  D(G(z)) {dgz:.3}"),
+            );
+            let fixed = gan.generate(&fixed_z)?;
+            save_grid(
+                &ctx.run.images().join(format!("fixed_epoch_{epoch:03}.png")),
+                &to_unit(&fixed),
+                4,
+                4,
+            )?;
+            save_grid(&ctx.run.images().join("fixed.png"), &to_unit(&fixed), 4, 4)?;
+            update_evolution(&ctx.run, epoch, &fixed)?;
+
+            let mut row = Map::new();
+            row.insert("epoch".into(), json!(epoch));
+            row.insert("seconds".into(), json!(timing.seconds));
+            row.insert(
+                "samples_per_second".into(),
+                json!(timing.samples_per_second),
+            );
+            row.insert("d_loss".into(), json!(dl));
+            row.insert("g_loss".into(), json!(gl));
+            row.insert("d_loss_last".into(), json!(last_losses[0]));
+            row.insert("g_loss_last".into(), json!(last_losses[1]));
+            row.insert("d_x".into(), json!(dx));
+            row.insert("d_g_z".into(), json!(dgz));
+            row.insert(
+                "eval_seconds".into(),
+                json!(eval_start.elapsed().as_secs_f64()),
+            );
+            if skip_bad {
+                row.insert("skipped_steps".into(), json!(skipped));
+            }
+            let at = Position {
+                epochs_done: epoch,
+                batches_done: 0,
+                rng: None,
+                sums: [0.0; 6],
+                last: last_losses,
+            };
+            let ck = training_checkpoint(&gan, &opt_d, &opt_g, &at)?;
+            ctx.run.metrics().append(&row)?;
+            ck.save(&ctx.run.latest_checkpoint())?;
+            if crate::interrupt::requested() && epoch < c.epochs {
+                return Err(crate::interrupt::Interrupted {
+                    epoch,
+                    batch: order.num_batches(),
+                    run: ctx.run.root.display().to_string(),
+                }
+                .into());
+            }
+        }
+        gan.to_checkpoint()?
+            .save(&ctx.run.root.join("weights.safetensors"))?;
+        let samples = gan.generate(&gan.noise(16, &mut stream(seed, Purpose::Sample, 0)))?;
+        save_grid(
+            &ctx.run.images().join("samples.png"),
+            &to_unit(&samples),
+            4,
+            4,
+        )?;
+        plot_metrics(&ctx.run).context("drawing the loss curves")?;
+        Ok(())
+    }
+}
+
+fn nan_message(ctx: &TrainContext, epoch: usize, b: usize, net: &str, loss: f32) -> String {
+    let kept = if ctx.run.latest_checkpoint().exists() {
+        format!(
+            "the last good checkpoint ({}) is kept",
+            ctx.run.latest_checkpoint().display()
+        )
+    } else {
+        "no checkpoint had been written yet".to_string()
+    };
+    format!(
+        "epoch {epoch}, batch {}: the {net} loss or a gradient became NaN or infinite (loss {loss}); training stopped and {kept}; lower model.lr_d / model.lr_g or pass --on-nan skip-batch",
+        b + 1
+    )
+}
+
+/// D and G loss curves (PNG and SVG), and D's mean outputs.
+pub fn plot_metrics(run: &RunDir) -> Result<()> {
+    let log = run.metrics();
+    let s = |key: &str, name: &str| -> Result<Series> {
+        Ok(Series {
+            name: name.into(),
+            points: log.series(key)?,
+        })
+    };
+    line_plot(
+        &run.images().join("loss"),
+        "GAN losses (mean over each epoch)",
+        "epoch",
+        "binary cross-entropy",
+        &[s("d_loss", "discriminator")?, s("g_loss", "generator")?],
+    )?;
+    line_plot(
+        &run.images().join("discriminator_outputs"),
+        "Mean discriminator output",
+        "epoch",
+        "sigmoid(D)",
+        &[s("d_x", "D(x), real")?, s("d_g_z", "D(G(z)), fake")?],
+    )
+}
+
+/// A trained GAN loaded from its run directory.
+pub struct LoadedGan {
+    pub config: RunConfig<GanConfig>,
+    pub gan: Gan,
+}
+
+pub fn load_run(run: &RunDir) -> Result<LoadedGan> {
+    let config: RunConfig<GanConfig> = run.read_config().map_err(crate::error::usage)?;
+    let final_weights = run.root.join("weights.safetensors");
+    let path = if final_weights.is_file() {
+        final_weights
+    } else {
+        run.latest_checkpoint()
+    };
+    let ck = Checkpoint::load(&path)
+        .with_context(|| format!("{} has no weights yet (train it first)", run.root.display()))
+        .map_err(crate::error::usage)?;
+    let device = config.device.device().map_err(crate::error::usage)?;
+    let gan = Gan::from_checkpoint(&config.model, &ck, &device)
+        .with_context(|| format!("{}", path.display()))
+        .map_err(crate::error::usage)?;
+    Ok(LoadedGan { config, gan })
+}
+
+/// `n` samples from fresh noise (dropout off), as images in [0, 1].
+pub fn sample(gan: &Gan, n: usize, seed: u64) -> Result<Vec<f32>> {
+    let z = gan.noise(n, &mut stream(seed, Purpose::Sample, 0));
+    Ok(to_unit(&gan.generate(&z)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn softplus(x: f64) -> f64 {
+        x.max(0.0) + (-x.abs()).exp().ln_1p()
+    }
+
+    #[test]
+    fn losses_match_a_hand_computation_and_smooth_real_labels_only() {
+        let dev = Device::flex();
+        let real = [2.0f32, -1.0, 0.5, 30.0];
+        let fake = [-3.0f32, 0.2, 1.5, -40.0];
+        let t = |v: &[f32]| upload(v.to_vec(), [v.len(), 1], &dev);
+        let mean = |f: &dyn Fn(f64) -> f64, v: &[f32]| {
+            v.iter().map(|&x| f(x as f64)).sum::<f64>() / v.len() as f64
+        };
+        // BCE(l, t) = -t ln s(l) - (1 - t) ln(1 - s(l)) = softplus(l) - t l.
+        let want_d = mean(&|l| softplus(l) - 0.9 * l, &real) + mean(&softplus, &fake);
+        let want_g = mean(&|l| softplus(l) - l, &fake);
+        let d = download(discriminator_loss(t(&real), t(&fake), 0.9)).unwrap()[0] as f64;
+        let g = download(generator_loss(t(&fake))).unwrap()[0] as f64;
+        assert!((d - want_d).abs() < 1e-5, "{d} vs {want_d}");
+        assert!((g - want_g).abs() < 1e-5, "{g} vs {want_g}");
+        // Swapping the roles shows the smoothing sits on the real term only:
+        // the same logits as fakes are scored against 0, not 0.1.
+        let swapped = download(discriminator_loss(t(&fake), t(&real), 0.9)).unwrap()[0] as f64;
+        let want_swapped = mean(&|l| softplus(l) - 0.9 * l, &fake) + mean(&softplus, &real);
+        assert!((swapped - want_swapped).abs() < 1e-5);
+        // Without smoothing, a confident real logit costs almost nothing.
+        let off = download(bce_with_logits(t(&[30.0]), 1.0)).unwrap()[0];
+        assert!(off < 1e-6);
+    }
+
+    #[test]
+    fn sampling_has_no_dropout_and_training_does() {
+        let dev = Device::flex();
+        let config = GanConfig::default();
+        let gan = Gan::init(&config, 1, &dev);
+        let z = gan.noise(8, &mut stream(1, Purpose::Sample, 0));
+        let a = gan.generate(&z).unwrap();
+        let b = gan.generate(&z).unwrap();
+        assert_eq!(a, b, "two sample calls with the same noise agree");
+        assert!(a.iter().all(|v| (-1.0..=1.0).contains(v)));
+        // A training-mode pass (dropout masks) gives something else.
+        let masks = gan.masks(&gan.g_shape, 8, &mut stream(1, Purpose::Train, 0));
+        let zt = upload(z.clone(), [8, config.latent], &dev);
+        let trained = download(
+            gan.g_shape
+                .forward(&gan.g, zt, Some(&masks), config.leaky_slope)
+                .tanh(),
+        )
+        .unwrap();
+        assert_ne!(trained, a);
+        // Roughly 30% of the hidden units are dropped.
+        let m = download(masks[2].clone()).unwrap();
+        let dropped = m.iter().filter(|&&v| v == 0.0).count() as f64 / m.len() as f64;
+        assert!((dropped - 0.3).abs() < 0.06, "{dropped}");
+    }
+
+    #[test]
+    fn pytorch_initialisation_bounds() {
+        let dev = Device::flex();
+        let (g, _) = shapes(&GanConfig::default());
+        let params = g.init(&mut stream(0, Purpose::Init, 0), &dev);
+        for (k, w) in g.widths.windows(2).enumerate() {
+            let bound = 1.0 / (w[0] as f32).sqrt();
+            for p in [&params[2 * k], &params[2 * k + 1]] {
+                let v = download(p.clone()).unwrap();
+                let max = v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+                assert!(
+                    max <= bound && max > 0.9 * bound,
+                    "layer {k}: {max} vs {bound}"
+                );
+            }
+        }
+        assert_eq!(g.parameter_count(), 114_800);
+    }
+}
