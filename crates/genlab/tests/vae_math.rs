@@ -9,7 +9,8 @@ use genlab::eval::importance::{LatentModel, estimate};
 use genlab::models::optim::{Optimizer, Rule};
 use genlab::models::tensors::{download, upload};
 use genlab::models::vae::{
-    Architecture, Likelihood, Vae, VaeNet, conv_same_stride2, conv_transpose_same_stride2,
+    Architecture, HostMlpVae, Likelihood, Vae, VaeNet, burn_step, conv_same_stride2,
+    conv_transpose_same_stride2,
 };
 use genlab::rng::{GenRng, Purpose, fill_standard_normal, stream};
 use nalgebra::{DMatrix, DVector};
@@ -416,5 +417,77 @@ fn importance_sampling_recovers_an_exact_gaussian_marginal() {
     let rebatched = estimate(&model, &x, 5000, 333, 0, |_| {}).unwrap();
     for (a, b) in est.log_px.iter().zip(&rebatched.log_px) {
         assert!((a - b).abs() < 1e-9, "{a} vs {b}");
+    }
+}
+
+#[test]
+fn cpu_fast_path_matches_the_autodiff_step() {
+    let dev = device();
+    let mut rng = stream(5, Purpose::Fixed, 0);
+    let rows = 7;
+    for likelihood in [Likelihood::Mse, Likelihood::Bernoulli] {
+        let net = VaeNet::new(Architecture::Mlp, 3, 16);
+        let vae = Vae::init(net.clone(), &mut stream(5, Purpose::Init, 0), &dev);
+        let rule = Rule::AdamKeras {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-7,
+        };
+        let opt = Optimizer::new(rule, &net.sizes(), &dev);
+        let x: Vec<f32> = (0..rows * 784)
+            .map(|_| {
+                let u = rng.random::<f32>();
+                match likelihood {
+                    Likelihood::Mse => u,
+                    Likelihood::Bernoulli => (u < 0.3) as u8 as f32,
+                }
+            })
+            .collect();
+        let eps = randn(&mut rng, rows * 3, 1.0);
+        let (want_stats, finite, want_grads) = burn_step(&net, &vae, &x, &eps, likelihood).unwrap();
+        assert!(finite);
+        let mut host = HostMlpVae::new(&vae, &opt, rows).unwrap();
+        let (stats, finite) = host.forward_backward(&x, &eps, likelihood);
+        assert!(finite);
+        for (a, b) in stats.iter().zip(&want_stats) {
+            assert!(
+                (a - b).abs() < 1e-4 * b.abs().max(1.0),
+                "{likelihood:?}: {stats:?} vs {want_stats:?}"
+            );
+        }
+        for (i, (g, want)) in host.grads().iter().zip(want_grads).enumerate() {
+            let want = download(want).unwrap();
+            let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            assert!(scale > 0.0, "{likelihood:?}: parameter {i} has no gradient");
+            let err = g
+                .iter()
+                .zip(&want)
+                .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(
+                err <= 1e-4 * scale,
+                "{likelihood:?}: parameter {} gradient off by {err} (scale {scale})",
+                net.specs[i].name
+            );
+        }
+        // One update each way lands on the same parameters.
+        let mut burn_vae = vae.clone();
+        let mut burn_opt = Optimizer::new(rule, &net.sizes(), &dev);
+        let (_, _, g) = burn_step(&net, &burn_vae, &x, &eps, likelihood).unwrap();
+        burn_opt.update(&mut burn_vae.params, g);
+        host.apply();
+        let mut stored = vae.clone();
+        let mut stored_opt = Optimizer::new(rule, &net.sizes(), &dev);
+        host.store(&mut stored, &mut stored_opt);
+        assert_eq!(stored_opt.step, 1);
+        for (a, b) in stored.params.iter().zip(&burn_vae.params) {
+            let (a, b) = (download(a.clone()).unwrap(), download(b.clone()).unwrap());
+            let err = a
+                .iter()
+                .zip(&b)
+                .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+            // Adam moves each parameter by about lr = 1e-3; the two agree far closer.
+            assert!(err < 2e-5, "{likelihood:?}: parameters differ by {err}");
+        }
     }
 }

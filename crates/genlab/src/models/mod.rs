@@ -18,6 +18,7 @@ use crate::presets::{self, Preset};
 use crate::run::{Checkpoint, RunDir};
 
 pub mod gan;
+pub mod host;
 pub mod optim;
 pub mod rbm;
 pub mod tensors;

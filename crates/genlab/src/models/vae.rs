@@ -590,6 +590,247 @@ impl Vae {
     }
 }
 
+/// The MLP VAE's training step on host buffers (the CPU fast path): the
+/// same forward pass, loss and Keras update as [`VaeNet::loss_parts`] with
+/// burn's autodiff, written out with fused passes and no allocation per
+/// step. Parameters in [`VaeNet::specs`] order.
+pub struct HostMlpVae {
+    pub latent: usize,
+    pub hidden: usize,
+    pub params: Vec<Vec<f32>>,
+    pub opt: super::host::HostOptimizer,
+    grads: Vec<Vec<f32>>,
+    // Activations and their gradients for up to `rows` images.
+    h1: Vec<f32>,
+    mean: Vec<f32>,
+    logvar: Vec<f32>,
+    sd: Vec<f32>,
+    z: Vec<f32>,
+    h2: Vec<f32>,
+    logits: Vec<f32>,
+    d_h2: Vec<f32>,
+    d_z: Vec<f32>,
+    d_mean: Vec<f32>,
+    d_logvar: Vec<f32>,
+    d_h1: Vec<f32>,
+}
+
+impl HostMlpVae {
+    /// Copies a model and its optimiser to the host, with buffers for batches of up to `rows`.
+    pub fn new(vae: &Vae, opt: &Optimizer, rows: usize) -> Result<Self> {
+        assert_eq!(vae.net.architecture, Architecture::Mlp);
+        let (l, h) = (vae.net.latent, vae.net.hidden);
+        let params = vae
+            .params
+            .iter()
+            .map(|p| download(p.clone()))
+            .collect::<Result<Vec<_>>>()?;
+        let grads = params.iter().map(|p| vec![0.0; p.len()]).collect();
+        Ok(HostMlpVae {
+            latent: l,
+            hidden: h,
+            params,
+            opt: opt.to_host()?,
+            grads,
+            h1: vec![0.0; rows * h],
+            mean: vec![0.0; rows * l],
+            logvar: vec![0.0; rows * l],
+            sd: vec![0.0; rows * l],
+            z: vec![0.0; rows * l],
+            h2: vec![0.0; rows * h],
+            logits: vec![0.0; rows * PIXELS],
+            d_h2: vec![0.0; rows * h],
+            d_z: vec![0.0; rows * l],
+            d_mean: vec![0.0; rows * l],
+            d_logvar: vec![0.0; rows * l],
+            d_h1: vec![0.0; rows * h],
+        })
+    }
+
+    /// Writes the host state back into a model and an optimiser on `vae.device`.
+    pub fn store(&self, vae: &mut Vae, opt: &mut Optimizer) {
+        for (t, p) in vae.params.iter_mut().zip(&self.params) {
+            *t = upload(p.clone(), [p.len()], &vae.device);
+        }
+        *opt = Optimizer::from_host(&self.opt, &vae.device);
+    }
+
+    /// Computes the loss and the gradients of a batch `x` (`rows x 784`) with
+    /// noise `eps`; returns the summed (reconstruction, KL) and whether every
+    /// gradient is finite. Call [`HostMlpVae::apply`] to update.
+    pub fn forward_backward(
+        &mut self,
+        x: &[f32],
+        eps: &[f32],
+        likelihood: Likelihood,
+    ) -> ([f64; 2], bool) {
+        use super::host::{
+            add_bias, add_bias_relu, bernoulli_grad, dense, dense_backward, relu_backward,
+            sigmoid_mse_grad,
+        };
+        let (l, h) = (self.latent, self.hidden);
+        let b = x.len() / PIXELS;
+        let p = &self.params;
+        let g = &mut self.grads;
+        // Forward.
+        let h1 = &mut self.h1[..b * h];
+        dense(h1, x, &p[0], b, PIXELS, h);
+        add_bias_relu(h1, &p[1]);
+        let (mean, logvar) = (&mut self.mean[..b * l], &mut self.logvar[..b * l]);
+        dense(mean, h1, &p[2], b, h, l);
+        add_bias(mean, &p[3]);
+        dense(logvar, h1, &p[4], b, h, l);
+        add_bias(logvar, &p[5]);
+        let (sd, z) = (&mut self.sd[..b * l], &mut self.z[..b * l]);
+        let mut kl = 0.0f64;
+        for i in 0..b * l {
+            sd[i] = (0.5 * logvar[i]).exp();
+            z[i] = mean[i] + sd[i] * eps[i];
+            kl += 0.5
+                * (sd[i] as f64 * sd[i] as f64 + (mean[i] as f64).powi(2) - 1.0 - logvar[i] as f64);
+        }
+        let h2 = &mut self.h2[..b * h];
+        dense(h2, z, &p[6], b, l, h);
+        add_bias_relu(h2, &p[7]);
+        let logits = &mut self.logits[..b * PIXELS];
+        dense(logits, h2, &p[8], b, h, PIXELS);
+        add_bias(logits, &p[9]);
+        // The loss is the batch mean: every gradient carries 1/b.
+        let scale = 1.0 / b as f32;
+        let recon = match likelihood {
+            Likelihood::Mse => sigmoid_mse_grad(logits, x, scale),
+            Likelihood::Bernoulli => bernoulli_grad(logits, x, scale),
+        } as f64;
+        let d_logits = logits;
+        // Backward.
+        let d_h2 = &mut self.d_h2[..b * h];
+        {
+            let (g8, rest) = g[8..].split_at_mut(1);
+            dense_backward(
+                h2,
+                &p[8],
+                d_logits,
+                (b, h, PIXELS),
+                &mut g8[0],
+                &mut rest[0],
+                Some(d_h2),
+                false,
+            );
+        }
+        relu_backward(d_h2, h2);
+        let d_z = &mut self.d_z[..b * l];
+        {
+            let (g6, rest) = g[6..].split_at_mut(1);
+            dense_backward(
+                z,
+                &p[6],
+                d_h2,
+                (b, l, h),
+                &mut g6[0],
+                &mut rest[0],
+                Some(d_z),
+                false,
+            );
+        }
+        let (d_mean, d_logvar) = (&mut self.d_mean[..b * l], &mut self.d_logvar[..b * l]);
+        for i in 0..b * l {
+            d_mean[i] = d_z[i] + mean[i] * scale;
+            d_logvar[i] = d_z[i] * eps[i] * 0.5 * sd[i] + 0.5 * (sd[i] * sd[i] - 1.0) * scale;
+        }
+        let d_h1 = &mut self.d_h1[..b * h];
+        {
+            let (g2, rest) = g[2..].split_at_mut(1);
+            dense_backward(
+                h1,
+                &p[2],
+                d_mean,
+                (b, h, l),
+                &mut g2[0],
+                &mut rest[0],
+                Some(&mut *d_h1),
+                false,
+            );
+            let (g4, rest) = g[4..].split_at_mut(1);
+            dense_backward(
+                h1,
+                &p[4],
+                d_logvar,
+                (b, h, l),
+                &mut g4[0],
+                &mut rest[0],
+                Some(&mut *d_h1),
+                true,
+            );
+        }
+        relu_backward(d_h1, h1);
+        {
+            let (g0, rest) = g.split_at_mut(1);
+            dense_backward(
+                x,
+                &p[0],
+                d_h1,
+                (b, PIXELS, h),
+                &mut g0[0],
+                &mut rest[0],
+                None,
+                false,
+            );
+        }
+        let finite = super::host::all_finite(g) && recon.is_finite() && kl.is_finite();
+        ([recon, kl], finite)
+    }
+
+    /// The gradients of the last [`HostMlpVae::forward_backward`].
+    pub fn grads(&self) -> &[Vec<f32>] {
+        &self.grads
+    }
+
+    /// Applies the optimiser with the gradients of the last [`HostMlpVae::forward_backward`].
+    pub fn apply(&mut self) {
+        self.opt.update(&mut self.params, &self.grads);
+    }
+}
+
+/// One training step through burn's autodiff (any device): returns the
+/// summed (reconstruction, KL), whether the loss and every gradient are
+/// finite, and the gradients.
+pub fn burn_step(
+    net: &VaeNet,
+    vae: &Vae,
+    x: &[f32],
+    eps: &[f32],
+    likelihood: Likelihood,
+) -> Result<([f64; 2], bool, Vec<Tensor<1>>)> {
+    let rows = x.len() / PIXELS;
+    let xt = upload(x.to_vec(), [rows, PIXELS], &vae.device);
+    let et = upload(eps.to_vec(), [rows, net.latent], &vae.device);
+    let tracked: Vec<Tensor<1>> = vae
+        .params
+        .iter()
+        .map(|p| p.clone().autodiff().require_grad())
+        .collect();
+    let (recon, kl) = net.loss_parts(&tracked, xt, et, likelihood);
+    let stats = Tensor::cat(
+        vec![recon.clone().sum().inner(), kl.clone().sum().inner()],
+        0,
+    );
+    let loss = (recon + kl).mean();
+    let mut grads = loss.backward();
+    let g: Vec<Tensor<1>> = tracked
+        .iter()
+        .map(|p| p.grad_remove(&mut grads).expect("every parameter is used"))
+        .collect();
+    // One read per batch: the two loss sums and the sum of all gradients
+    // (finite exactly when every gradient is).
+    let gsum = g
+        .iter()
+        .map(|t| t.clone().sum())
+        .reduce(|a, b| a + b)
+        .expect("parameters");
+    let host = download(Tensor::cat(vec![stats, gsum], 0))?;
+    Ok(([host[0] as f64, host[1] as f64], all_finite(&host), g))
+}
+
 /// The VAE family: `genlab train vae [--preset vae-2|vae-8|vae-16|conv-vae|...]`.
 pub struct VaeFamily;
 
@@ -720,7 +961,17 @@ impl Family for VaeFamily {
         let view = config.train_view();
         let mut xbuf = Vec::new();
         let mut eps = Vec::new();
-        let mut backup = (run_config.on_nan == OnNan::SkipBatch).then(|| vae.params.clone());
+        let skip_bad = run_config.on_nan == OnNan::SkipBatch;
+        // The CPU fast path for the MLP (GENLAB_CPU_KERNELS=0 forces burn's
+        // generic path, for comparisons).
+        let mut fast = if run_config.device == crate::device::DeviceKind::Cpu
+            && config.architecture == Architecture::Mlp
+            && std::env::var("GENLAB_CPU_KERNELS").as_deref() != Ok("0")
+        {
+            Some(HostMlpVae::new(&vae, &opt, config.batch_size)?)
+        } else {
+            None
+        };
 
         for epoch in epochs_done + 1..=config.epochs {
             let order = EpochOrder::new(
@@ -751,37 +1002,19 @@ impl Family for VaeFamily {
                 fill_batch(train, idx, view, &mut rng, &mut xbuf);
                 eps.resize(rows * latent, 0.0);
                 fill_standard_normal(&mut rng, &mut eps);
-                let x = upload(xbuf.clone(), [rows, PIXELS], &device);
-                let e = upload(eps.clone(), [rows, latent], &device);
-
-                let tracked: Vec<Tensor<1>> = vae
-                    .params
-                    .iter()
-                    .map(|p| p.clone().autodiff().require_grad())
-                    .collect();
-                let (recon, kl) = net.loss_parts(&tracked, x, e, config.likelihood);
-                let stats = Tensor::cat(
-                    vec![recon.clone().sum().inner(), kl.clone().sum().inner()],
-                    0,
-                );
-                let loss = (recon + kl).mean();
-                let mut grads = loss.backward();
-                let g: Vec<Tensor<1>> = tracked
-                    .iter()
-                    .map(|p| p.grad_remove(&mut grads).expect("every parameter is used"))
-                    .collect();
-                drop(tracked);
-                // One read per batch: the two loss sums and the sum of all
-                // gradients (finite exactly when every gradient is).
-                let gsum = g
-                    .iter()
-                    .map(|t| t.clone().sum())
-                    .reduce(|a, b| a + b)
-                    .expect("parameters");
-                let host = download(Tensor::cat(vec![stats, gsum], 0))?;
-                let (r, k) = (host[0] as f64, host[1] as f64);
-                if !all_finite(&host) {
-                    if backup.is_some() {
+                let ([r, k], finite) = match fast.as_mut() {
+                    Some(h) => h.forward_backward(&xbuf, &eps, config.likelihood),
+                    None => {
+                        let (stats, finite, g) =
+                            burn_step(&net, &vae, &xbuf, &eps, config.likelihood)?;
+                        if finite {
+                            opt.update(&mut vae.params, g);
+                        }
+                        (stats, finite)
+                    }
+                };
+                if !finite {
+                    if skip_bad {
                         skipped += 1;
                         progress.batch(rows, None);
                         continue;
@@ -800,16 +1033,18 @@ impl Family for VaeFamily {
                         (r + k) / rows as f64
                     );
                 }
-                if let Some(saved) = &mut backup {
-                    saved.clone_from(&vae.params);
+                if let Some(h) = fast.as_mut() {
+                    h.apply();
                 }
-                opt.update(&mut vae.params, g);
                 sums[0] += r + k;
                 sums[1] += r;
                 sums[2] += k;
                 sums[3] += rows as f64;
                 progress.batch(rows, Some((r + k) / rows as f64));
                 if crate::interrupt::requested() && b + 1 < order.num_batches() {
+                    if let Some(h) = &fast {
+                        h.store(&mut vae, &mut opt);
+                    }
                     let at = Position {
                         epochs_done: epoch - 1,
                         batches_done: b + 1,
@@ -827,6 +1062,9 @@ impl Family for VaeFamily {
                 }
             }
             let timing = progress.timing();
+            if let Some(h) = &fast {
+                h.store(&mut vae, &mut opt);
+            }
             let eval_start = Instant::now();
             let (val_recon, val_kl) = vae.loss_terms(&test, &val_eps, config.likelihood)?;
             let val = val_recon + val_kl;

@@ -1,0 +1,299 @@
+//! CPU fast path of the MLP models: dense layers, their gradients and the
+//! optimiser updates on host buffers, with the matrix products through
+//! `gemm` (as flex does) and every elementwise step fused into one pass.
+//! burn's generic path pays for a tensor allocation, a dispatch and a
+//! separate sweep per elementwise operation, plus autodiff bookkeeping; for
+//! these small networks that was about 40% of an epoch (see issue notes).
+//! The same models run on any burn device through the generic path; this
+//! one is used when the device is the CPU.
+
+use crate::cpu::{column_sums, matmul, sigmoid, softplus};
+use crate::simd_fn;
+
+/// `out (rows x n) = x (rows x k) @ w (k x n)`, overwritten.
+pub fn dense(out: &mut [f32], x: &[f32], w: &[f32], rows: usize, k: usize, n: usize) {
+    matmul(
+        &mut out[..rows * n],
+        &x[..rows * k],
+        w,
+        (rows, k, n),
+        false,
+        false,
+        0.0,
+        1.0,
+    );
+}
+
+/// Gradients of a dense layer `y = x @ w + b` given `dy`: `gw = x' dy`,
+/// `gb = column sums of dy`, and, when asked, `dx = dy w'` (overwritten, or
+/// added to when `accumulate`).
+#[allow(clippy::too_many_arguments)]
+pub fn dense_backward(
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    (rows, k, n): (usize, usize, usize),
+    gw: &mut [f32],
+    gb: &mut [f32],
+    dx: Option<&mut [f32]>,
+    accumulate: bool,
+) {
+    matmul(
+        gw,
+        &x[..rows * k],
+        &dy[..rows * n],
+        (k, rows, n),
+        true,
+        false,
+        0.0,
+        1.0,
+    );
+    column_sums(&dy[..rows * n], n, gb);
+    if let Some(dx) = dx {
+        let alpha = if accumulate { 1.0 } else { 0.0 };
+        matmul(
+            &mut dx[..rows * k],
+            &dy[..rows * n],
+            w,
+            (rows, n, k),
+            false,
+            true,
+            alpha,
+            1.0,
+        );
+    }
+}
+
+simd_fn! {
+    /// In place over rows of `bias.len()`: `x += bias`.
+    pub fn add_bias(x: &mut [f32], bias: &[f32]) {
+        for row in x.chunks_exact_mut(bias.len()) {
+            for (v, b) in row.iter_mut().zip(bias) {
+                *v += b;
+            }
+        }
+    }
+}
+
+simd_fn! {
+    /// In place: `x = relu(x + bias)`.
+    pub fn add_bias_relu(x: &mut [f32], bias: &[f32]) {
+        for row in x.chunks_exact_mut(bias.len()) {
+            for (v, b) in row.iter_mut().zip(bias) {
+                *v = (*v + b).max(0.0);
+            }
+        }
+    }
+}
+
+simd_fn! {
+    /// In place: `pre = x + bias` kept in `pre`, `x = leaky_relu(pre) * mask`.
+    pub fn add_bias_leaky_dropout(x: &mut [f32], pre: &mut [f32], bias: &[f32], mask: &[f32], slope: f32) {
+        let n = bias.len();
+        for ((row, prow), mrow) in x.chunks_exact_mut(n).zip(pre.chunks_exact_mut(n)).zip(mask.chunks_exact(n)) {
+            for (((v, p), b), m) in row.iter_mut().zip(prow.iter_mut()).zip(bias).zip(mrow) {
+                let a = *v + b;
+                *p = a;
+                *v = if a > 0.0 { a } else { a * slope } * m;
+            }
+        }
+    }
+}
+
+simd_fn! {
+    /// In place: `d *= [h > 0]` (the ReLU's derivative read from its output).
+    pub fn relu_backward(d: &mut [f32], h: &[f32]) {
+        for (v, &a) in d.iter_mut().zip(h) {
+            *v = if a > 0.0 { *v } else { 0.0 };
+        }
+    }
+}
+
+simd_fn! {
+    /// In place: `d *= mask * leaky'(pre)`.
+    pub fn leaky_dropout_backward(d: &mut [f32], pre: &[f32], mask: &[f32], slope: f32) {
+        for ((v, &a), &m) in d.iter_mut().zip(pre).zip(mask) {
+            *v *= if a > 0.0 { m } else { m * slope };
+        }
+    }
+}
+
+simd_fn! {
+    /// Squared-error reconstruction through a sigmoid: with `p = sigmoid(l)`,
+    /// returns `sum (p - x)^2` and overwrites `l` with its gradient scaled by
+    /// `scale`: `scale * 2 (p - x) p (1 - p)`.
+    pub fn sigmoid_mse_grad(l: &mut [f32], x: &[f32], scale: f32) -> f32 {
+        let mut acc = [0.0f32; 8];
+        let n = l.len() - l.len() % 8;
+        let (head, tail) = l.split_at_mut(n);
+        for (lc, xc) in head.chunks_exact_mut(8).zip(x.chunks_exact(8)) {
+            for k in 0..8 {
+                let p = sigmoid(lc[k]);
+                let d = p - xc[k];
+                acc[k] += d * d;
+                lc[k] = scale * 2.0 * d * p * (1.0 - p);
+            }
+        }
+        let mut rest = 0.0f32;
+        for (v, &xv) in tail.iter_mut().zip(&x[n..]) {
+            let p = sigmoid(*v);
+            let d = p - xv;
+            rest += d * d;
+            *v = scale * 2.0 * d * p * (1.0 - p);
+        }
+        acc.iter().sum::<f32>() + rest
+    }
+}
+
+simd_fn! {
+    /// Bernoulli reconstruction on logits: returns `sum softplus(l) - x l`
+    /// and overwrites `l` with `scale * (sigmoid(l) - x)`.
+    pub fn bernoulli_grad(l: &mut [f32], x: &[f32], scale: f32) -> f32 {
+        let mut acc = [0.0f32; 8];
+        let n = l.len() - l.len() % 8;
+        let (head, tail) = l.split_at_mut(n);
+        for (lc, xc) in head.chunks_exact_mut(8).zip(x.chunks_exact(8)) {
+            for k in 0..8 {
+                let v = lc[k];
+                acc[k] += softplus(v) - xc[k] * v;
+                lc[k] = scale * (sigmoid(v) - xc[k]);
+            }
+        }
+        let mut rest = 0.0f32;
+        for (v, &xv) in tail.iter_mut().zip(&x[n..]) {
+            rest += softplus(*v) - xv * *v;
+            *v = scale * (sigmoid(*v) - xv);
+        }
+        acc.iter().sum::<f32>() + rest
+    }
+}
+
+simd_fn! {
+    /// Keras Adam, one pass: `m += (g - m)(1 - b1)`, `v += (g^2 - v)(1 - b2)`,
+    /// `p -= alpha m / (sqrt(v) + eps)`.
+    pub fn adam_keras(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], alpha: f32, b1: f32, b2: f32, eps: f32) {
+        for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+            *m += (g - *m) * (1.0 - b1);
+            *v += (g * g - *v) * (1.0 - b2);
+            *p -= alpha * *m / (v.sqrt() + eps);
+        }
+    }
+}
+
+simd_fn! {
+    /// PyTorch Adam, one pass: `m = b1 m + (1 - b1) g`, `v = b2 v + (1 - b2) g^2`,
+    /// `p -= step m / (sqrt(v) / sqrt_c2 + eps)` with `step = lr / (1 - b1^t)`
+    /// and `sqrt_c2 = sqrt(1 - b2^t)`.
+    pub fn adam_torch(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], step: f32, sqrt_c2: f32, b1: f32, b2: f32, eps: f32) {
+        for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+            *m = b1 * *m + (1.0 - b1) * g;
+            *v = b2 * *v + (1.0 - b2) * g * g;
+            *p -= step * *m / (v.sqrt() / sqrt_c2 + eps);
+        }
+    }
+}
+
+simd_fn! {
+    /// Keras RMSprop, one pass: `v = rho v + (1 - rho) g^2`, `p -= lr g / sqrt(v + eps)`.
+    pub fn rmsprop_keras(p: &mut [f32], g: &[f32], v: &mut [f32], lr: f32, rho: f32, eps: f32) {
+        for ((p, &g), v) in p.iter_mut().zip(g).zip(v.iter_mut()) {
+            *v = rho * *v + (1.0 - rho) * g * g;
+            *p -= lr * g / (*v + eps).sqrt();
+        }
+    }
+}
+
+/// A host copy of an optimiser's state (same layout as [`super::optim::Optimizer`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostOptimizer {
+    pub rule: super::optim::Rule,
+    pub step: u64,
+    pub first: Vec<Vec<f32>>,
+    pub second: Vec<Vec<f32>>,
+}
+
+/// Elements per rayon task in the optimiser passes.
+const OPT_CHUNK: usize = 1 << 15;
+
+/// Runs `f` over matching chunks of a parameter, its gradient and its two
+/// moment buffers (`m` may be empty), in parallel for large tensors.
+fn par_update(
+    p: &mut [f32],
+    g: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    f: impl Fn(&mut [f32], &[f32], &mut [f32], &mut [f32]) + Sync,
+) {
+    use rayon::prelude::*;
+    if p.len() < 2 * OPT_CHUNK {
+        return f(p, g, m, v);
+    }
+    if m.is_empty() {
+        p.par_chunks_mut(OPT_CHUNK)
+            .zip(g.par_chunks(OPT_CHUNK))
+            .zip(v.par_chunks_mut(OPT_CHUNK))
+            .for_each(|((p, g), v)| f(p, g, &mut [], v));
+    } else {
+        p.par_chunks_mut(OPT_CHUNK)
+            .zip(g.par_chunks(OPT_CHUNK))
+            .zip(m.par_chunks_mut(OPT_CHUNK))
+            .zip(v.par_chunks_mut(OPT_CHUNK))
+            .for_each(|(((p, g), m), v)| f(p, g, m, v));
+    }
+}
+
+impl HostOptimizer {
+    /// Applies one update to every parameter; the gradients must be finite.
+    pub fn update(&mut self, params: &mut [Vec<f32>], grads: &[Vec<f32>]) {
+        use super::optim::Rule;
+        self.step += 1;
+        let t = self.step as i32;
+        let mut no_first = Vec::new();
+        for i in 0..params.len() {
+            let first = if self.first.is_empty() {
+                &mut no_first
+            } else {
+                &mut self.first[i]
+            };
+            let (p, g, m, v) = (&mut params[i], &grads[i], first, &mut self.second[i]);
+            match self.rule {
+                Rule::AdamKeras {
+                    lr,
+                    beta1,
+                    beta2,
+                    eps,
+                } => {
+                    let alpha = (lr * (1.0 - beta2.powi(t)).sqrt() / (1.0 - beta1.powi(t))) as f32;
+                    let (b1, b2, eps) = (beta1 as f32, beta2 as f32, eps as f32);
+                    par_update(p, g, m, v, |p, g, m, v| {
+                        adam_keras(p, g, m, v, alpha, b1, b2, eps)
+                    });
+                }
+                Rule::AdamTorch {
+                    lr,
+                    beta1,
+                    beta2,
+                    eps,
+                } => {
+                    let step = (lr / (1.0 - beta1.powi(t))) as f32;
+                    let sqrt_c2 = (1.0 - beta2.powi(t)).sqrt() as f32;
+                    let (b1, b2, eps) = (beta1 as f32, beta2 as f32, eps as f32);
+                    par_update(p, g, m, v, |p, g, m, v| {
+                        adam_torch(p, g, m, v, step, sqrt_c2, b1, b2, eps)
+                    });
+                }
+                Rule::RmspropKeras { lr, rho, eps } => {
+                    let (lr, rho, eps) = (lr as f32, rho as f32, eps as f32);
+                    par_update(p, g, m, v, |p, g, _, v| {
+                        rmsprop_keras(p, g, v, lr, rho, eps)
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Whether every gradient is finite (one vectorised sum per tensor).
+pub fn all_finite(grads: &[Vec<f32>]) -> bool {
+    grads.iter().all(|g| crate::cpu::sum(g).is_finite())
+}
