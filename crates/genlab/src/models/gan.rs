@@ -340,16 +340,10 @@ impl Gan {
     /// Dropout multipliers for `rows` examples of a network: per hidden
     /// layer, 0 with probability p, else 1/(1-p).
     fn masks(&self, shape: &MlpShape, rows: usize, rng: &mut GenRng) -> Vec<Tensor<2>> {
-        let p = self.config.dropout as f32;
-        let keep = 1.0 / (1.0 - p);
-        shape.widths[1..shape.widths.len() - 1]
-            .iter()
-            .map(|&w| {
-                let m: Vec<f32> = (0..rows * w)
-                    .map(|_| if rng.random::<f32>() < p { 0.0 } else { keep })
-                    .collect();
-                upload(m, [rows, w], &self.device)
-            })
+        mask_values(&self.config, shape, rows, rng)
+            .into_iter()
+            .zip(&shape.widths[1..])
+            .map(|(m, &w)| upload(m, [rows, w], &self.device))
             .collect()
     }
 
@@ -396,6 +390,254 @@ impl Gan {
             d_shape,
             device: device.clone(),
         })
+    }
+}
+
+/// Dropout multipliers for `rows` examples of a network, per hidden layer
+/// (`rows x width`): 0 with probability p, else 1/(1-p). Both training paths
+/// draw them here, in the same order.
+pub fn mask_values(
+    c: &GanConfig,
+    shape: &MlpShape,
+    rows: usize,
+    rng: &mut GenRng,
+) -> Vec<Vec<f32>> {
+    let p = c.dropout as f32;
+    let keep = 1.0 / (1.0 - p);
+    shape.widths[1..shape.widths.len() - 1]
+        .iter()
+        .map(|&w| {
+            (0..rows * w)
+                .map(|_| if rng.random::<f32>() < p { 0.0 } else { keep })
+                .collect()
+        })
+        .collect()
+}
+
+/// One discriminator step through burn's autodiff: returns (d_loss, mean
+/// D(x), mean D(G(z))), whether everything is finite, and D's gradients.
+fn burn_d_step(gan: &Gan, x: &[f32], rng: &mut GenRng) -> Result<([f64; 3], bool, Vec<Tensor<1>>)> {
+    let (c, dev) = (&gan.config, &gan.device);
+    let rows = x.len() / PIXELS;
+    let slope = c.leaky_slope;
+    // Fakes from the current generator (constant here), dropout on.
+    let z = upload(gan.noise(rows, rng), [rows, c.latent], dev);
+    let gm = gan.masks(&gan.g_shape, rows, rng);
+    let fake = gan.g_shape.forward(&gan.g, z, Some(&gm), slope).tanh();
+    let m_real = gan.masks(&gan.d_shape, rows, rng);
+    let m_fake = gan.masks(&gan.d_shape, rows, rng);
+    let tracked: Vec<Tensor<1>> = gan
+        .d
+        .iter()
+        .map(|p| p.clone().autodiff().require_grad())
+        .collect();
+    let xt = upload(x.to_vec(), [rows, PIXELS], dev);
+    let real_logits = gan.d_shape.forward(&tracked, xt, Some(&m_real), slope);
+    let fake_logits = gan.d_shape.forward(&tracked, fake, Some(&m_fake), slope);
+    let stats = Tensor::cat(
+        vec![
+            sigmoid(real_logits.clone().inner()).mean(),
+            sigmoid(fake_logits.clone().inner()).mean(),
+        ],
+        0,
+    );
+    let loss = discriminator_loss(real_logits, fake_logits, c.real_label);
+    let value = loss.clone().inner();
+    let mut grads = loss.backward();
+    let g: Vec<Tensor<1>> = tracked
+        .iter()
+        .map(|p| p.grad_remove(&mut grads).expect("every parameter is used"))
+        .collect();
+    let gsum = g
+        .iter()
+        .map(|t| t.clone().sum())
+        .reduce(|a, b| a + b)
+        .expect("parameters");
+    let host = download(Tensor::cat(vec![value, stats, gsum], 0))?;
+    let finite = host.iter().all(|v| v.is_finite());
+    Ok(([host[0] as f64, host[1] as f64, host[2] as f64], finite, g))
+}
+
+/// One generator step through burn's autodiff: fresh fakes through the
+/// discriminator (constant here), flipped labels. Returns g_loss, whether
+/// everything is finite, and G's gradients.
+fn burn_g_step(gan: &Gan, rows: usize, rng: &mut GenRng) -> Result<(f64, bool, Vec<Tensor<1>>)> {
+    let (c, dev) = (&gan.config, &gan.device);
+    let slope = c.leaky_slope;
+    let z = upload(gan.noise(rows, rng), [rows, c.latent], dev);
+    let gm = gan.masks(&gan.g_shape, rows, rng);
+    let dm = gan.masks(&gan.d_shape, rows, rng);
+    let tracked: Vec<Tensor<1>> = gan
+        .g
+        .iter()
+        .map(|p| p.clone().autodiff().require_grad())
+        .collect();
+    let fake = gan.g_shape.forward(&tracked, z, Some(&gm), slope).tanh();
+    let logits = gan.d_shape.forward(&gan.d, fake, Some(&dm), slope);
+    let loss = generator_loss(logits);
+    let value = loss.clone().inner();
+    let mut grads = loss.backward();
+    let g: Vec<Tensor<1>> = tracked
+        .iter()
+        .map(|p| p.grad_remove(&mut grads).expect("every parameter is used"))
+        .collect();
+    let gsum = g
+        .iter()
+        .map(|t| t.clone().sum())
+        .reduce(|a, b| a + b)
+        .expect("parameters");
+    let host = download(Tensor::cat(vec![value, gsum], 0))?;
+    Ok((host[0] as f64, host.iter().all(|v| v.is_finite()), g))
+}
+
+/// The GAN's training steps on host buffers (the CPU fast path): the same
+/// draws in the same order as [`burn_d_step`] and [`burn_g_step`], the same
+/// losses and PyTorch Adam, with the two D passes of a D step (real and fake)
+/// run as one batch of 2B rows.
+pub struct HostGan {
+    pub g: super::host::HostMlp,
+    pub d: super::host::HostMlp,
+    pub opt_g: super::host::HostOptimizer,
+    pub opt_d: super::host::HostOptimizer,
+    both: Vec<f32>,
+    d_logits: Vec<f32>,
+    d_fake: Vec<f32>,
+    fake: Vec<f32>,
+}
+
+impl HostGan {
+    pub fn new(gan: &Gan, opt_g: &Optimizer, opt_d: &Optimizer, rows: usize) -> Result<Self> {
+        let get = |v: &[Tensor<1>]| -> Result<Vec<Vec<f32>>> {
+            v.iter().map(|t| download(t.clone())).collect()
+        };
+        let slope = gan.config.leaky_slope as f32;
+        Ok(HostGan {
+            g: super::host::HostMlp::new(gan.g_shape.widths.clone(), get(&gan.g)?, slope, rows),
+            d: super::host::HostMlp::new(gan.d_shape.widths.clone(), get(&gan.d)?, slope, 2 * rows),
+            opt_g: opt_g.to_host()?,
+            opt_d: opt_d.to_host()?,
+            both: vec![0.0; 2 * rows * PIXELS],
+            d_logits: vec![0.0; 2 * rows],
+            d_fake: vec![0.0; rows * PIXELS],
+            fake: vec![0.0; rows * PIXELS],
+        })
+    }
+
+    /// Writes the host state back into `gan` and the two optimisers.
+    pub fn store(&self, gan: &mut Gan, opt_g: &mut Optimizer, opt_d: &mut Optimizer) {
+        let put = |v: &[Vec<f32>]| -> Vec<Tensor<1>> {
+            v.iter()
+                .map(|x| upload(x.clone(), [x.len()], &gan.device))
+                .collect()
+        };
+        gan.g = put(&self.g.params);
+        gan.d = put(&self.d.params);
+        *opt_g = Optimizer::from_host(&self.opt_g, &gan.device);
+        *opt_d = Optimizer::from_host(&self.opt_d, &gan.device);
+    }
+
+    /// Generator output (tanh) for noise `z` into `self.fake`.
+    fn generate_into_fake(&mut self, z: &[f32], rows: usize, masks: &[Vec<f32>]) {
+        let out = self.g.forward(z, rows, masks);
+        for (f, &o) in self.fake[..rows * PIXELS].iter_mut().zip(out) {
+            *f = o.tanh();
+        }
+    }
+
+    /// A discriminator step's loss and gradients (apply with [`HostGan::apply_d`]).
+    pub fn d_step(&mut self, gan: &Gan, x: &[f32], rng: &mut GenRng) -> ([f64; 3], bool) {
+        let c = &gan.config;
+        let rows = x.len() / PIXELS;
+        let z = gan.noise(rows, rng);
+        let gm = mask_values(c, &gan.g_shape, rows, rng);
+        let m_real = mask_values(c, &gan.d_shape, rows, rng);
+        let m_fake = mask_values(c, &gan.d_shape, rows, rng);
+        self.generate_into_fake(&z, rows, &gm);
+        self.both[..rows * PIXELS].copy_from_slice(x);
+        self.both[rows * PIXELS..2 * rows * PIXELS].copy_from_slice(&self.fake[..rows * PIXELS]);
+        let masks: Vec<Vec<f32>> = m_real
+            .into_iter()
+            .zip(m_fake)
+            .map(|(mut a, b)| {
+                a.extend(b);
+                a
+            })
+            .collect();
+        let logits = self
+            .d
+            .forward(&self.both[..2 * rows * PIXELS], 2 * rows, &masks);
+        let t = c.real_label as f32;
+        let inv = 1.0 / rows as f32;
+        let (mut loss, mut dx, mut dgz) = (0.0f64, 0.0f64, 0.0f64);
+        for (i, (&l, d)) in logits.iter().zip(self.d_logits.iter_mut()).enumerate() {
+            let s = crate::cpu::sigmoid(l);
+            if i < rows {
+                loss += (crate::cpu::softplus(l) - t * l) as f64;
+                dx += s as f64;
+                *d = (s - t) * inv;
+            } else {
+                loss += crate::cpu::softplus(l) as f64;
+                dgz += s as f64;
+                *d = s * inv;
+            }
+        }
+        let d_logits = self.d_logits[..2 * rows].to_vec();
+        self.d.backward(
+            &self.both[..2 * rows * PIXELS],
+            2 * rows,
+            &d_logits,
+            &masks,
+            true,
+            None,
+        );
+        let n = rows as f64;
+        let stats = [loss / n, dx / n, dgz / n];
+        let finite = stats.iter().all(|v| v.is_finite()) && super::host::all_finite(&self.d.grads);
+        (stats, finite)
+    }
+
+    pub fn apply_d(&mut self) {
+        self.opt_d.update(&mut self.d.params, &self.d.grads);
+    }
+
+    /// A generator step's loss and gradients (apply with [`HostGan::apply_g`]).
+    pub fn g_step(&mut self, gan: &Gan, rows: usize, rng: &mut GenRng) -> (f64, bool) {
+        let c = &gan.config;
+        let z = gan.noise(rows, rng);
+        let gm = mask_values(c, &gan.g_shape, rows, rng);
+        let dm = mask_values(c, &gan.d_shape, rows, rng);
+        self.generate_into_fake(&z, rows, &gm);
+        let logits = self.d.forward(&self.fake[..rows * PIXELS], rows, &dm);
+        let inv = 1.0 / rows as f32;
+        let mut loss = 0.0f64;
+        for (&l, d) in logits.iter().zip(self.d_logits.iter_mut()) {
+            loss += (crate::cpu::softplus(l) - l) as f64;
+            *d = (crate::cpu::sigmoid(l) - 1.0) * inv;
+        }
+        let d_logits = self.d_logits[..rows].to_vec();
+        self.d.backward(
+            &self.fake[..rows * PIXELS],
+            rows,
+            &d_logits,
+            &dm,
+            false,
+            Some(&mut self.d_fake[..rows * PIXELS]),
+        );
+        // Through tanh: d/da tanh(a) = 1 - tanh(a)^2.
+        for (d, &f) in self.d_fake[..rows * PIXELS].iter_mut().zip(&self.fake) {
+            *d *= 1.0 - f * f;
+        }
+        self.g
+            .backward(&z, rows, &self.d_fake[..rows * PIXELS], &gm, true, None);
+        let loss = loss / rows as f64;
+        (
+            loss,
+            loss.is_finite() && super::host::all_finite(&self.g.grads),
+        )
+    }
+
+    pub fn apply_g(&mut self) {
+        self.opt_g.update(&mut self.g.params, &self.g.grads);
     }
 }
 
@@ -582,9 +824,16 @@ impl Family for GanFamily {
         // The fixed noise of the progress pictures, drawn once per run.
         let fixed_z = gan.noise(16, &mut stream(seed, Purpose::Fixed, 5));
         let train = &ctx.dataset.train;
-        let slope = c.leaky_slope;
         let mut xbuf = Vec::new();
         let skip_bad = run_config.on_nan == OnNan::SkipBatch;
+        // The CPU fast path (GENLAB_CPU_KERNELS=0 forces burn's generic path).
+        let mut fast = if run_config.device == crate::device::DeviceKind::Cpu
+            && std::env::var("GENLAB_CPU_KERNELS").as_deref() != Ok("0")
+        {
+            Some(HostGan::new(&gan, &opt_g, &opt_d, c.batch_size)?)
+        } else {
+            None
+        };
 
         for epoch in epochs_done + 1..=c.epochs {
             let order = EpochOrder::new(train.len(), c.batch_size, false, true, seed, epoch as u32);
@@ -602,91 +851,57 @@ impl Family for GanFamily {
             for (b, idx) in order.batches().enumerate().skip(skip) {
                 let rows = idx.len();
                 fill_batch(train, idx, PixelView::Signed, &mut rng, &mut xbuf);
-                let x = upload(xbuf.clone(), [rows, PIXELS], &device);
                 let mut d_loss = f64::NAN;
                 for _ in 0..c.d_steps {
-                    // Fakes from the current generator (constant here), dropout on.
-                    let z = upload(gan.noise(rows, &mut rng), [rows, c.latent], &device);
-                    let gm = gan.masks(&g_shape, rows, &mut rng);
-                    let fake = g_shape.forward(&gan.g, z, Some(&gm), slope).tanh();
-                    let m_real = gan.masks(&d_shape, rows, &mut rng);
-                    let m_fake = gan.masks(&d_shape, rows, &mut rng);
-                    let tracked: Vec<Tensor<1>> = gan
-                        .d
-                        .iter()
-                        .map(|p| p.clone().autodiff().require_grad())
-                        .collect();
-                    let real_logits = d_shape.forward(&tracked, x.clone(), Some(&m_real), slope);
-                    let fake_logits = d_shape.forward(&tracked, fake, Some(&m_fake), slope);
-                    let stats = Tensor::cat(
-                        vec![
-                            sigmoid(real_logits.clone().inner()).mean(),
-                            sigmoid(fake_logits.clone().inner()).mean(),
-                        ],
-                        0,
-                    );
-                    let loss = discriminator_loss(real_logits, fake_logits, c.real_label);
-                    let value = loss.clone().inner();
-                    let mut grads = loss.backward();
-                    let g: Vec<Tensor<1>> = tracked
-                        .iter()
-                        .map(|p| p.grad_remove(&mut grads).expect("every parameter is used"))
-                        .collect();
-                    let gsum = g
-                        .iter()
-                        .map(|t| t.clone().sum())
-                        .reduce(|a, b| a + b)
-                        .expect("parameters");
-                    let host = download(Tensor::cat(vec![value, stats, gsum], 0))?;
-                    if !host.iter().all(|v| v.is_finite()) {
+                    let (stats, finite) = match fast.as_mut() {
+                        Some(h) => h.d_step(&gan, &xbuf, &mut rng),
+                        None => {
+                            let (stats, finite, g) = burn_d_step(&gan, &xbuf, &mut rng)?;
+                            if finite {
+                                opt_d.update(&mut gan.d, g);
+                            }
+                            (stats, finite)
+                        }
+                    };
+                    if !finite {
                         if skip_bad {
                             skipped += 1;
                             continue;
                         }
-                        bail!(nan_message(ctx, epoch, b, "discriminator", host[0]));
+                        bail!(nan_message(ctx, epoch, b, "discriminator", stats[0]));
                     }
-                    opt_d.update(&mut gan.d, g);
-                    d_loss = host[0] as f64;
+                    if let Some(h) = fast.as_mut() {
+                        h.apply_d();
+                    }
+                    d_loss = stats[0];
                     sums[0] += d_loss;
-                    sums[2] += host[1] as f64;
-                    sums[3] += host[2] as f64;
+                    sums[2] += stats[1];
+                    sums[3] += stats[2];
                     sums[4] += 1.0;
                 }
-                // Generator step: fresh fakes through the updated discriminator
-                // (its parameters constant here), flipped labels.
-                let z = upload(gan.noise(rows, &mut rng), [rows, c.latent], &device);
-                let gm = gan.masks(&g_shape, rows, &mut rng);
-                let dm = gan.masks(&d_shape, rows, &mut rng);
-                let tracked: Vec<Tensor<1>> = gan
-                    .g
-                    .iter()
-                    .map(|p| p.clone().autodiff().require_grad())
-                    .collect();
-                let fake = g_shape.forward(&tracked, z, Some(&gm), slope).tanh();
-                let logits = d_shape.forward(&gan.d, fake, Some(&dm), slope);
-                let loss = generator_loss(logits);
-                let value = loss.clone().inner();
-                let mut grads = loss.backward();
-                let g: Vec<Tensor<1>> = tracked
-                    .iter()
-                    .map(|p| p.grad_remove(&mut grads).expect("every parameter is used"))
-                    .collect();
-                let gsum = g
-                    .iter()
-                    .map(|t| t.clone().sum())
-                    .reduce(|a, b| a + b)
-                    .expect("parameters");
-                let host = download(Tensor::cat(vec![value, gsum], 0))?;
+                // The generator's step sees the discriminator just updated.
+                let (loss, finite) = match fast.as_mut() {
+                    Some(h) => h.g_step(&gan, rows, &mut rng),
+                    None => {
+                        let (loss, finite, g) = burn_g_step(&gan, rows, &mut rng)?;
+                        if finite {
+                            opt_g.update(&mut gan.g, g);
+                        }
+                        (loss, finite)
+                    }
+                };
                 let mut g_loss = f64::NAN;
-                if host.iter().all(|v| v.is_finite()) {
-                    opt_g.update(&mut gan.g, g);
-                    g_loss = host[0] as f64;
+                if finite {
+                    if let Some(h) = fast.as_mut() {
+                        h.apply_g();
+                    }
+                    g_loss = loss;
                     sums[1] += g_loss;
                     sums[5] += 1.0;
                 } else if skip_bad {
                     skipped += 1;
                 } else {
-                    bail!(nan_message(ctx, epoch, b, "generator", host[0]));
+                    bail!(nan_message(ctx, epoch, b, "generator", loss));
                 }
                 last_losses = [d_loss, g_loss];
                 progress.batch(rows, Some(g_loss));
@@ -698,6 +913,9 @@ impl Family for GanFamily {
                     ));
                 }
                 if crate::interrupt::requested() && b + 1 < order.num_batches() {
+                    if let Some(h) = &fast {
+                        h.store(&mut gan, &mut opt_g, &mut opt_d);
+                    }
                     let at = Position {
                         epochs_done: epoch - 1,
                         batches_done: b + 1,
@@ -716,6 +934,9 @@ impl Family for GanFamily {
                 }
             }
             let timing = progress.timing();
+            if let Some(h) = &fast {
+                h.store(&mut gan, &mut opt_g, &mut opt_d);
+            }
             let eval_start = Instant::now();
             let (nd, ng) = (sums[4].max(1.0), sums[5].max(1.0));
             let (dl, gl, dx, dgz) = (sums[0] / nd, sums[1] / ng, sums[2] / nd, sums[3] / nd);
@@ -786,7 +1007,7 @@ impl Family for GanFamily {
     }
 }
 
-fn nan_message(ctx: &TrainContext, epoch: usize, b: usize, net: &str, loss: f32) -> String {
+fn nan_message(ctx: &TrainContext, epoch: usize, b: usize, net: &str, loss: f64) -> String {
     let kept = if ctx.run.latest_checkpoint().exists() {
         format!(
             "the last good checkpoint ({}) is kept",
@@ -914,6 +1135,59 @@ mod tests {
         let m = download(masks[2].clone()).unwrap();
         let dropped = m.iter().filter(|&&v| v == 0.0).count() as f64 / m.len() as f64;
         assert!((dropped - 0.3).abs() < 0.06, "{dropped}");
+    }
+
+    fn max_rel_err(a: &[f32], b: &[f32]) -> f32 {
+        let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-12);
+        a.iter()
+            .zip(b)
+            .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
+            / scale
+    }
+
+    #[test]
+    fn cpu_fast_path_matches_the_autodiff_steps() {
+        let dev = Device::flex();
+        let config = GanConfig::default();
+        let gan = Gan::init(&config, 2, &dev);
+        let (rule_d, rule_g) = rules(&config);
+        let opt_d = Optimizer::new(rule_d, &gan.d_shape.sizes(), &dev);
+        let opt_g = Optimizer::new(rule_g, &gan.g_shape.sizes(), &dev);
+        let rows = 6;
+        let mut data_rng = stream(2, Purpose::Fixed, 0);
+        let x: Vec<f32> = (0..rows * PIXELS)
+            .map(|_| data_rng.random_range(-1.0..1.0))
+            .collect();
+        let mut host = HostGan::new(&gan, &opt_g, &opt_d, rows).unwrap();
+
+        let rng = stream(2, Purpose::Train, 1);
+        let (want, finite, want_g) = burn_d_step(&gan, &x, &mut rng.clone()).unwrap();
+        assert!(finite);
+        let (got, finite) = host.d_step(&gan, &x, &mut rng.clone());
+        assert!(finite);
+        for (a, b) in got.iter().zip(&want) {
+            assert!(
+                (a - b).abs() < 1e-5 * b.abs().max(1.0),
+                "{got:?} vs {want:?}"
+            );
+        }
+        for (g, w) in host.d.grads.iter().zip(want_g) {
+            let w = download(w).unwrap();
+            assert!(max_rel_err(g, &w) < 1e-4, "discriminator gradient");
+        }
+
+        let (want, finite, want_g) = burn_g_step(&gan, rows, &mut rng.clone()).unwrap();
+        assert!(finite);
+        let (got, finite) = host.g_step(&gan, rows, &mut rng.clone());
+        assert!(finite);
+        assert!(
+            (got - want).abs() < 1e-5 * want.abs().max(1.0),
+            "{got} vs {want}"
+        );
+        for (g, w) in host.g.grads.iter().zip(want_g) {
+            let w = download(w).unwrap();
+            assert!(max_rel_err(g, &w) < 1e-4, "generator gradient");
+        }
     }
 
     #[test]
