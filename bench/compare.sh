@@ -4,11 +4,12 @@
 #   python3 -m venv .venv && .venv/bin/pip install -r bench/requirements.txt
 #   PYTHON=.venv/bin/python bench/compare.sh [workload...]
 # Workloads (default: all): rbm-500 (one CD-30 update), matmul (64x784 @
-# 784x500), and the training presets vae-2, vae-16, conv-vae (one epoch on
+# 784x500), and the training presets vae-2, vae-16, conv-vae, gan (one epoch on
 # MNIST; both sides also print the mean training loss of that epoch, which
 # must agree within noise). Environment: ROUNDS (3), THREADS (2), PYTHON,
-# GENLAB_DATA (../shared/data). Writes bench/results/compare.csv and prints
-# a table of medians.
+# GENLAB_DATA (../shared/data), CSV (bench/results/compare.csv), and
+# GENLAB_CPU_KERNELS=0 to time burn's generic path instead of genlab's CPU
+# kernels. Prints a table of medians.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -18,7 +19,7 @@ export GENLAB_DATA=${GENLAB_DATA:-$(cd .. && pwd)/shared/data}
 export RAYON_NUM_THREADS=$THREADS
 WORKLOADS=("$@")
 if [ ${#WORKLOADS[@]} -eq 0 ]; then
-  WORKLOADS=(rbm-500 matmul vae-2 vae-16 conv-vae)
+  WORKLOADS=(rbm-500 matmul vae-2 vae-16 conv-vae gan)
 fi
 cargo build --release -q -p genlab-cli
 cargo bench --bench rbm --no-run 2>/dev/null
@@ -29,7 +30,7 @@ GENLAB=target/release/genlab
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 mkdir -p bench/results
-CSV=bench/results/compare.csv
+CSV=${CSV:-bench/results/compare.csv}
 echo "round,workload,unit,genlab,pytorch,genlab_loss,pytorch_loss" > "$CSV"
 for r in $(seq 1 "$ROUNDS"); do
   for w in "${WORKLOADS[@]}"; do
@@ -51,7 +52,14 @@ for r in $(seq 1 "$ROUNDS"); do
         read -r _ t _ tl < <("$PYTHON" bench/vae_torch.py "$w" "$THREADS" "$GENLAB_DATA")
         echo "$r,$w epoch,s,$g,$t,$gl,$tl" >> "$CSV"
         echo "round $r: $w epoch: genlab $g s (loss $gl), pytorch $t s (loss $tl)" ;;
-      *) echo "unknown workload $w (rbm-500 matmul vae-2 vae-16 conv-vae)" >&2; exit 2 ;;
+      gan)
+        rm -rf "$TMP/run"
+        "$GENLAB" train gan --epochs 1 --seed "$r" --out "$TMP/run" > /dev/null
+        read -r g gl < <("$PYTHON" -c 'import json,sys; m=json.loads(open(sys.argv[1]).readline()); print(m["seconds"], m["d_loss"])' "$TMP/run/metrics.jsonl")
+        read -r _ _ _ t _ tl _ < <("$PYTHON" bench/gan_torch.py "$THREADS" "$GENLAB_DATA" 1 "$r")
+        echo "$r,gan epoch (loss: mean d_loss),s,$g,$t,$gl,$tl" >> "$CSV"
+        echo "round $r: gan epoch: genlab $g s (d_loss $gl), pytorch $t s (d_loss $tl)" ;;
+      *) echo "unknown workload $w (rbm-500 matmul vae-2 vae-16 conv-vae gan)" >&2; exit 2 ;;
     esac
   done
 done

@@ -491,3 +491,66 @@ fn cpu_fast_path_matches_the_autodiff_step() {
         }
     }
 }
+
+#[test]
+fn cpu_conv_fast_path_matches_the_autodiff_step() {
+    use genlab::models::host_conv::HostConvVae;
+    let dev = device();
+    let mut rng = stream(6, Purpose::Fixed, 0);
+    let rows = 3;
+    let net = VaeNet::new(Architecture::Conv, 2, 16);
+    // Glorot init plus small random biases, so that every path is exercised.
+    let vae = Vae::init(net.clone(), &mut stream(6, Purpose::Init, 0), &dev);
+    let params: Vec<Tensor<1>> = vae
+        .params
+        .iter()
+        .zip(&net.specs)
+        .map(|(p, s)| {
+            if s.fans.is_some() {
+                p.clone()
+            } else {
+                upload(randn(&mut rng, s.len(), 0.05), [s.len()], &dev)
+            }
+        })
+        .collect();
+    let vae = Vae { params, ..vae };
+    let rule = Rule::RmspropKeras {
+        lr: 1e-3,
+        rho: 0.9,
+        eps: 1e-7,
+    };
+    let opt = Optimizer::new(rule, &net.sizes(), &dev);
+    for likelihood in [Likelihood::Mse, Likelihood::Bernoulli] {
+        let x: Vec<f32> = (0..rows * 784).map(|_| rng.random::<f32>()).collect();
+        let x: Vec<f32> = match likelihood {
+            Likelihood::Mse => x,
+            Likelihood::Bernoulli => x.iter().map(|&u| (u < 0.3) as u8 as f32).collect(),
+        };
+        let eps = randn(&mut rng, rows * 2, 1.0);
+        let (want_stats, finite, want_grads) = burn_step(&net, &vae, &x, &eps, likelihood).unwrap();
+        assert!(finite);
+        let mut host = HostConvVae::new(&vae, &opt, rows).unwrap();
+        let (stats, finite) = host.forward_backward(&x, &eps, likelihood);
+        assert!(finite);
+        for (a, b) in stats.iter().zip(&want_stats) {
+            assert!(
+                (a - b).abs() < 1e-4 * b.abs().max(1.0),
+                "{likelihood:?}: {stats:?} vs {want_stats:?}"
+            );
+        }
+        for (i, (g, want)) in host.grads().iter().zip(want_grads).enumerate() {
+            let want = download(want).unwrap();
+            let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            assert!(scale > 0.0, "{likelihood:?}: parameter {i} has no gradient");
+            let err = g
+                .iter()
+                .zip(&want)
+                .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(
+                err <= 1e-4 * scale,
+                "{likelihood:?}: parameter {} gradient off by {err} (scale {scale})",
+                net.specs[i].name
+            );
+        }
+    }
+}

@@ -19,6 +19,7 @@ use crate::run::{Checkpoint, RunDir};
 
 pub mod gan;
 pub mod host;
+pub mod host_conv;
 pub mod optim;
 pub mod rbm;
 pub mod tensors;

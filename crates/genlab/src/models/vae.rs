@@ -791,6 +791,49 @@ impl HostMlpVae {
     }
 }
 
+/// The CPU fast path of either body.
+enum FastPath {
+    Mlp(Box<HostMlpVae>),
+    Conv(Box<super::host_conv::HostConvVae>),
+}
+
+impl FastPath {
+    fn new(vae: &Vae, opt: &Optimizer, rows: usize) -> Result<Self> {
+        Ok(match vae.net.architecture {
+            Architecture::Mlp => FastPath::Mlp(Box::new(HostMlpVae::new(vae, opt, rows)?)),
+            Architecture::Conv => FastPath::Conv(Box::new(super::host_conv::HostConvVae::new(
+                vae, opt, rows,
+            )?)),
+        })
+    }
+
+    fn forward_backward(
+        &mut self,
+        x: &[f32],
+        eps: &[f32],
+        likelihood: Likelihood,
+    ) -> ([f64; 2], bool) {
+        match self {
+            FastPath::Mlp(h) => h.forward_backward(x, eps, likelihood),
+            FastPath::Conv(h) => h.forward_backward(x, eps, likelihood),
+        }
+    }
+
+    fn apply(&mut self) {
+        match self {
+            FastPath::Mlp(h) => h.apply(),
+            FastPath::Conv(h) => h.apply(),
+        }
+    }
+
+    fn store(&self, vae: &mut Vae, opt: &mut Optimizer) {
+        match self {
+            FastPath::Mlp(h) => h.store(vae, opt),
+            FastPath::Conv(h) => h.store(vae, opt),
+        }
+    }
+}
+
 /// One training step through burn's autodiff (any device): returns the
 /// summed (reconstruction, KL), whether the loss and every gradient are
 /// finite, and the gradients.
@@ -965,10 +1008,9 @@ impl Family for VaeFamily {
         // The CPU fast path for the MLP (GENLAB_CPU_KERNELS=0 forces burn's
         // generic path, for comparisons).
         let mut fast = if run_config.device == crate::device::DeviceKind::Cpu
-            && config.architecture == Architecture::Mlp
             && std::env::var("GENLAB_CPU_KERNELS").as_deref() != Ok("0")
         {
-            Some(HostMlpVae::new(&vae, &opt, config.batch_size)?)
+            Some(FastPath::new(&vae, &opt, config.batch_size)?)
         } else {
             None
         };

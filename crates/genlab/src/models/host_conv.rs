@@ -1,0 +1,565 @@
+//! CPU fast path of the convolutional VAE: 3x3 convolutions and transposed
+//! convolutions as patch matrices (im2col) and matrix products on host
+//! buffers, channels-last inside, with the same numbers as burn's NCHW
+//! path ([`super::vae::VaeNet`]): weights in the same layouts, the flatten in
+//! (c, h, w) order, Keras 'same' geometry (odd padding at the end, the
+//! transposed convolutions cropped to 2n).
+
+use anyhow::Result;
+use rayon::prelude::*;
+
+use super::host::{HostOptimizer, add_bias, add_bias_relu, dense, dense_backward, relu_backward};
+use super::optim::Optimizer;
+use super::tensors::{download, upload};
+use super::vae::{Likelihood, Vae};
+use crate::cpu::{column_sums, matmul};
+use crate::data::PIXELS;
+
+/// Where 3x3 patches are read: an `img_h x img_w x channels` image per
+/// example (channels last) and a `grid_h x grid_w` grid of patch positions;
+/// patch (i, j) reads image rows `stride i + kh - pad`, columns
+/// `stride j + kw - pad` (outside: zero).
+#[derive(Debug, Clone, Copy)]
+pub struct Geom {
+    pub img_h: usize,
+    pub img_w: usize,
+    pub channels: usize,
+    pub grid_h: usize,
+    pub grid_w: usize,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+impl Geom {
+    fn img_len(&self) -> usize {
+        self.img_h * self.img_w * self.channels
+    }
+
+    fn rows(&self) -> usize {
+        self.grid_h * self.grid_w
+    }
+
+    fn cols(&self) -> usize {
+        self.channels * 9
+    }
+
+    /// The image coordinate read by patch coordinate `g` at kernel offset `k`.
+    #[inline]
+    fn at(&self, g: usize, k: usize, limit: usize) -> Option<usize> {
+        let v = (self.stride * g + k).checked_sub(self.pad)?;
+        (v < limit).then_some(v)
+    }
+
+    /// Patch matrix: `cols[(b, i, j), c * 9 + kh * 3 + kw] = image[b, y, x, c]`.
+    pub fn im2col(&self, image: &[f32], cols: &mut [f32], batch: usize) {
+        let (per_img, per_cols) = (self.img_len(), self.rows() * self.cols());
+        cols[..batch * per_cols]
+            .par_chunks_mut(per_cols)
+            .zip(image[..batch * per_img].par_chunks(per_img))
+            .for_each(|(out, img)| {
+                for i in 0..self.grid_h {
+                    for j in 0..self.grid_w {
+                        let row = &mut out[(i * self.grid_w + j) * self.cols()..][..self.cols()];
+                        for kh in 0..3 {
+                            let y = self.at(i, kh, self.img_h);
+                            for kw in 0..3 {
+                                let x = self.at(j, kw, self.img_w);
+                                match (y, x) {
+                                    (Some(y), Some(x)) => {
+                                        let src = &img[(y * self.img_w + x) * self.channels..]
+                                            [..self.channels];
+                                        for (c, &v) in src.iter().enumerate() {
+                                            row[c * 9 + kh * 3 + kw] = v;
+                                        }
+                                    }
+                                    _ => {
+                                        for c in 0..self.channels {
+                                            row[c * 9 + kh * 3 + kw] = 0.0;
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+    }
+
+    /// The adjoint of [`Geom::im2col`]: `image` is overwritten with the sum
+    /// of every patch entry that reads each pixel.
+    pub fn col2im(&self, cols: &[f32], image: &mut [f32], batch: usize) {
+        let (per_img, per_cols) = (self.img_len(), self.rows() * self.cols());
+        image[..batch * per_img]
+            .par_chunks_mut(per_img)
+            .zip(cols[..batch * per_cols].par_chunks(per_cols))
+            .for_each(|(img, src)| {
+                img.fill(0.0);
+                for i in 0..self.grid_h {
+                    for j in 0..self.grid_w {
+                        let row = &src[(i * self.grid_w + j) * self.cols()..][..self.cols()];
+                        for kh in 0..3 {
+                            let Some(y) = self.at(i, kh, self.img_h) else {
+                                continue;
+                            };
+                            for kw in 0..3 {
+                                let Some(x) = self.at(j, kw, self.img_w) else {
+                                    continue;
+                                };
+                                let dst = &mut img[(y * self.img_w + x) * self.channels..]
+                                    [..self.channels];
+                                for (c, d) in dst.iter_mut().enumerate() {
+                                    *d += row[c * 9 + kh * 3 + kw];
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+    }
+}
+
+/// `[b, c, p]` (channels first, `p` positions) to `[b, p, c]`, or back with `inverse`.
+fn permute(src: &[f32], dst: &mut [f32], batch: usize, c: usize, p: usize, inverse: bool) {
+    for b in 0..batch {
+        let (s, d) = (&src[b * c * p..][..c * p], &mut dst[b * c * p..][..c * p]);
+        for ci in 0..c {
+            for pi in 0..p {
+                if inverse {
+                    d[ci * p + pi] = s[pi * c + ci];
+                } else {
+                    d[pi * c + ci] = s[ci * p + pi];
+                }
+            }
+        }
+    }
+}
+
+const C1: usize = 32;
+const C2: usize = 64;
+const S7: usize = 7;
+const FLAT: usize = C2 * S7 * S7;
+
+/// The conv VAE's training step on host buffers (parameters in
+/// [`super::vae::VaeNet::specs`] order for the conv architecture).
+pub struct HostConvVae {
+    pub latent: usize,
+    pub hidden: usize,
+    pub params: Vec<Vec<f32>>,
+    pub opt: HostOptimizer,
+    grads: Vec<Vec<f32>>,
+    g_conv1: Geom,
+    g_conv2: Geom,
+    g_up1: Geom,
+    g_up2: Geom,
+    g_out: Geom,
+    // Activations (channels last unless said) and scratch.
+    cols1: Vec<f32>,
+    a1: Vec<f32>,
+    cols2: Vec<f32>,
+    a2: Vec<f32>,
+    flat: Vec<f32>,
+    hid: Vec<f32>,
+    mean: Vec<f32>,
+    logvar: Vec<f32>,
+    sd: Vec<f32>,
+    z: Vec<f32>,
+    dflat: Vec<f32>,
+    d0: Vec<f32>,
+    ucols1: Vec<f32>,
+    u1: Vec<f32>,
+    ucols2: Vec<f32>,
+    u2: Vec<f32>,
+    ucols3: Vec<f32>,
+    logits: Vec<f32>,
+    // Gradient scratch.
+    dcols_big: Vec<f32>,
+    du1: Vec<f32>,
+    du2: Vec<f32>,
+    dd0: Vec<f32>,
+    ddflat: Vec<f32>,
+    dz: Vec<f32>,
+    dmean: Vec<f32>,
+    dlogvar: Vec<f32>,
+    dhid: Vec<f32>,
+    dflat_enc: Vec<f32>,
+    da2: Vec<f32>,
+    da1: Vec<f32>,
+}
+
+impl HostConvVae {
+    pub fn new(vae: &Vae, opt: &Optimizer, rows: usize) -> Result<Self> {
+        let (l, h) = (vae.net.latent, vae.net.hidden);
+        let params = vae
+            .params
+            .iter()
+            .map(|p| download(p.clone()))
+            .collect::<Result<Vec<_>>>()?;
+        let grads = params.iter().map(|p| vec![0.0; p.len()]).collect();
+        let geom = |img: usize, channels: usize, grid: usize, stride: usize, pad: usize| Geom {
+            img_h: img,
+            img_w: img,
+            channels,
+            grid_h: grid,
+            grid_w: grid,
+            stride,
+            pad,
+        };
+        let g_conv1 = geom(28, 1, 14, 2, 0);
+        let g_conv2 = geom(14, C1, 7, 2, 0);
+        // Transposed convolutions: the image side is their output.
+        let g_up1 = geom(14, C2, 7, 2, 0);
+        let g_up2 = geom(28, C1, 14, 2, 0);
+        let g_out = geom(28, 1, 28, 1, 1);
+        let z = |n: usize| vec![0.0f32; rows * n];
+        Ok(HostConvVae {
+            latent: l,
+            hidden: h,
+            params,
+            opt: opt.to_host()?,
+            grads,
+            cols1: z(g_conv1.rows() * g_conv1.cols()),
+            a1: z(14 * 14 * C1),
+            cols2: z(g_conv2.rows() * g_conv2.cols()),
+            a2: z(FLAT),
+            flat: z(FLAT),
+            hid: z(h),
+            mean: z(l),
+            logvar: z(l),
+            sd: z(l),
+            z: z(l),
+            dflat: z(FLAT),
+            d0: z(FLAT),
+            ucols1: z(g_up1.rows() * g_up1.cols()),
+            u1: z(14 * 14 * C2),
+            ucols2: z(g_up2.rows() * g_up2.cols()),
+            u2: z(28 * 28 * C1),
+            ucols3: z(g_out.rows() * g_out.cols()),
+            logits: z(PIXELS),
+            // The largest patch matrix of the backward pass (the second transposed convolution).
+            dcols_big: z(g_up2.rows() * C1 * 9),
+            du1: z(14 * 14 * C2),
+            du2: z(28 * 28 * C1),
+            dd0: z(FLAT),
+            ddflat: z(FLAT),
+            dz: z(l),
+            dmean: z(l),
+            dlogvar: z(l),
+            dhid: z(h),
+            dflat_enc: z(FLAT),
+            da2: z(FLAT),
+            da1: z(14 * 14 * C1),
+            g_conv1,
+            g_conv2,
+            g_up1,
+            g_up2,
+            g_out,
+        })
+    }
+
+    pub fn store(&self, vae: &mut Vae, opt: &mut Optimizer) {
+        for (t, p) in vae.params.iter_mut().zip(&self.params) {
+            *t = upload(p.clone(), [p.len()], &vae.device);
+        }
+        *opt = Optimizer::from_host(&self.opt, &vae.device);
+    }
+
+    pub fn grads(&self) -> &[Vec<f32>] {
+        &self.grads
+    }
+
+    /// Loss sums and gradients of a batch, as [`super::vae::HostMlpVae::forward_backward`].
+    pub fn forward_backward(
+        &mut self,
+        x: &[f32],
+        eps: &[f32],
+        likelihood: Likelihood,
+    ) -> ([f64; 2], bool) {
+        use super::host::{bernoulli_grad, sigmoid_mse_grad};
+        let (l, h) = (self.latent, self.hidden);
+        let b = x.len() / PIXELS;
+        let p = &self.params;
+        let g = &mut self.grads;
+        let (gc1, gc2, gu1, gu2, go) = (
+            self.g_conv1,
+            self.g_conv2,
+            self.g_up1,
+            self.g_up2,
+            self.g_out,
+        );
+
+        // Encoder: x (28x28x1, channels last = as stored) -> conv1 -> conv2.
+        gc1.im2col(x, &mut self.cols1, b);
+        let r1 = b * gc1.rows();
+        matmul(
+            &mut self.a1[..r1 * C1],
+            &self.cols1[..r1 * 9],
+            &p[0],
+            (r1, 9, C1),
+            false,
+            true,
+            0.0,
+            1.0,
+        );
+        add_bias_relu(&mut self.a1[..r1 * C1], &p[1]);
+        gc2.im2col(&self.a1, &mut self.cols2, b);
+        let r2 = b * gc2.rows();
+        matmul(
+            &mut self.a2[..r2 * C2],
+            &self.cols2[..r2 * C1 * 9],
+            &p[2],
+            (r2, C1 * 9, C2),
+            false,
+            true,
+            0.0,
+            1.0,
+        );
+        add_bias_relu(&mut self.a2[..r2 * C2], &p[3]);
+        // Flatten in (c, h, w) order, as burn's NCHW reshape.
+        permute(&self.a2, &mut self.flat, b, C2, S7 * S7, true);
+        let hid = &mut self.hid[..b * h];
+        dense(hid, &self.flat, &p[4], b, FLAT, h);
+        add_bias_relu(hid, &p[5]);
+        let (mean, logvar) = (&mut self.mean[..b * l], &mut self.logvar[..b * l]);
+        dense(mean, hid, &p[6], b, h, l);
+        add_bias(mean, &p[7]);
+        dense(logvar, hid, &p[8], b, h, l);
+        add_bias(logvar, &p[9]);
+        let (sd, z) = (&mut self.sd[..b * l], &mut self.z[..b * l]);
+        let mut kl = 0.0f64;
+        for i in 0..b * l {
+            sd[i] = (0.5 * logvar[i]).exp();
+            z[i] = mean[i] + sd[i] * eps[i];
+            kl += 0.5
+                * (sd[i] as f64 * sd[i] as f64 + (mean[i] as f64).powi(2) - 1.0 - logvar[i] as f64);
+        }
+        // Decoder: dense -> 7x7x64 -> up 14x14x64 -> up 28x28x32 -> 28x28x1.
+        let dflat = &mut self.dflat[..b * FLAT];
+        dense(dflat, z, &p[10], b, l, FLAT);
+        add_bias_relu(dflat, &p[11]);
+        permute(dflat, &mut self.d0, b, C2, S7 * S7, false);
+        let ru1 = b * gu1.rows();
+        matmul(
+            &mut self.ucols1[..ru1 * C2 * 9],
+            &self.d0[..ru1 * C2],
+            &p[12],
+            (ru1, C2, C2 * 9),
+            false,
+            false,
+            0.0,
+            1.0,
+        );
+        gu1.col2im(&self.ucols1, &mut self.u1, b);
+        add_bias_relu(&mut self.u1[..b * gu1.img_len()], &p[13]);
+        let ru2 = b * gu2.rows();
+        matmul(
+            &mut self.ucols2[..ru2 * C1 * 9],
+            &self.u1[..ru2 * C2],
+            &p[14],
+            (ru2, C2, C1 * 9),
+            false,
+            false,
+            0.0,
+            1.0,
+        );
+        gu2.col2im(&self.ucols2, &mut self.u2, b);
+        add_bias_relu(&mut self.u2[..b * gu2.img_len()], &p[15]);
+        let ro = b * go.rows();
+        matmul(
+            &mut self.ucols3[..ro * 9],
+            &self.u2[..ro * C1],
+            &p[16],
+            (ro, C1, 9),
+            false,
+            false,
+            0.0,
+            1.0,
+        );
+        go.col2im(&self.ucols3, &mut self.logits, b);
+        let logits = &mut self.logits[..b * PIXELS];
+        add_bias(logits, &p[17]);
+        let scale = 1.0 / b as f32;
+        let recon = match likelihood {
+            Likelihood::Mse => sigmoid_mse_grad(logits, x, scale),
+            Likelihood::Bernoulli => bernoulli_grad(logits, x, scale),
+        } as f64;
+        let d_logits = &self.logits[..b * PIXELS];
+
+        // Backward through the output transposed convolution (image side = logits).
+        let dcols = &mut self.dcols_big;
+        go.im2col(d_logits, dcols, b);
+        matmul(
+            &mut g[16],
+            &self.u2[..ro * C1],
+            &dcols[..ro * 9],
+            (C1, ro, 9),
+            true,
+            false,
+            0.0,
+            1.0,
+        );
+        g[17][0] = crate::cpu::sum(d_logits);
+        matmul(
+            &mut self.du2[..ro * C1],
+            &dcols[..ro * 9],
+            &p[16],
+            (ro, 9, C1),
+            false,
+            true,
+            0.0,
+            1.0,
+        );
+        relu_backward(&mut self.du2[..ro * C1], &self.u2[..ro * C1]);
+        // Second transposed convolution.
+        column_sums(&self.du2[..ro * C1], C1, &mut g[15]);
+        gu2.im2col(&self.du2, dcols, b);
+        matmul(
+            &mut g[14],
+            &self.u1[..ru2 * C2],
+            &dcols[..ru2 * C1 * 9],
+            (C2, ru2, C1 * 9),
+            true,
+            false,
+            0.0,
+            1.0,
+        );
+        matmul(
+            &mut self.du1[..ru2 * C2],
+            &dcols[..ru2 * C1 * 9],
+            &p[14],
+            (ru2, C1 * 9, C2),
+            false,
+            true,
+            0.0,
+            1.0,
+        );
+        relu_backward(&mut self.du1[..ru2 * C2], &self.u1[..ru2 * C2]);
+        // First transposed convolution.
+        column_sums(&self.du1[..ru2 * C2], C2, &mut g[13]);
+        gu1.im2col(&self.du1, dcols, b);
+        matmul(
+            &mut g[12],
+            &self.d0[..ru1 * C2],
+            &dcols[..ru1 * C2 * 9],
+            (C2, ru1, C2 * 9),
+            true,
+            false,
+            0.0,
+            1.0,
+        );
+        matmul(
+            &mut self.dd0[..ru1 * C2],
+            &dcols[..ru1 * C2 * 9],
+            &p[12],
+            (ru1, C2 * 9, C2),
+            false,
+            true,
+            0.0,
+            1.0,
+        );
+        // Back to (c, h, w) order, through the decoder's dense layer.
+        permute(&self.dd0, &mut self.ddflat, b, C2, S7 * S7, true);
+        relu_backward(&mut self.ddflat[..b * FLAT], &self.dflat[..b * FLAT]);
+        {
+            let (gw, gb) = g[10..].split_at_mut(1);
+            dense_backward(
+                &self.z,
+                &p[10],
+                &self.ddflat,
+                (b, l, FLAT),
+                &mut gw[0],
+                &mut gb[0],
+                Some(&mut self.dz),
+                false,
+            );
+        }
+        let (mean, sd) = (&self.mean[..b * l], &self.sd[..b * l]);
+        for i in 0..b * l {
+            self.dmean[i] = self.dz[i] + mean[i] * scale;
+            self.dlogvar[i] =
+                self.dz[i] * eps[i] * 0.5 * sd[i] + 0.5 * (sd[i] * sd[i] - 1.0) * scale;
+        }
+        {
+            let (gw, gb) = g[6..].split_at_mut(1);
+            dense_backward(
+                &self.hid,
+                &p[6],
+                &self.dmean,
+                (b, h, l),
+                &mut gw[0],
+                &mut gb[0],
+                Some(&mut self.dhid),
+                false,
+            );
+            let (gw, gb) = g[8..].split_at_mut(1);
+            dense_backward(
+                &self.hid,
+                &p[8],
+                &self.dlogvar,
+                (b, h, l),
+                &mut gw[0],
+                &mut gb[0],
+                Some(&mut self.dhid),
+                true,
+            );
+        }
+        relu_backward(&mut self.dhid[..b * h], &self.hid[..b * h]);
+        {
+            let (gw, gb) = g[4..].split_at_mut(1);
+            dense_backward(
+                &self.flat,
+                &p[4],
+                &self.dhid,
+                (b, FLAT, h),
+                &mut gw[0],
+                &mut gb[0],
+                Some(&mut self.dflat_enc),
+                false,
+            );
+        }
+        permute(&self.dflat_enc, &mut self.da2, b, C2, S7 * S7, false);
+        relu_backward(&mut self.da2[..r2 * C2], &self.a2[..r2 * C2]);
+        // conv2: dW = dY' cols, d cols = dY W, then scatter back to the image.
+        matmul(
+            &mut g[2],
+            &self.da2[..r2 * C2],
+            &self.cols2[..r2 * C1 * 9],
+            (C2, r2, C1 * 9),
+            true,
+            false,
+            0.0,
+            1.0,
+        );
+        column_sums(&self.da2[..r2 * C2], C2, &mut g[3]);
+        matmul(
+            &mut dcols[..r2 * C1 * 9],
+            &self.da2[..r2 * C2],
+            &p[2],
+            (r2, C2, C1 * 9),
+            false,
+            false,
+            0.0,
+            1.0,
+        );
+        gc2.col2im(dcols, &mut self.da1, b);
+        relu_backward(&mut self.da1[..r1 * C1], &self.a1[..r1 * C1]);
+        // conv1: weights only (the input needs no gradient).
+        matmul(
+            &mut g[0],
+            &self.da1[..r1 * C1],
+            &self.cols1[..r1 * 9],
+            (C1, r1, 9),
+            true,
+            false,
+            0.0,
+            1.0,
+        );
+        column_sums(&self.da1[..r1 * C1], C1, &mut g[1]);
+
+        let finite = super::host::all_finite(g) && recon.is_finite() && kl.is_finite();
+        ([recon, kl], finite)
+    }
+
+    pub fn apply(&mut self) {
+        self.opt.update(&mut self.params, &self.grads);
+    }
+}
