@@ -7,7 +7,8 @@ loss = sum of squared errors over pixels + KL, mean over the batch; Adam
 (lr 1e-3, eps 1e-7); batch 128, 60,000 images, shuffled.
 conv-vae: SPEC section 3 (two stride-2 'same' convolutions, dense 16, heads
 to 2; dense 2->3136, transposed convolutions 64, 32, 1); RMSprop (lr 1e-3,
-alpha 0.9, eps 1e-7); batch 32, the first 10,000 images.
+alpha 0.9, eps 1e-7); batch 32, the first 10,000 images. Glorot-uniform
+kernels and zero biases, as Keras (and genlab) initialise.
 Prints: seconds <s> loss <mean train loss over the epoch>."""
 import gzip
 import os
@@ -76,6 +77,13 @@ class ConvVae(nn.Module):
         return torch.sigmoid(self.t3(d)).view(b, 784), mean, logvar
 
 
+def keras_init(module):
+    # Keras's defaults, as genlab uses: Glorot-uniform kernels, zero biases.
+    if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+        nn.init.xavier_uniform_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
 if preset == "conv-vae":
     model, batch, x_all = ConvVae(), 32, x_all[:10000]
     opt = torch.optim.RMSprop(model.parameters(), lr=1e-3, alpha=0.9, eps=1e-7)
@@ -83,6 +91,7 @@ else:
     model, batch = MlpVae(int(preset.split("-")[1])), 128
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
 
+model.apply(keras_init)
 order = torch.randperm(x_all.shape[0])
 total, n = 0.0, 0
 start = time.perf_counter()

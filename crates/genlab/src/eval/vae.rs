@@ -35,6 +35,45 @@ pub fn default_k(architecture: Architecture) -> usize {
 pub struct VaeDensity<'a> {
     pub vae: &'a Vae,
     pub likelihood: Likelihood,
+    /// The MLP decoder's weights on the host, to decode the many samples with
+    /// genlab's CPU kernels instead of burn's generic path (CPU runs only).
+    pub host_decoder: Option<Vec<Vec<f32>>>,
+}
+
+impl<'a> VaeDensity<'a> {
+    pub fn new(vae: &'a Vae, likelihood: Likelihood, on_cpu: bool) -> Result<Self> {
+        let host_decoder = if on_cpu && vae.net.architecture == Architecture::Mlp {
+            Some(
+                vae.params[6..10]
+                    .iter()
+                    .map(|p| crate::models::tensors::download(p.clone()))
+                    .collect::<Result<Vec<_>>>()?,
+            )
+        } else {
+            None
+        };
+        Ok(VaeDensity {
+            vae,
+            likelihood,
+            host_decoder,
+        })
+    }
+
+    fn logits(&self, z: &[f32]) -> Result<Vec<f32>> {
+        use crate::models::host::{add_bias, add_bias_relu, dense};
+        let Some(w) = &self.host_decoder else {
+            return self.vae.decode_logits(z);
+        };
+        let (l, h) = (self.vae.net.latent, self.vae.net.hidden);
+        let n = z.len() / l;
+        let mut hid = vec![0.0f32; n * h];
+        dense(&mut hid, z, &w[0], n, l, h);
+        add_bias_relu(&mut hid, &w[1]);
+        let mut out = vec![0.0f32; n * PIXELS];
+        dense(&mut out, &hid, &w[2], n, h, PIXELS);
+        add_bias(&mut out, &w[3]);
+        Ok(out)
+    }
 }
 
 impl LatentModel for VaeDensity<'_> {
@@ -51,7 +90,7 @@ impl LatentModel for VaeDensity<'_> {
     }
 
     fn log_likelihood(&self, x: &[f32], z: &[f32], s: usize) -> Result<Vec<f64>> {
-        let logits = self.vae.decode_logits(z)?;
+        let logits = self.logits(z)?;
         let c = gaussian_constant();
         Ok(logits
             .par_chunks_exact(PIXELS)
@@ -87,10 +126,11 @@ pub fn evaluate_vae(run: &RunDir, opts: &EvalOptions) -> Result<(Value, Vec<Stri
     fill_standard_normal(&mut stream(opts.seed, Purpose::Eval, 20), &mut eps);
     let (recon, kl) = model.loss_terms(&test, &eps, cfg.likelihood)?;
 
-    let density = VaeDensity {
-        vae: model,
-        likelihood: cfg.likelihood,
-    };
+    let density = VaeDensity::new(
+        model,
+        cfg.likelihood,
+        loaded.config.device == crate::device::DeviceKind::Cpu,
+    )?;
     let rows_per_pass = match cfg.architecture {
         Architecture::Mlp => 5000,
         Architecture::Conv => 1000,
