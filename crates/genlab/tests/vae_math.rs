@@ -559,12 +559,16 @@ fn cpu_conv_fast_path_matches_the_autodiff_step() {
 fn host_decoder_of_the_evaluation_matches_burn() {
     use genlab::eval::vae::VaeDensity;
     let dev = device();
-    let net = VaeNet::new(Architecture::Mlp, 2, 32);
-    let vae = Vae::init(net, &mut stream(8, Purpose::Init, 0), &dev);
-    let mut rng = stream(8, Purpose::Fixed, 0);
-    let x: Vec<f32> = (0..2 * 784).map(|_| rng.random::<f32>()).collect();
-    let z = randn(&mut rng, 2 * 5 * 2, 1.0);
-    for likelihood in [Likelihood::Mse, Likelihood::Bernoulli] {
+    for (arch, likelihood) in [
+        (Architecture::Mlp, Likelihood::Mse),
+        (Architecture::Mlp, Likelihood::Bernoulli),
+        (Architecture::Conv, Likelihood::Mse),
+    ] {
+        let net = VaeNet::new(arch, 2, if arch == Architecture::Mlp { 32 } else { 16 });
+        let vae = Vae::init(net, &mut stream(8, Purpose::Init, 0), &dev);
+        let mut rng = stream(8, Purpose::Fixed, 0);
+        let x: Vec<f32> = (0..2 * 784).map(|_| rng.random::<f32>()).collect();
+        let z = randn(&mut rng, 2 * 5 * 2, 1.0);
         let fast = VaeDensity::new(&vae, likelihood, true).unwrap();
         let generic = VaeDensity::new(&vae, likelihood, false).unwrap();
         assert!(fast.host_decoder.is_some() && generic.host_decoder.is_none());

@@ -35,16 +35,16 @@ pub fn default_k(architecture: Architecture) -> usize {
 pub struct VaeDensity<'a> {
     pub vae: &'a Vae,
     pub likelihood: Likelihood,
-    /// The MLP decoder's weights on the host, to decode the many samples with
-    /// genlab's CPU kernels instead of burn's generic path (CPU runs only).
+    /// The parameters on the host, to decode the many samples with genlab's
+    /// CPU kernels instead of burn's generic path (CPU runs only).
     pub host_decoder: Option<Vec<Vec<f32>>>,
 }
 
 impl<'a> VaeDensity<'a> {
     pub fn new(vae: &'a Vae, likelihood: Likelihood, on_cpu: bool) -> Result<Self> {
-        let host_decoder = if on_cpu && vae.net.architecture == Architecture::Mlp {
+        let host_decoder = if on_cpu {
             Some(
-                vae.params[6..10]
+                vae.params
                     .iter()
                     .map(|p| crate::models::tensors::download(p.clone()))
                     .collect::<Result<Vec<_>>>()?,
@@ -65,6 +65,10 @@ impl<'a> VaeDensity<'a> {
             return self.vae.decode_logits(z);
         };
         let (l, h) = (self.vae.net.latent, self.vae.net.hidden);
+        if self.vae.net.architecture == Architecture::Conv {
+            return Ok(crate::models::host_conv::decode_logits(w, l, z));
+        }
+        let w = &w[6..10];
         let n = z.len() / l;
         let mut hid = vec![0.0f32; n * h];
         dense(&mut hid, z, &w[0], n, l, h);

@@ -563,3 +563,77 @@ impl HostConvVae {
         self.opt.update(&mut self.params, &self.grads);
     }
 }
+
+/// Decoder logits (rows of 784) for latent rows `z` with the conv VAE's
+/// parameters `params` (all of them, in spec order), on host buffers.
+pub fn decode_logits(params: &[Vec<f32>], latent: usize, z: &[f32]) -> Vec<f32> {
+    let p = params;
+    let n_all = z.len() / latent;
+    let mut out = vec![0.0f32; n_all * PIXELS];
+    let geom = |img: usize, channels: usize, grid: usize, stride: usize, pad: usize| Geom {
+        img_h: img,
+        img_w: img,
+        channels,
+        grid_h: grid,
+        grid_w: grid,
+        stride,
+        pad,
+    };
+    let (gu1, gu2, go) = (
+        geom(14, C2, 7, 2, 0),
+        geom(28, C1, 14, 2, 0),
+        geom(28, 1, 28, 1, 1),
+    );
+    const CHUNK: usize = 256;
+    let mut dflat = vec![0.0f32; CHUNK * FLAT];
+    let mut d0 = vec![0.0f32; CHUNK * FLAT];
+    let mut cols = vec![0.0f32; CHUNK * gu2.rows() * C1 * 9];
+    let mut u1 = vec![0.0f32; CHUNK * gu1.img_len()];
+    let mut u2 = vec![0.0f32; CHUNK * gu2.img_len()];
+    for (zc, oc) in z.chunks(CHUNK * latent).zip(out.chunks_mut(CHUNK * PIXELS)) {
+        let n = zc.len() / latent;
+        dense(&mut dflat, zc, &p[10], n, latent, FLAT);
+        add_bias_relu(&mut dflat[..n * FLAT], &p[11]);
+        permute(&dflat, &mut d0, n, C2, S7 * S7, false);
+        let r1 = n * gu1.rows();
+        matmul(
+            &mut cols[..r1 * C2 * 9],
+            &d0[..r1 * C2],
+            &p[12],
+            (r1, C2, C2 * 9),
+            false,
+            false,
+            0.0,
+            1.0,
+        );
+        gu1.col2im(&cols, &mut u1, n);
+        add_bias_relu(&mut u1[..n * gu1.img_len()], &p[13]);
+        let r2 = n * gu2.rows();
+        matmul(
+            &mut cols[..r2 * C1 * 9],
+            &u1[..r2 * C2],
+            &p[14],
+            (r2, C2, C1 * 9),
+            false,
+            false,
+            0.0,
+            1.0,
+        );
+        gu2.col2im(&cols, &mut u2, n);
+        add_bias_relu(&mut u2[..n * gu2.img_len()], &p[15]);
+        let r3 = n * go.rows();
+        matmul(
+            &mut cols[..r3 * 9],
+            &u2[..r3 * C1],
+            &p[16],
+            (r3, C1, 9),
+            false,
+            false,
+            0.0,
+            1.0,
+        );
+        go.col2im(&cols, oc, n);
+        add_bias(&mut oc[..n * PIXELS], &p[17]);
+    }
+    out
+}
