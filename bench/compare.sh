@@ -49,7 +49,7 @@ for r in $(seq 1 "$ROUNDS"); do
         rm -rf "$TMP/run"
         "$GENLAB" train vae --preset "$w" --epochs 1 --seed "$r" --out "$TMP/run" > /dev/null
         read -r g gl < <("$PYTHON" -c 'import json,sys; m=json.loads(open(sys.argv[1]).readline()); print(m["seconds"], m["loss"])' "$TMP/run/metrics.jsonl")
-        read -r _ t _ tl < <("$PYTHON" bench/vae_torch.py "$w" "$THREADS" "$GENLAB_DATA")
+        read -r _ t _ tl < <("$PYTHON" bench/vae_torch.py "$w" "$THREADS" "$GENLAB_DATA" "$r")
         echo "$r,$w epoch,s,$g,$t,$gl,$tl" >> "$CSV"
         echo "round $r: $w epoch: genlab $g s (loss $gl), pytorch $t s (loss $tl)" ;;
       gan)

@@ -1,6 +1,6 @@
 """One training epoch of a seed VAE preset in PyTorch, on MNIST, timed the
 way genlab's metrics.jsonl times its own (the batches only: no data loading,
-no validation). Usage: vae_torch.py PRESET THREADS DATA_DIR
+no validation). Usage: vae_torch.py PRESET THREADS DATA_DIR [SEED]
 
 vae-2 / vae-16: Dense 784-256 relu, heads 256->L; decoder L-256-784 sigmoid;
 loss = sum of squared errors over pixels + KL, mean over the batch; Adam
@@ -21,8 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 preset, threads, data = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+seed = int(sys.argv[4]) if len(sys.argv) > 4 else 0
 torch.set_num_threads(threads)
-torch.manual_seed(0)
+torch.manual_seed(seed)
 
 
 def images(path):

@@ -225,3 +225,62 @@ fn vae_resume_gives_bit_identical_weights() {
     assert!(weights(&run) == want, "resumed weights differ");
     assert_eq!(metrics(&run), want_metrics);
 }
+
+#[test]
+fn divergence_stops_with_a_clear_one_line_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("diverge");
+    let out = genlab(&[
+        "train",
+        "vae",
+        "--out",
+        run.to_str().unwrap(),
+        "--train-limit",
+        "1024",
+        "--test-limit",
+        "100",
+        "--epochs",
+        "2",
+        "--set",
+        "model.lr=1e30",
+    ])
+    .output()
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("NaN or infinite") && err.contains("--on-nan skip-batch"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"));
+
+    // Skipping bad batches cannot rescue parameters that the first update
+    // already blew up: the run stops at the epoch's validation, clearly.
+    let run = dir.path().join("skip");
+    let out = genlab(&[
+        "train",
+        "vae",
+        "--out",
+        run.to_str().unwrap(),
+        "--train-limit",
+        "1024",
+        "--test-limit",
+        "100",
+        "--epochs",
+        "1",
+        "--set",
+        "model.lr=1e30",
+        "--on-nan",
+        "skip-batch",
+    ])
+    .output()
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("validation loss is NaN") && err.contains("lower model.lr"),
+        "{err}"
+    );
+}
