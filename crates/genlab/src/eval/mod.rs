@@ -4,6 +4,7 @@
 
 pub mod ais;
 pub mod importance;
+pub mod sample_metrics;
 pub mod vae;
 
 use std::path::{Path, PathBuf};
