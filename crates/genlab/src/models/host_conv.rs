@@ -119,7 +119,14 @@ impl Geom {
 }
 
 /// `[b, c, p]` (channels first, `p` positions) to `[b, p, c]`, or back with `inverse`.
-fn permute(src: &[f32], dst: &mut [f32], batch: usize, c: usize, p: usize, inverse: bool) {
+pub(crate) fn permute(
+    src: &[f32],
+    dst: &mut [f32],
+    batch: usize,
+    c: usize,
+    p: usize,
+    inverse: bool,
+) {
     for b in 0..batch {
         let (s, d) = (&src[b * c * p..][..c * p], &mut dst[b * c * p..][..c * p]);
         for ci in 0..c {
