@@ -185,6 +185,15 @@ struct EvalArgs {
     /// VAE: importance samples per test image (default 5000 for MLP VAEs, 500 for the conv VAE).
     #[arg(long)]
     k: Option<usize>,
+    /// Generated images for the sample-quality metrics (FID, KID, IS, precision/recall); 0 skips them.
+    #[arg(short = 'n', long = "samples", default_value_t = 10_000)]
+    samples: usize,
+    /// RBM: Gibbs steps of each sampling chain, started from random noise.
+    #[arg(long, default_value_t = 1000)]
+    sample_steps: usize,
+    /// Use this evaluator network (safetensors) instead of genlab's shipped one.
+    #[arg(long, value_name = "FILE")]
+    evaluator: Option<PathBuf>,
     /// Print the JSON report instead of the table.
     #[arg(long)]
     json: bool,
@@ -260,6 +269,9 @@ fn eval(args: EvalArgs) -> Result<()> {
             ais_runs: args.ais_runs,
             ais_steps: args.ais_steps,
             k: args.k,
+            samples: args.samples,
+            sample_steps: args.sample_steps,
+            evaluator: args.evaluator,
             out: args.out,
             data_dir: args.data_dir,
         },

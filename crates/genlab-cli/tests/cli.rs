@@ -209,6 +209,10 @@ fn small_rbm_run_writes_every_file() {
         "8",
         "--ais-steps",
         "300",
+        "-n",
+        "200",
+        "--sample-steps",
+        "50",
         "--json",
     ]));
     assert!(ok, "{err}");
@@ -216,6 +220,15 @@ fn small_rbm_run_writes_every_file() {
     let ll = &report["likelihood"];
     assert_eq!(ll["log_z_source"], "exact", "H = 20 is summed exactly");
     assert!(ll["test_log_likelihood"].as_f64().unwrap() < 0.0);
+    let q = &report["sample_quality"]["model"];
+    assert_eq!(q["images"], 200);
+    assert!(
+        q["how"]
+            .as_str()
+            .unwrap()
+            .contains("50 Gibbs steps from random noise")
+    );
+    assert!(q["fid"].as_f64().unwrap().is_finite());
     assert!(root.join("eval.json").is_file());
     for (args, expect) in [
         (vec!["inpaint", r, "--remove", "1.5"], "--remove 1.5"),

@@ -129,6 +129,21 @@ fn small_gan_run_prints_the_seed_line_and_draws_its_pictures() {
     );
     let out = genlab(&["inpaint", r]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
+
+    // Sample quality with the shipped evaluator, beside real images.
+    let out = ok(&["eval", r, "-n", "500", "--json"]);
+    let e: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let q = &e["sample_quality"];
+    assert!(q["evaluator"].as_str().unwrap().contains("mnist evaluator"));
+    let (model, real) = (&q["model"], &q["reference_real_train_10k"]);
+    assert_eq!(model["images"], 500);
+    for key in ["fid", "kid", "inception_score", "precision", "recall"] {
+        assert!(model[key].as_f64().unwrap().is_finite(), "{key}");
+    }
+    // Two epochs on 6,400 images are far from real digits.
+    assert!(model["fid"].as_f64().unwrap() > 5.0 * real["fid"].as_f64().unwrap());
+    assert!(real["inception_score"].as_f64().unwrap() > 9.0);
+    assert_eq!(real["classes_covered"], 10);
 }
 
 #[test]

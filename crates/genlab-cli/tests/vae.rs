@@ -107,7 +107,7 @@ fn small_vae_runs_write_every_figure_and_evaluate() {
         assert!(e > 0.0 && e < 1.0, "{e}");
     }
 
-    let out = ok(&["eval", r, "--k", "200", "--json"]);
+    let out = ok(&["eval", r, "--k", "200", "-n", "300", "--json"]);
     let e: serde_json::Value = serde_json::from_str(&out).unwrap();
     let lik = &e["likelihood"];
     let (px, elbo) = (
@@ -122,6 +122,7 @@ fn small_vae_runs_write_every_figure_and_evaluate() {
     let loss = e["loss"]["test_loss"].as_f64().unwrap();
     assert!((elbo + loss + c).abs() < 1.0, "ELBO {elbo}, loss {loss}");
     assert!(run.join("eval.json").is_file());
+    assert_eq!(e["sample_quality"]["model"]["images"], 300);
 }
 
 #[test]
@@ -155,7 +156,15 @@ fn conv_and_bernoulli_variants_run() {
     let svg = std::fs::read_to_string(bern.join("images/latent_scatter.svg")).unwrap();
     assert!(svg.contains("principal component 1"));
     assert!(!bern.join("images/manifold.png").exists());
-    let out = ok(&["eval", bern.to_str().unwrap(), "--k", "50", "--json"]);
+    let out = ok(&[
+        "eval",
+        bern.to_str().unwrap(),
+        "--k",
+        "50",
+        "-n",
+        "0",
+        "--json",
+    ]);
     let e: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(e["likelihood"]["decoder"], "bernoulli");
     let px = e["likelihood"]["test_log_likelihood"].as_f64().unwrap();

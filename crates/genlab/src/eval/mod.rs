@@ -5,6 +5,7 @@
 pub mod ais;
 pub mod evaluator;
 pub mod importance;
+pub mod quality;
 pub mod sample_metrics;
 pub mod vae;
 
@@ -31,6 +32,12 @@ pub struct EvalOptions {
     pub ais_steps: usize,
     /// Importance samples per image for latent-variable models (None: the model's default).
     pub k: Option<usize>,
+    /// Generated images for the sample-quality metrics (0 skips them).
+    pub samples: usize,
+    /// RBM: Gibbs steps of each sampling chain (from random noise).
+    pub sample_steps: usize,
+    /// A user's evaluator network instead of the shipped one.
+    pub evaluator: Option<PathBuf>,
     /// Where eval.json goes (default: inside the run).
     pub out: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
@@ -43,6 +50,9 @@ impl Default for EvalOptions {
             ais_runs: 100,
             ais_steps: 14_500,
             k: None,
+            samples: 10_000,
+            sample_steps: 1000,
+            evaluator: None,
             out: None,
             data_dir: None,
         }
@@ -75,14 +85,25 @@ pub fn evaluate(run_root: &Path, opts: &EvalOptions) -> Result<Report> {
     }
     let run = RunDir::open(run_root)?;
     let family = run.family()?;
-    let (json, lines) = match family.as_str() {
+    let (mut json, mut lines) = match family.as_str() {
         "rbm" => evaluate_rbm(&run, opts)?,
         "vae" => vae::evaluate_vae(&run, opts)?,
+        "gan" => (
+            json!({"run": run.root.display().to_string(), "family": "gan", "seed": opts.seed}),
+            vec![format!("run              {}", run.root.display())],
+        ),
         other => crate::usage_bail!(
-            "{}: evaluating a {other} run is not supported yet",
+            "{}: evaluating a {other} run is not supported",
             run_root.display()
         ),
     };
+    if opts.samples > 0 {
+        let (sample_json, sample_lines) = quality::evaluate_samples(&run, &family, opts)?;
+        if let Value::Object(map) = &mut json {
+            map.extend(sample_json.as_object().cloned().unwrap_or_default());
+        }
+        lines.extend(sample_lines);
+    }
     let path = opts
         .out
         .clone()

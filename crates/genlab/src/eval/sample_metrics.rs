@@ -60,8 +60,27 @@ pub fn fid(a: &[f32], b: &[f32], d: usize) -> f64 {
     frechet_distance(&m1, &s1, &m2, &s2)
 }
 
-fn row(s: &[f32], i: usize, d: usize) -> &[f32] {
-    &s[i * d..(i + 1) * d]
+/// Rows `idx` of `x` gathered into one matrix.
+fn gather(x: &[f32], idx: &[usize], d: usize) -> Vec<f32> {
+    idx.iter()
+        .flat_map(|&i| x[i * d..(i + 1) * d].iter().copied())
+        .collect()
+}
+
+/// Sum of the cubic polynomial kernel `(x.y / d + 1)^3` over all pairs of
+/// rows of `a` and `b` (`m x d` each), leaving out the diagonal when `skip_diagonal`.
+fn kernel_sum(a: &[f32], b: &[f32], m: usize, d: usize, skip_diagonal: bool) -> f64 {
+    let mut dots = vec![0.0f32; m * m];
+    crate::cpu::matmul(&mut dots, a, b, (m, d, m), false, true, 0.0, 1.0 / d as f32);
+    let mut sum = 0.0f64;
+    for (i, row) in dots.chunks_exact(m).enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            if !(skip_diagonal && i == j) {
+                sum += (v as f64 + 1.0).powi(3);
+            }
+        }
+    }
+    sum
 }
 
 /// KID: the unbiased MMD^2 with kernel `k(x, y) = (x.y / d + 1)^3`, averaged
@@ -79,25 +98,14 @@ pub fn kid(
     let m = subset_size.min(na).min(nb);
     assert!(m >= 2, "KID needs at least two rows per set");
     let mut rng = stream(seed, Purpose::Eval, 30);
-    let kernel = |x: &[f32], y: &[f32]| -> f64 {
-        let dot: f64 = x.iter().zip(y).map(|(&p, &q)| p as f64 * q as f64).sum();
-        (dot / d as f64 + 1.0).powi(3)
-    };
     let values: Vec<f64> = (0..subsets.max(1))
         .map(|_| {
-            let ia = sample(&mut rng, na, m).into_vec();
-            let ib = sample(&mut rng, nb, m).into_vec();
-            let (mut kxx, mut kyy, mut kxy) = (0.0, 0.0, 0.0);
-            for i in 0..m {
-                for j in 0..m {
-                    if i != j {
-                        kxx += kernel(row(a, ia[i], d), row(a, ia[j], d));
-                        kyy += kernel(row(b, ib[i], d), row(b, ib[j], d));
-                    }
-                    kxy += kernel(row(a, ia[i], d), row(b, ib[j], d));
-                }
-            }
+            let xa = gather(a, &sample(&mut rng, na, m).into_vec(), d);
+            let xb = gather(b, &sample(&mut rng, nb, m).into_vec(), d);
             let mf = m as f64;
+            let kxx = kernel_sum(&xa, &xa, m, d, true);
+            let kyy = kernel_sum(&xb, &xb, m, d, true);
+            let kxy = kernel_sum(&xa, &xb, m, d, false);
             kxx / (mf * (mf - 1.0)) + kyy / (mf * (mf - 1.0)) - 2.0 * kxy / (mf * mf)
         })
         .collect();

@@ -1,0 +1,154 @@
+//! Sample quality for every model family, measured the same way: features
+//! of generated images and of the test set from the shipped evaluator
+//! network, then FID, KID, Inception Score, precision/recall and class
+//! coverage, beside a reference row of real training images.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use serde_json::{Value, json};
+
+use super::EvalOptions;
+use super::evaluator::{self, CLASSES, FEATURES};
+use super::sample_metrics::{class_coverage, fid, inception_score, kid, precision_recall};
+use crate::config::{DataConfig, RunConfig};
+use crate::data::batches::split_to_f32;
+use crate::data::{DatasetName, PixelView};
+use crate::models::rbm::{self, ChainStart};
+use crate::models::{gan, vae};
+use crate::rng::{Purpose, stream};
+use crate::run::RunDir;
+
+/// Every metric of one set of images against the test set.
+fn metrics(feats: &[f32], probs: &[f32], test_feats: &[f32], seed: u64) -> Value {
+    let (kid_mean, kid_std) = kid(feats, test_feats, FEATURES, 100, 1000, seed);
+    let (is_mean, is_std) = inception_score(probs, CLASSES, 10);
+    let (precision, recall) = precision_recall(test_feats, feats, FEATURES, 3);
+    let (hist, covered) = class_coverage(probs, CLASSES, 0.05);
+    json!({
+        "images": feats.len() / FEATURES,
+        "fid": fid(feats, test_feats, FEATURES),
+        "kid": kid_mean,
+        "kid_std": kid_std,
+        "inception_score": is_mean,
+        "inception_score_std": is_std,
+        "precision": precision,
+        "recall": recall,
+        "class_histogram": hist,
+        "classes_covered": covered,
+    })
+}
+
+fn line(name: &str, m: &Value) -> String {
+    let f = |k: &str| m[k].as_f64().unwrap_or(f64::NAN);
+    format!(
+        "{name:<16} FID {:.2}  KID {:.4} +- {:.4}  IS {:.2} +- {:.2}  precision {:.3}  recall {:.3}  classes >= 5%: {}/10",
+        f("fid"),
+        f("kid"),
+        f("kid_std"),
+        f("inception_score"),
+        f("inception_score_std"),
+        f("precision"),
+        f("recall"),
+        m["classes_covered"].as_u64().unwrap_or(0)
+    )
+}
+
+/// Generates `opts.samples` images from the run's model and measures them.
+pub fn evaluate_samples(
+    run: &RunDir,
+    family: &str,
+    opts: &EvalOptions,
+) -> Result<(Value, Vec<String>)> {
+    let n = opts.samples;
+    if n < 10 {
+        crate::usage_bail!(
+            "--samples {n}: use at least 10 generated images (10,000 is the default)"
+        );
+    }
+    if opts.sample_steps == 0 {
+        crate::usage_bail!("--sample-steps 0: a Gibbs chain needs at least one step");
+    }
+    let data_cfg: RunConfig<toml::Value> = run.read_config()?;
+    let dataset = data_cfg.data.dataset.clone();
+    let ds_name = match &dataset {
+        DatasetName::Mnist => "mnist".to_string(),
+        DatasetName::FashionMnist => "fashion-mnist".to_string(),
+        DatasetName::Idx(p) => format!("idx:{}", p.display()),
+    };
+    let (mut net, evaluator_desc) =
+        evaluator::load(&ds_name, opts.evaluator.as_deref(), 500).map_err(crate::error::usage)?;
+    let t0 = Instant::now();
+    let (images, how) = match family {
+        "rbm" => {
+            let loaded = rbm::load_run(run)?;
+            let data = loaded.config.data.load(opts.data_dir.clone())?;
+            let s = rbm::sample_chains(
+                &loaded.rbm,
+                &data.test,
+                n,
+                opts.sample_steps,
+                ChainStart::Noise,
+                opts.seed,
+            );
+            (
+                s,
+                format!(
+                    "{} Gibbs steps from random noise, mean-field visible probabilities",
+                    opts.sample_steps
+                ),
+            )
+        }
+        "vae" => {
+            let loaded = vae::load_run(run)?;
+            (
+                vae::sample_prior(&loaded.vae, n, opts.seed)?,
+                "decoder means of z ~ N(0, I)".to_string(),
+            )
+        }
+        "gan" => {
+            let loaded = gan::load_run(run)?;
+            (
+                gan::sample(&loaded.gan, n, opts.seed)?,
+                "generator outputs for fresh noise, dropout off".to_string(),
+            )
+        }
+        other => crate::usage_bail!("sample metrics for a {other} run are not supported"),
+    };
+    let sampling_seconds = t0.elapsed().as_secs_f64();
+    // The whole test set and the first 10,000 training images, whatever limits the run trained with.
+    let full = DataConfig {
+        dataset,
+        train_limit: None,
+        test_limit: None,
+    }
+    .load(opts.data_dir.clone())?;
+    let fixed = &mut stream(0, Purpose::Fixed, 0);
+    let test = split_to_f32(&full.test, PixelView::Unit, fixed);
+    let reference = split_to_f32(&full.train.head(10_000), PixelView::Unit, fixed);
+    let (test_feats, _) = net.features_and_probs(&test);
+    let (ref_feats, ref_probs) = net.features_and_probs(&reference);
+    let (feats, probs) = net.features_and_probs(&images);
+    let model = metrics(&feats, &probs, &test_feats, opts.seed);
+    let real = metrics(&ref_feats, &ref_probs, &test_feats, opts.seed);
+    let lines = vec![
+        format!("samples          {n} images: {how} ({sampling_seconds:.1} s)"),
+        format!(
+            "evaluator        {evaluator_desc}; against the {} test images",
+            full.test.len()
+        ),
+        line("model", &model),
+        line("real (reference)", &real),
+    ];
+    let mut model = model;
+    model["how"] = json!(how);
+    let json = json!({
+        "sample_quality": {
+            "evaluator": evaluator_desc,
+            "test_images": full.test.len(),
+            "model": model,
+            "reference_real_train_10k": real,
+        }
+    });
+    Ok((json, lines))
+}
