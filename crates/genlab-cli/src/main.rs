@@ -33,6 +33,8 @@ enum Command {
     Inpaint(InpaintArgs),
     /// Measure a trained run (RBM: log Z by AIS, exact for small H, and test log-likelihood); writes eval.json.
     Eval(EvalArgs),
+    /// One table across runs (model, preset, epochs, training time, every metric from eval.json), as Markdown and CSV.
+    Compare(CompareArgs),
     /// List every preset with a one-line description.
     Presets,
     /// Datasets: where they are found and what they hold.
@@ -45,6 +47,16 @@ enum Command {
         #[command(subcommand)]
         command: EvaluatorCommand,
     },
+}
+
+#[derive(Args)]
+struct CompareArgs {
+    /// Run directories.
+    #[arg(required = true)]
+    runs: Vec<PathBuf>,
+    /// Directory for compare.md and compare.csv (default: the current directory).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    out: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -373,6 +385,25 @@ fn presets() {
     }
 }
 
+fn compare(args: CompareArgs) -> Result<()> {
+    let runs: Vec<&std::path::Path> = args.runs.iter().map(PathBuf::as_path).collect();
+    let table = genlab::eval::compare::compare(&runs)?;
+    let md = table.to_markdown();
+    print!("{md}");
+    if !args.out.is_dir() {
+        std::fs::create_dir_all(&args.out)?;
+    }
+    let (md_path, csv_path) = (args.out.join("compare.md"), args.out.join("compare.csv"));
+    genlab::atomic::write_atomic(&md_path, md.as_bytes())?;
+    genlab::atomic::write_atomic(&csv_path, table.to_csv().as_bytes())?;
+    println!(
+        "\nwritten to {} and {}",
+        md_path.display(),
+        csv_path.display()
+    );
+    Ok(())
+}
+
 fn evaluator_train(args: EvaluatorTrainArgs) -> Result<()> {
     use genlab::eval::evaluator::{Recipe, train};
     let sources = DataSources::from_env(args.data_dir);
@@ -480,6 +511,7 @@ fn main() -> ExitCode {
         Command::Evaluator {
             command: EvaluatorCommand::Train(args),
         } => evaluator_train(args),
+        Command::Compare(args) => compare(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

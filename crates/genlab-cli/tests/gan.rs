@@ -144,6 +144,37 @@ fn small_gan_run_prints_the_seed_line_and_draws_its_pictures() {
     assert!(model["fid"].as_f64().unwrap() > 5.0 * real["fid"].as_f64().unwrap());
     assert!(real["inception_score"].as_f64().unwrap() > 9.0);
     assert_eq!(real["classes_covered"], 10);
+
+    // One table across families.
+    let vae = dir.path().join("vae");
+    let v = vae.to_str().unwrap();
+    ok(&[
+        "train",
+        "vae",
+        "--out",
+        v,
+        "--train-limit",
+        "512",
+        "--test-limit",
+        "100",
+        "--epochs",
+        "1",
+    ]);
+    ok(&["eval", v, "--k", "10", "-n", "100"]);
+    let table_dir = dir.path().join("table");
+    let out = ok(&["compare", r, v, "--out", table_dir.to_str().unwrap()]);
+    for text in [
+        "MLP GAN",
+        "MLP VAE",
+        "| gan |",
+        "| vae-2 |",
+        "real training images (10,000)",
+    ] {
+        assert!(out.contains(text), "{text} not in {out}");
+    }
+    let csv = std::fs::read_to_string(table_dir.join("compare.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 4, "{csv}");
+    assert!(table_dir.join("compare.md").is_file());
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! training images.
 
 pub mod ais;
+pub mod compare;
 pub mod evaluator;
 pub mod importance;
 pub mod quality;

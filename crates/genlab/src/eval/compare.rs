@@ -1,0 +1,182 @@
+//! `genlab compare RUN...`: one table across runs of any families, from each
+//! run's config.toml, metrics.jsonl and eval.json, with the real-data
+//! reference row of the sample metrics.
+
+use std::path::Path;
+
+use anyhow::Result;
+use serde_json::Value;
+
+use crate::run::RunDir;
+
+/// A table: a header and rows of cells.
+#[derive(Debug, Clone, Default)]
+pub struct Table {
+    pub header: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+    /// Lines said below the table (missing evaluations and the like).
+    pub notes: Vec<String>,
+}
+
+impl Table {
+    pub fn to_markdown(&self) -> String {
+        let mut s = format!("| {} |\n", self.header.join(" | "));
+        s += &format!("|{}\n", "---|".repeat(self.header.len()));
+        for r in &self.rows {
+            s += &format!("| {} |\n", r.join(" | "));
+        }
+        for n in &self.notes {
+            s += &format!("\n{n}\n");
+        }
+        s
+    }
+
+    pub fn to_csv(&self) -> String {
+        let quote = |c: &str| {
+            if c.contains([',', '"', '\n']) {
+                format!("\"{}\"", c.replace('"', "\"\""))
+            } else {
+                c.to_string()
+            }
+        };
+        let mut s = String::new();
+        for r in std::iter::once(&self.header).chain(&self.rows) {
+            s += &r.iter().map(|c| quote(c)).collect::<Vec<_>>().join(",");
+            s.push('\n');
+        }
+        s
+    }
+}
+
+fn num(v: &Value, digits: usize) -> String {
+    v.as_f64()
+        .map(|x| format!("{x:.digits$}"))
+        .unwrap_or_else(|| "-".into())
+}
+
+fn quality_cells(q: &Value) -> Vec<String> {
+    vec![
+        num(&q["fid"], 2),
+        if q["kid"].is_number() {
+            format!("{} +- {}", num(&q["kid"], 4), num(&q["kid_std"], 4))
+        } else {
+            "-".into()
+        },
+        if q["inception_score"].is_number() {
+            format!(
+                "{} +- {}",
+                num(&q["inception_score"], 2),
+                num(&q["inception_score_std"], 2)
+            )
+        } else {
+            "-".into()
+        },
+        num(&q["precision"], 3),
+        num(&q["recall"], 3),
+        q["classes_covered"]
+            .as_u64()
+            .map(|c| format!("{c}/10"))
+            .unwrap_or_else(|| "-".into()),
+    ]
+}
+
+/// The comparison table of `runs`.
+pub fn compare(runs: &[&Path]) -> Result<Table> {
+    if runs.is_empty() {
+        crate::usage_bail!("genlab compare: give one or more run directories");
+    }
+    let mut table = Table {
+        header: [
+            "run",
+            "model",
+            "preset",
+            "epochs",
+            "training s",
+            "samples/s",
+            "test log-likelihood (nats)",
+            "test loss",
+            "FID",
+            "KID",
+            "IS",
+            "precision",
+            "recall",
+            "classes >= 5%",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..Table::default()
+    };
+    let mut reference: Option<Value> = None;
+    for root in runs {
+        let run = RunDir::open(root).map_err(crate::error::usage)?;
+        let config: toml::Value = toml::from_str(&std::fs::read_to_string(run.config_path())?)?;
+        let rows = run.metrics().read()?;
+        let seconds: f64 = rows.iter().filter_map(|r| r["seconds"].as_f64()).sum();
+        let mut rates: Vec<f64> = rows
+            .iter()
+            .filter_map(|r| r["samples_per_second"].as_f64())
+            .collect();
+        rates.sort_by(f64::total_cmp);
+        let rate = rates.get(rates.len() / 2).copied();
+        let eval_path = run.root.join("eval.json");
+        let eval: Value = if eval_path.is_file() {
+            serde_json::from_str(&std::fs::read_to_string(&eval_path)?)?
+        } else {
+            table.notes.push(format!(
+                "{}: no eval.json; run `genlab eval {}` for its metrics",
+                root.display(),
+                root.display()
+            ));
+            Value::Null
+        };
+        let family = config.get("family").and_then(|v| v.as_str()).unwrap_or("?");
+        let arch = config
+            .get("model")
+            .and_then(|m| m.get("architecture"))
+            .and_then(|v| v.as_str());
+        let model = match (family, arch) {
+            ("vae", Some("conv")) => "conv VAE".to_string(),
+            ("vae", _) => "MLP VAE".to_string(),
+            ("rbm", _) => "RBM".to_string(),
+            ("gan", _) => "MLP GAN".to_string(),
+            (other, _) => other.to_string(),
+        };
+        let ll = &eval["likelihood"]["test_log_likelihood"];
+        let mut row = vec![
+            root.display().to_string(),
+            model,
+            config
+                .get("preset")
+                .and_then(|v| v.as_str())
+                .unwrap_or("?")
+                .to_string(),
+            rows.len().to_string(),
+            format!("{seconds:.0}"),
+            rate.map(|r| format!("{r:.0}"))
+                .unwrap_or_else(|| "-".into()),
+            num(ll, 2),
+            num(&eval["loss"]["test_loss"], 3),
+        ];
+        let q = &eval["sample_quality"];
+        row.extend(quality_cells(&q["model"]));
+        if reference.is_none() && q["reference_real_train_10k"].is_object() {
+            reference = Some(q["reference_real_train_10k"].clone());
+        }
+        table.rows.push(row);
+    }
+    if let Some(r) = reference {
+        let mut row = vec![
+            "real training images (10,000)".to_string(),
+            "reference".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+        ];
+        row.extend(quality_cells(&r));
+        table.rows.push(row);
+    }
+    Ok(table)
+}
