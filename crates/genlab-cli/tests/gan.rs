@@ -145,6 +145,11 @@ fn small_gan_run_prints_the_seed_line_and_draws_its_pictures() {
     assert!(real["inception_score"].as_f64().unwrap() > 9.0);
     assert_eq!(real["classes_covered"], 10);
 
+    // Same run, same seed, same numbers.
+    let again: serde_json::Value =
+        serde_json::from_str(&ok(&["eval", r, "-n", "500", "--json"])).unwrap();
+    assert_eq!(again["sample_quality"], e["sample_quality"]);
+
     // One table across families.
     let vae = dir.path().join("vae");
     let v = vae.to_str().unwrap();
