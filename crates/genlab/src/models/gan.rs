@@ -1055,15 +1055,7 @@ pub struct LoadedGan {
 
 pub fn load_run(run: &RunDir) -> Result<LoadedGan> {
     let config: RunConfig<GanConfig> = run.read_config().map_err(crate::error::usage)?;
-    let final_weights = run.root.join("weights.safetensors");
-    let path = if final_weights.is_file() {
-        final_weights
-    } else {
-        run.latest_checkpoint()
-    };
-    let ck = Checkpoint::load(&path)
-        .with_context(|| format!("{} has no weights yet (train it first)", run.root.display()))
-        .map_err(crate::error::usage)?;
+    let (ck, path) = run.load_weights()?;
     let device = config.device.device().map_err(crate::error::usage)?;
     let gan = Gan::from_checkpoint(&config.model, &ck, &device)
         .with_context(|| format!("{}", path.display()))

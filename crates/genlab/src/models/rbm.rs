@@ -999,15 +999,7 @@ pub struct LoadedRbm {
 /// checkpoint while training has not finished.
 pub fn load_run(run: &RunDir) -> Result<LoadedRbm> {
     let config: RunConfig<RbmConfig> = run.read_config().map_err(crate::error::usage)?;
-    let final_weights = run.root.join("weights.safetensors");
-    let path = if final_weights.is_file() {
-        final_weights
-    } else {
-        run.latest_checkpoint()
-    };
-    let ck = Checkpoint::load(&path)
-        .with_context(|| format!("{} has no weights yet (train it first)", run.root.display()))
-        .map_err(crate::error::usage)?;
+    let (ck, path) = run.load_weights()?;
     let rbm = Rbm::from_checkpoint(&ck, PIXELS, config.model.hidden)
         .with_context(|| format!("{}", path.display()))
         .map_err(crate::error::usage)?;

@@ -1376,15 +1376,7 @@ pub struct LoadedVae {
 /// not finished, onto the run's device.
 pub fn load_run(run: &RunDir) -> Result<LoadedVae> {
     let config: RunConfig<VaeConfig> = run.read_config().map_err(crate::error::usage)?;
-    let final_weights = run.root.join("weights.safetensors");
-    let path = if final_weights.is_file() {
-        final_weights
-    } else {
-        run.latest_checkpoint()
-    };
-    let ck = Checkpoint::load(&path)
-        .with_context(|| format!("{} has no weights yet (train it first)", run.root.display()))
-        .map_err(crate::error::usage)?;
+    let (ck, path) = run.load_weights()?;
     let device = config.device.device().map_err(crate::error::usage)?;
     let vae = Vae::from_checkpoint(VaeNet::from_config(&config.model), &ck, &device)
         .with_context(|| format!("{}", path.display()))

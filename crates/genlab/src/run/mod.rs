@@ -126,6 +126,26 @@ impl RunDir {
     }
 
     /// The best checkpoint by the model's validation criterion.
+    /// The run's weights: `weights.safetensors` once training has finished,
+    /// else the latest checkpoint. Returns the checkpoint and its path.
+    pub fn load_weights(&self) -> anyhow::Result<(Checkpoint, PathBuf)> {
+        let final_weights = self.root.join("weights.safetensors");
+        let path = if final_weights.is_file() {
+            final_weights
+        } else {
+            self.latest_checkpoint()
+        };
+        let ck = Checkpoint::load(&path)
+            .with_context(|| {
+                format!(
+                    "{} has no weights yet (train it first)",
+                    self.root.display()
+                )
+            })
+            .map_err(crate::error::usage)?;
+        Ok((ck, path))
+    }
+
     pub fn best_checkpoint(&self) -> PathBuf {
         self.checkpoints().join("best.safetensors")
     }
