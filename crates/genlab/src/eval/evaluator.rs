@@ -579,3 +579,83 @@ pub fn load(
         ),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hand-written backward pass against burn's autodiff of the same
+    /// network (NCHW, conv2d + max_pool2d), every parameter's gradient.
+    /// (Finite differences are unreliable here: ReLU and max-pool kinks.)
+    #[test]
+    fn gradients_match_burn_autodiff() {
+        use crate::models::tensors::{download, upload};
+        use burn::tensor::activation::{log_softmax, relu};
+        use burn::tensor::module::{conv2d, linear, max_pool2d};
+        use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
+        use burn::tensor::{Device, Tensor};
+
+        let mut rng = stream(3, Purpose::Fixed, 0);
+        let mut net = Evaluator::init(&mut stream(3, Purpose::Init, 0), 4);
+        for (p, (_, s)) in net.params.iter_mut().zip(specs()) {
+            if s.len() == 1 {
+                p.iter_mut().for_each(|v| *v = rng.random_range(-0.1..0.1));
+            }
+        }
+        let b = 3;
+        let x: Vec<f32> = (0..b * PIXELS).map(|_| rng.random::<f32>()).collect();
+        let labels = [3u8, 7, 1];
+        let loss = net.loss_and_grads(&x, &labels) / b as f64;
+
+        let dev = Device::flex();
+        let tracked: Vec<Tensor<1>> = net
+            .params
+            .iter()
+            .map(|p| upload(p.clone(), [p.len()], &dev).autodiff().require_grad())
+            .collect();
+        let w4 = |i: usize, s: [usize; 4]| tracked[i].clone().reshape(s);
+        let w2 = |i: usize, s: [usize; 2]| tracked[i].clone().reshape(s);
+        let same = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+        let h = upload(x.clone(), [b, 1, 28, 28], &dev);
+        let h = relu(conv2d(
+            h,
+            w4(0, [C1, 1, 3, 3]),
+            Some(tracked[1].clone()),
+            same.clone(),
+        ));
+        let h = max_pool2d(h, MaxPoolOptions::new([2, 2]));
+        let h = relu(conv2d(
+            h,
+            w4(2, [C2, C1, 3, 3]),
+            Some(tracked[3].clone()),
+            same,
+        ));
+        let h = max_pool2d(h, MaxPoolOptions::new([2, 2])).reshape([b, FLAT]);
+        let h = relu(linear(h, w2(4, [FLAT, FEATURES]), Some(tracked[5].clone())));
+        let logits = linear(h, w2(6, [FEATURES, CLASSES]), Some(tracked[7].clone()));
+        let onehot: Vec<f32> = labels
+            .iter()
+            .flat_map(|&l| (0..CLASSES).map(move |c| (c == l as usize) as u8 as f32))
+            .collect();
+        let burn_loss = (log_softmax(logits, 1) * upload(onehot, [b, CLASSES], &dev))
+            .sum()
+            .neg()
+            .div_scalar(b as f64);
+        let value = download(burn_loss.clone().inner()).unwrap()[0] as f64;
+        assert!((value - loss).abs() < 1e-4, "{value} vs {loss}");
+        let grads = burn_loss.backward();
+        for (t, p) in tracked.iter().enumerate() {
+            let want = download(p.grad(&grads).unwrap()).unwrap();
+            let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-12);
+            let err = net.grads[t]
+                .iter()
+                .zip(&want)
+                .fold(0.0f32, |m, (a, w)| m.max((a - w).abs()));
+            assert!(
+                err <= 1e-4 * scale,
+                "{}: gradient off by {err} (scale {scale})",
+                specs()[t].0
+            );
+        }
+    }
+}
