@@ -16,13 +16,13 @@
 use anyhow::{Result, bail};
 use rand::RngExt;
 
-use crate::cpu::{column_sums, matmul};
+use crate::cpu::matmul;
 use crate::data::batches::fill_batch;
 use crate::data::{EpochOrder, PIXELS, PixelView, Split};
 use crate::models::host::{
     HostOptimizer, add_bias, add_bias_relu, dense, dense_backward, relu_backward,
 };
-use crate::models::host_conv::{Geom, permute};
+use crate::models::host_conv::{Geom, conv_backward, permute};
 use crate::models::optim::Rule;
 use crate::rng::{GenRng, Purpose, stream};
 use crate::run::{Checkpoint, TensorData};
@@ -370,41 +370,35 @@ impl Evaluator {
         max_unpool(&self.dp2, &self.arg2, &mut self.da2, b, (14, 14, C2));
         let (r1, r2) = (b * 784, b * 196);
         relu_backward(&mut self.da2[..r2 * C2], &self.a2[..r2 * C2]);
-        matmul(
-            &mut g[2],
-            &self.da2[..r2 * C2],
-            &self.cols2[..r2 * C1 * 9],
-            (C2, r2, C1 * 9),
-            true,
-            false,
-            0.0,
-            1.0,
-        );
-        column_sums(&self.da2[..r2 * C2], C2, &mut g[3]);
-        matmul(
-            &mut self.dcols[..r2 * C1 * 9],
-            &self.da2[..r2 * C2],
-            &p[2],
-            (r2, C2, C1 * 9),
-            false,
-            false,
-            0.0,
-            1.0,
-        );
-        self.g2.col2im(&self.dcols, &mut self.dp1, b);
+        {
+            let (gw, gb) = g[2..].split_at_mut(1);
+            let dp1 = Some(&mut self.dp1[..]);
+            conv_backward(
+                &self.g2,
+                b,
+                &self.cols2,
+                &self.da2,
+                &p[2],
+                &mut gw[0],
+                &mut gb[0],
+                &mut self.dcols,
+                dp1,
+            );
+        }
         max_unpool(&self.dp1, &self.arg1, &mut self.da1, b, (28, 28, C1));
         relu_backward(&mut self.da1[..r1 * C1], &self.a1[..r1 * C1]);
-        matmul(
-            &mut g[0],
-            &self.da1[..r1 * C1],
-            &self.cols1[..r1 * 9],
-            (C1, r1, 9),
-            true,
-            false,
-            0.0,
-            1.0,
+        let (gw, gb) = g.split_at_mut(1);
+        conv_backward(
+            &self.g1,
+            b,
+            &self.cols1,
+            &self.da1,
+            &p[0],
+            &mut gw[0],
+            &mut gb[0],
+            &mut self.dcols,
+            None,
         );
-        column_sums(&self.da1[..r1 * C1], C1, &mut g[1]);
         loss
     }
 }

@@ -118,6 +118,94 @@ impl Geom {
     }
 }
 
+/// Backward of a convolution computed as `y = im2col(x) @ w'` (`cols` the
+/// patch matrix of the forward pass, `dy` its `rows x c_out` gradient, `w`
+/// `[c_out, c_in * 9]`): `gw = dy' cols`, `gb` = column sums of `dy`, and,
+/// when `dx` is given, the input image gradient `col2im(dy w)` (via `dcols`).
+#[allow(clippy::too_many_arguments)]
+pub fn conv_backward(
+    geom: &Geom,
+    batch: usize,
+    cols: &[f32],
+    dy: &[f32],
+    w: &[f32],
+    gw: &mut [f32],
+    gb: &mut [f32],
+    dcols: &mut [f32],
+    dx: Option<&mut [f32]>,
+) {
+    let (rows, k, c_out) = (batch * geom.rows(), geom.cols(), gb.len());
+    let dy = &dy[..rows * c_out];
+    matmul(
+        gw,
+        dy,
+        &cols[..rows * k],
+        (c_out, rows, k),
+        true,
+        false,
+        0.0,
+        1.0,
+    );
+    column_sums(dy, c_out, gb);
+    if let Some(dx) = dx {
+        matmul(
+            &mut dcols[..rows * k],
+            dy,
+            w,
+            (rows, c_out, k),
+            false,
+            false,
+            0.0,
+            1.0,
+        );
+        geom.col2im(dcols, dx, batch);
+    }
+}
+
+/// Backward of a transposed convolution computed as `y = col2im(x @ w)`
+/// (`x` the `rows x c_in` input, `w` `[c_in, c_out * 9]`, `dy` the gradient
+/// of the output image): `gb` = per-channel sums of `dy`, `gw = x' im2col(dy)`
+/// and, when `dx` is given, `dx = im2col(dy) w'` (the patches go to `dcols`).
+#[allow(clippy::too_many_arguments)]
+pub fn conv_transpose_backward(
+    geom: &Geom,
+    batch: usize,
+    x: &[f32],
+    dy: &[f32],
+    w: &[f32],
+    gw: &mut [f32],
+    gb: &mut [f32],
+    dcols: &mut [f32],
+    dx: Option<&mut [f32]>,
+) {
+    let (rows, k, c_in) = (batch * geom.rows(), geom.cols(), w.len() / geom.cols());
+    column_sums(&dy[..batch * geom.img_len()], geom.channels, gb);
+    geom.im2col(dy, dcols, batch);
+    let dcols = &dcols[..rows * k];
+    matmul(
+        gw,
+        &x[..rows * c_in],
+        dcols,
+        (c_in, rows, k),
+        true,
+        false,
+        0.0,
+        1.0,
+    );
+    if let Some(dx) = dx {
+        matmul(
+            &mut dx[..rows * c_in],
+            dcols,
+            w,
+            (rows, k, c_in),
+            false,
+            true,
+            0.0,
+            1.0,
+        );
+    }
+}
+
 /// `[b, c, p]` (channels first, `p` positions) to `[b, p, c]`, or back with `inverse`.
 pub(crate) fn permute(
     src: &[f32],
@@ -391,78 +479,31 @@ impl HostConvVae {
         } as f64;
         let d_logits = &self.logits[..b * PIXELS];
 
-        // Backward through the output transposed convolution (image side = logits).
+        // Backward through the transposed convolutions (their image side is their output).
         let dcols = &mut self.dcols_big;
-        go.im2col(d_logits, dcols, b);
-        matmul(
-            &mut g[16],
-            &self.u2[..ro * C1],
-            &dcols[..ro * 9],
-            (C1, ro, 9),
-            true,
-            false,
-            0.0,
-            1.0,
-        );
-        g[17][0] = crate::cpu::sum(d_logits);
-        matmul(
-            &mut self.du2[..ro * C1],
-            &dcols[..ro * 9],
-            &p[16],
-            (ro, 9, C1),
-            false,
-            true,
-            0.0,
-            1.0,
-        );
+        {
+            let (gw, gb) = g[16..].split_at_mut(1);
+            let du2 = Some(&mut self.du2[..ro * C1]);
+            conv_transpose_backward(
+                &go, b, &self.u2, d_logits, &p[16], &mut gw[0], &mut gb[0], dcols, du2,
+            );
+        }
         relu_backward(&mut self.du2[..ro * C1], &self.u2[..ro * C1]);
-        // Second transposed convolution.
-        column_sums(&self.du2[..ro * C1], C1, &mut g[15]);
-        gu2.im2col(&self.du2, dcols, b);
-        matmul(
-            &mut g[14],
-            &self.u1[..ru2 * C2],
-            &dcols[..ru2 * C1 * 9],
-            (C2, ru2, C1 * 9),
-            true,
-            false,
-            0.0,
-            1.0,
-        );
-        matmul(
-            &mut self.du1[..ru2 * C2],
-            &dcols[..ru2 * C1 * 9],
-            &p[14],
-            (ru2, C1 * 9, C2),
-            false,
-            true,
-            0.0,
-            1.0,
-        );
+        {
+            let (gw, gb) = g[14..].split_at_mut(1);
+            let du1 = Some(&mut self.du1[..ru2 * C2]);
+            conv_transpose_backward(
+                &gu2, b, &self.u1, &self.du2, &p[14], &mut gw[0], &mut gb[0], dcols, du1,
+            );
+        }
         relu_backward(&mut self.du1[..ru2 * C2], &self.u1[..ru2 * C2]);
-        // First transposed convolution.
-        column_sums(&self.du1[..ru2 * C2], C2, &mut g[13]);
-        gu1.im2col(&self.du1, dcols, b);
-        matmul(
-            &mut g[12],
-            &self.d0[..ru1 * C2],
-            &dcols[..ru1 * C2 * 9],
-            (C2, ru1, C2 * 9),
-            true,
-            false,
-            0.0,
-            1.0,
-        );
-        matmul(
-            &mut self.dd0[..ru1 * C2],
-            &dcols[..ru1 * C2 * 9],
-            &p[12],
-            (ru1, C2 * 9, C2),
-            false,
-            true,
-            0.0,
-            1.0,
-        );
+        {
+            let (gw, gb) = g[12..].split_at_mut(1);
+            let dd0 = Some(&mut self.dd0[..ru1 * C2]);
+            conv_transpose_backward(
+                &gu1, b, &self.d0, &self.du1, &p[12], &mut gw[0], &mut gb[0], dcols, dd0,
+            );
+        }
         // Back to (c, h, w) order, through the decoder's dense layer.
         permute(&self.dd0, &mut self.ddflat, b, C2, S7 * S7, true);
         relu_backward(&mut self.ddflat[..b * FLAT], &self.dflat[..b * FLAT]);
@@ -525,42 +566,34 @@ impl HostConvVae {
         }
         permute(&self.dflat_enc, &mut self.da2, b, C2, S7 * S7, false);
         relu_backward(&mut self.da2[..r2 * C2], &self.a2[..r2 * C2]);
-        // conv2: dW = dY' cols, d cols = dY W, then scatter back to the image.
-        matmul(
-            &mut g[2],
-            &self.da2[..r2 * C2],
-            &self.cols2[..r2 * C1 * 9],
-            (C2, r2, C1 * 9),
-            true,
-            false,
-            0.0,
-            1.0,
-        );
-        column_sums(&self.da2[..r2 * C2], C2, &mut g[3]);
-        matmul(
-            &mut dcols[..r2 * C1 * 9],
-            &self.da2[..r2 * C2],
-            &p[2],
-            (r2, C2, C1 * 9),
-            false,
-            false,
-            0.0,
-            1.0,
-        );
-        gc2.col2im(dcols, &mut self.da1, b);
+        {
+            let (gw, gb) = g[2..].split_at_mut(1);
+            conv_backward(
+                &gc2,
+                b,
+                &self.cols2,
+                &self.da2,
+                &p[2],
+                &mut gw[0],
+                &mut gb[0],
+                dcols,
+                Some(&mut self.da1),
+            );
+        }
         relu_backward(&mut self.da1[..r1 * C1], &self.a1[..r1 * C1]);
         // conv1: weights only (the input needs no gradient).
-        matmul(
-            &mut g[0],
-            &self.da1[..r1 * C1],
-            &self.cols1[..r1 * 9],
-            (C1, r1, 9),
-            true,
-            false,
-            0.0,
-            1.0,
+        let (gw, gb) = g.split_at_mut(1);
+        conv_backward(
+            &gc1,
+            b,
+            &self.cols1,
+            &self.da1,
+            &p[0],
+            &mut gw[0],
+            &mut gb[0],
+            dcols,
+            None,
         );
-        column_sums(&self.da1[..r1 * C1], C1, &mut g[1]);
 
         let finite = super::host::all_finite(g) && recon.is_finite() && kl.is_finite();
         ([recon, kl], finite)
