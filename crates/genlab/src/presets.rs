@@ -8,6 +8,9 @@ pub struct Preset {
     pub family: &'static str,
     pub description: &'static str,
     pub toml: &'static str,
+    /// The figure `../shared/SPEC.md` publishes for this preset's reference
+    /// run, where it gives one (shown beside ours by `compare` and `report`).
+    pub seed_figure: Option<&'static str>,
 }
 
 macro_rules! preset {
@@ -17,9 +20,21 @@ macro_rules! preset {
             family: $family,
             description: $description,
             toml: include_str!(concat!("../presets/", $name, ".toml")),
+            seed_figure: None,
+        }
+    };
+    ($name:literal, $family:literal, $description:literal, seed_figure: $figure:literal) => {
+        Preset {
+            seed_figure: Some($figure),
+            ..preset!($name, $family, $description)
         }
     };
 }
+
+/// The seed presets, the ones `../shared/SPEC.md` fixes (what `genlab reproduce` runs).
+pub const SEED_PRESETS: &[&str] = &[
+    "rbm-20", "rbm-100", "rbm-500", "vae-2", "vae-8", "vae-16", "conv-vae", "gan",
+];
 
 /// Every preset, in the order `genlab presets` lists them.
 pub const PRESETS: &[Preset] = &[
@@ -46,17 +61,20 @@ pub const PRESETS: &[Preset] = &[
     preset!(
         "vae-2",
         "vae",
-        "Seed MLP VAE, latent 2: 784 x MSE + KL, Keras Adam, batch 128, 30 epochs"
+        "Seed MLP VAE, latent 2: 784 x MSE + KL, Keras Adam, batch 128, 30 epochs",
+        seed_figure: "val loss 38.33, train 37.97"
     ),
     preset!(
         "vae-8",
         "vae",
-        "Seed MLP VAE, latent 8: 784 x MSE + KL, Keras Adam, batch 128, 30 epochs"
+        "Seed MLP VAE, latent 8: 784 x MSE + KL, Keras Adam, batch 128, 30 epochs",
+        seed_figure: "val loss 29.62, train 29.74"
     ),
     preset!(
         "vae-16",
         "vae",
-        "Seed MLP VAE, latent 16: 784 x MSE + KL, Keras Adam, batch 128, 30 epochs"
+        "Seed MLP VAE, latent 16: 784 x MSE + KL, Keras Adam, batch 128, 30 epochs",
+        seed_figure: "val loss 29.53, train 29.75"
     ),
     preset!(
         "vae-2-bernoulli",
@@ -71,12 +89,14 @@ pub const PRESETS: &[Preset] = &[
     preset!(
         "conv-vae",
         "vae",
-        "Seed convolutional VAE, latent 2: 10k/1k subset, Keras RMSprop, batch 32, 30 epochs"
+        "Seed convolutional VAE, latent 2: 10k/1k subset, Keras RMSprop, batch 32, 30 epochs",
+        seed_figure: "val loss about 39-40, train 37.05"
     ),
     preset!(
         "gan",
         "gan",
-        "Seed MLP GAN: uniform noise 100, leaky ReLU + dropout 0.3, labels 0.9, two Adams lr 0.002, batch 64, 50 epochs"
+        "Seed MLP GAN: uniform noise 100, leaky ReLU + dropout 0.3, labels 0.9, two Adams lr 0.002, batch 64, 50 epochs",
+        seed_figure: "d 1.2-1.4, g 0.9-1.3 over all 50 epochs"
     ),
 ];
 

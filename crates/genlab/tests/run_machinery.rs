@@ -32,6 +32,7 @@ const PRESET: Preset = Preset {
     family: "toy",
     description: "a toy preset",
     toml: "[model]\nhidden = 20\n",
+    seed_figure: None,
 };
 
 fn write_file(dir: &std::path::Path, text: &str) -> std::path::PathBuf {

@@ -80,6 +80,24 @@ fn quality_cells(q: &Value) -> Vec<String> {
     ]
 }
 
+/// The last epoch's training figures, in the terms the SPEC states the seed's.
+fn end_of_training(family: &str, last: Option<&serde_json::Map<String, Value>>) -> String {
+    let Some(m) = last else {
+        return "-".into();
+    };
+    let f = |key: &str, digits: usize| num(m.get(key).unwrap_or(&Value::Null), digits);
+    match family {
+        "vae" => format!("val loss {}, train {}", f("val_loss", 2), f("loss", 2)),
+        "gan" => format!("d {}, g {}", f("d_loss", 2), f("g_loss", 2)),
+        "rbm" => format!(
+            "pseudo-LL {}, recon {}",
+            f("pseudo_likelihood_test", 1),
+            f("recon_error_test", 4)
+        ),
+        _ => "-".into(),
+    }
+}
+
 /// The comparison table of `runs`.
 pub fn compare(runs: &[&Path]) -> Result<Table> {
     if runs.is_empty() {
@@ -93,7 +111,10 @@ pub fn compare(runs: &[&Path]) -> Result<Table> {
             "epochs",
             "training s",
             "samples/s",
+            "end of training",
+            "seed's figure (SPEC)",
             "test log-likelihood (nats)",
+            "ELBO",
             "test loss",
             "FID",
             "KID",
@@ -142,19 +163,26 @@ pub fn compare(runs: &[&Path]) -> Result<Table> {
             (other, _) => other.to_string(),
         };
         let ll = &eval["likelihood"]["test_log_likelihood"];
+        let preset = config
+            .get("preset")
+            .and_then(|v| v.as_str())
+            .unwrap_or("?")
+            .to_string();
         let mut row = vec![
             root.display().to_string(),
             model,
-            config
-                .get("preset")
-                .and_then(|v| v.as_str())
-                .unwrap_or("?")
-                .to_string(),
+            preset.clone(),
             rows.len().to_string(),
             format!("{seconds:.0}"),
             rate.map(|r| format!("{r:.0}"))
                 .unwrap_or_else(|| "-".into()),
+            end_of_training(family, rows.last()),
+            crate::presets::find(&preset)
+                .and_then(|p| p.seed_figure)
+                .unwrap_or("-")
+                .to_string(),
             num(ll, 2),
+            num(&eval["likelihood"]["elbo"], 2),
             num(&eval["loss"]["test_loss"], 3),
         ];
         let q = &eval["sample_quality"];
@@ -168,13 +196,11 @@ pub fn compare(runs: &[&Path]) -> Result<Table> {
         let mut row = vec![
             "real training images (10,000)".to_string(),
             "reference".into(),
-            "-".into(),
-            "-".into(),
-            "-".into(),
-            "-".into(),
-            "-".into(),
-            "-".into(),
         ];
+        row.resize(
+            table.header.len() - quality_cells(&Value::Null).len(),
+            "-".into(),
+        );
         row.extend(quality_cells(&r));
         table.rows.push(row);
     }
