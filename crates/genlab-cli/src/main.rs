@@ -35,6 +35,10 @@ enum Command {
     Eval(EvalArgs),
     /// One table across runs (model, preset, epochs, training time, every metric from eval.json), as Markdown and CSV.
     Compare(CompareArgs),
+    /// Train, evaluate and report every seed preset of SPEC.md in one directory (reuses finished runs).
+    Reproduce(ReproduceArgs),
+    /// A static, self-contained HTML report of runs (index.html plus the pictures it shows).
+    Report(ReportArgs),
     /// List every preset with a one-line description.
     Presets,
     /// Datasets: where they are found and what they hold.
@@ -57,6 +61,46 @@ struct CompareArgs {
     /// Directory for compare.md and compare.csv (default: the current directory).
     #[arg(long, value_name = "DIR", default_value = ".")]
     out: PathBuf,
+}
+
+#[derive(Args)]
+struct ReproduceArgs {
+    /// One epoch of each preset on the first 10,000 training and 1,000 test images, with a lighter
+    /// evaluation: a few minutes instead of about an hour.
+    #[arg(long)]
+    quick: bool,
+    /// Only these model families or seed presets, comma-separated (e.g. rbm,vae or vae-2,gan).
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    only: Vec<String>,
+    /// Output directory (default: runs/reproduce, or runs/reproduce-quick with --quick).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Seed of every run and evaluation.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// mnist (the SPEC's figures are for it), fashion-mnist, or idx:DIR.
+    #[arg(long, value_parser = parse_dataset)]
+    dataset: Option<DatasetName>,
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    /// Run directories (with --serve and none given: serve the report already in --out).
+    runs: Vec<PathBuf>,
+    /// Report directory (replaced if it holds an earlier genlab report).
+    #[arg(long, value_name = "DIR", default_value = "report")]
+    out: PathBuf,
+    /// Then serve it on 127.0.0.1 until Ctrl-C.
+    #[arg(long)]
+    serve: bool,
+    /// Port for --serve (0: any free port).
+    #[arg(long, default_value_t = 8000, requires = "serve")]
+    port: u16,
+    /// Title of the page.
+    #[arg(long, default_value = "genlab report")]
+    title: String,
 }
 
 #[derive(Subcommand)]
@@ -404,6 +448,63 @@ fn compare(args: CompareArgs) -> Result<()> {
     Ok(())
 }
 
+fn reproduce(args: ReproduceArgs) -> Result<()> {
+    let opts = genlab::reproduce::ReproduceOptions {
+        out: args
+            .out
+            .unwrap_or_else(|| genlab::reproduce::ReproduceOptions::default_out(args.quick)),
+        quick: args.quick,
+        only: args.only,
+        seed: args.seed,
+        dataset: args.dataset.map(|d| d.to_string()),
+        data_dir: args.data_dir,
+    };
+    let done = genlab::reproduce::reproduce(&opts, &mut |line| println!("{line}"))?;
+    println!();
+    println!(
+        "{:<10} {:>9} {:>10} {:>10} {:>10}",
+        "preset", "training", "seconds", "eval", "seconds"
+    );
+    for s in &done.steps {
+        println!(
+            "{:<10} {:>9} {:>10.0} {:>10} {:>10.0}",
+            s.preset, s.training, s.train_seconds, s.evaluation, s.eval_seconds
+        );
+    }
+    println!(
+        "\ndone in {:.0} s; table in {}; report: {}",
+        done.seconds,
+        done.compare_md.display(),
+        done.report.display()
+    );
+    Ok(())
+}
+
+fn report(args: ReportArgs) -> Result<()> {
+    if args.runs.is_empty() && !args.serve {
+        genlab::usage_bail!(
+            "give one or more run directories (genlab report RUN... [--out DIR]), or --serve to serve an existing report"
+        );
+    }
+    if !args.runs.is_empty() {
+        let runs: Vec<&std::path::Path> = args.runs.iter().map(PathBuf::as_path).collect();
+        let done = genlab::report::write_report(&runs, &args.out, &args.title)?;
+        println!(
+            "report of {} run{} ({} pictures) written to {}",
+            done.runs,
+            if done.runs == 1 { "" } else { "s" },
+            done.images,
+            done.index.display()
+        );
+    }
+    if args.serve {
+        genlab::report::serve(&args.out, args.port, |url| {
+            println!("serving {} at {url} (Ctrl-C to stop)", args.out.display());
+        })?;
+    }
+    Ok(())
+}
+
 fn evaluator_train(args: EvaluatorTrainArgs) -> Result<()> {
     use genlab::eval::evaluator::{Recipe, train};
     let sources = DataSources::from_env(args.data_dir);
@@ -494,7 +595,9 @@ fn main() -> ExitCode {
             eprintln!("genlab: stopped");
             std::process::exit(130);
         }
-        eprintln!("genlab: stopping after this batch (Ctrl-C again to stop at once)");
+        eprintln!(
+            "genlab: stopping (training: after this batch, with a checkpoint); Ctrl-C again to stop at once"
+        );
     });
     let result = match cli.command {
         Command::Train(args) => train(args),
@@ -512,6 +615,8 @@ fn main() -> ExitCode {
             command: EvaluatorCommand::Train(args),
         } => evaluator_train(args),
         Command::Compare(args) => compare(args),
+        Command::Reproduce(args) => reproduce(args),
+        Command::Report(args) => report(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,7 +4,8 @@
 //! One module per concern: [`data`] (IDX files, finding and downloading
 //! datasets, views and batches), [`models`] (one file per model family with its
 //! configuration and training loop), [`run`] (run directories, metrics,
-//! checkpoints), [`viz`] (image grids and plots), [`config`] and [`presets`]
+//! checkpoints), [`viz`] (image grids and plots), [`report`] (the HTML
+//! report), [`reproduce`] (every seed preset, trained, evaluated and reported), [`config`] and [`presets`]
 //! (resolving a run's configuration), [`device`] (backend choice).
 
 pub mod atomic;
@@ -20,6 +21,8 @@ pub mod interrupt;
 pub mod models;
 pub mod presets;
 pub mod progress;
+pub mod report;
+pub mod reproduce;
 pub mod rng;
 pub mod run;
 pub mod viz;

@@ -107,6 +107,23 @@ pub fn train(request: &TrainRequest) -> Result<PathBuf> {
     }
 }
 
+/// The `config.toml` text [`train`] would write for `request`, without
+/// training (how `reproduce` recognises its own runs).
+pub fn planned_config(request: &TrainRequest) -> Result<String> {
+    fn planned<F: Family>(request: &TrainRequest) -> Result<String> {
+        let preset = preset_for(F::NAME, F::SEED_PRESET, request.preset.as_deref())?;
+        let config: RunConfig<F::Config> = resolve(preset, &request.overrides).map_err(usage)?;
+        config.model.validate().map_err(usage)?;
+        crate::config::to_toml(&config)
+    }
+    match request.family.as_str() {
+        "rbm" => planned::<rbm::RbmFamily>(request),
+        "vae" => planned::<vae::VaeFamily>(request),
+        "gan" => planned::<gan::GanFamily>(request),
+        other => crate::usage_bail!("unknown model '{other}'"),
+    }
+}
+
 /// Finds the preset for a family: the named one (which must belong to it) or the seed preset.
 pub fn preset_for(family: &str, seed_preset: &str, name: Option<&str>) -> Result<&'static Preset> {
     let name = name.unwrap_or(seed_preset);

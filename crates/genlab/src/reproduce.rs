@@ -1,0 +1,326 @@
+//! `genlab reproduce`: every seed preset of `SPEC.md`, trained, evaluated,
+//! inpainted where the model can, compared and reported, in one directory.
+//!
+//! Each preset's run lives in `OUT/<preset>/`. A finished run is reused, an
+//! interrupted one is resumed from its latest checkpoint, and an evaluation
+//! or inpainting older than the run's weights is done again, so running the
+//! command a second time continues where the first stopped.
+
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime};
+
+use anyhow::Result;
+
+use crate::config::Overrides;
+use crate::eval::{EvalOptions, evaluate};
+use crate::inspect::{InpaintOptions, inpaint};
+use crate::models::{self, TrainRequest};
+use crate::presets::{self, SEED_PRESETS};
+use crate::run::RunDir;
+
+/// What `genlab reproduce` was asked to do.
+#[derive(Debug, Clone)]
+pub struct ReproduceOptions {
+    /// One epoch of each preset on a subset, lighter evaluation: minutes, not an hour.
+    pub quick: bool,
+    /// Families (`rbm`, `vae`, `gan`) or seed preset names; empty: all.
+    pub only: Vec<String>,
+    pub out: PathBuf,
+    pub seed: u64,
+    /// `mnist` unless given (the SPEC's figures are MNIST's).
+    pub dataset: Option<String>,
+    pub data_dir: Option<PathBuf>,
+}
+
+/// The training images of a quick run (the conv VAE's own subset size).
+pub const QUICK_TRAIN_IMAGES: usize = 10_000;
+/// The test images of a quick run.
+pub const QUICK_TEST_IMAGES: usize = 1_000;
+
+impl ReproduceOptions {
+    /// The default output directory: separate for quick and full runs, so
+    /// that neither is ever taken for the other.
+    pub fn default_out(quick: bool) -> PathBuf {
+        PathBuf::from("runs").join(if quick {
+            "reproduce-quick"
+        } else {
+            "reproduce"
+        })
+    }
+
+    fn overrides(&self) -> Overrides {
+        let mut set = vec![format!("seed={}", self.seed)];
+        if let Some(d) = &self.dataset {
+            set.push(format!("data.dataset=\"{d}\""));
+        }
+        if self.quick {
+            set.push("model.epochs=1".into());
+            set.push(format!("data.train_limit={QUICK_TRAIN_IMAGES}"));
+            set.push(format!("data.test_limit={QUICK_TEST_IMAGES}"));
+        }
+        Overrides {
+            config_file: None,
+            set,
+        }
+    }
+
+    fn request(&self, preset: &str) -> TrainRequest {
+        TrainRequest {
+            family: presets::find(preset).map_or("", |p| p.family).to_string(),
+            preset: Some(preset.to_string()),
+            overrides: self.overrides(),
+            out: Some(self.out.join(preset)),
+            data_dir: self.data_dir.clone(),
+        }
+    }
+
+    fn eval_options(&self) -> EvalOptions {
+        let full = EvalOptions {
+            seed: self.seed,
+            data_dir: self.data_dir.clone(),
+            ..EvalOptions::default()
+        };
+        if self.quick {
+            EvalOptions {
+                ais_runs: 16,
+                ais_steps: 1000,
+                k: Some(50),
+                samples: 1000,
+                sample_steps: 100,
+                ..full
+            }
+        } else {
+            full
+        }
+    }
+
+    fn inpaint_options(&self) -> InpaintOptions {
+        InpaintOptions {
+            remove: vec![0.2, 0.5, 0.8],
+            n: if self.quick { 16 } else { 64 },
+            steps: if self.quick { 50 } else { 200 },
+            seed: self.seed,
+            out: None,
+            data_dir: self.data_dir.clone(),
+        }
+    }
+
+    /// The seed presets picked by `--only`, in SPEC order.
+    pub fn presets(&self) -> Result<Vec<&'static str>> {
+        for token in &self.only {
+            let known = models::FAMILIES.contains(&token.as_str())
+                || SEED_PRESETS.contains(&token.as_str());
+            if !known {
+                crate::usage_bail!(
+                    "--only {token}: not a model family ({}) or a seed preset ({})",
+                    models::FAMILIES.join(", "),
+                    SEED_PRESETS.join(", ")
+                );
+            }
+        }
+        Ok(SEED_PRESETS
+            .iter()
+            .copied()
+            .filter(|name| {
+                let family = presets::find(name).map_or("", |p| p.family);
+                self.only.is_empty() || self.only.iter().any(|t| t == name || t == family)
+            })
+            .collect())
+    }
+}
+
+/// One preset's part of a reproduction.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub preset: &'static str,
+    pub run: PathBuf,
+    /// "trained", "resumed" or "reused".
+    pub training: &'static str,
+    pub train_seconds: f64,
+    /// "evaluated" or "reused".
+    pub evaluation: &'static str,
+    pub eval_seconds: f64,
+}
+
+/// What a reproduction made.
+#[derive(Debug, Clone)]
+pub struct Reproduction {
+    pub steps: Vec<Step>,
+    pub compare_md: PathBuf,
+    pub report: PathBuf,
+    pub seconds: f64,
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// Whether `derived` exists and was written after the run's final weights.
+fn up_to_date(derived: &Path, run: &Path) -> bool {
+    match (
+        modified(derived),
+        modified(&run.join("weights.safetensors")),
+    ) {
+        (Some(d), Some(w)) => d >= w,
+        _ => false,
+    }
+}
+
+/// Whether the run at `run` has exactly the configuration this reproduction gives `preset`.
+fn matches_plan(opts: &ReproduceOptions, preset: &str, run: &Path) -> Result<bool> {
+    let planned = models::planned_config(&opts.request(preset))?;
+    let path = run.join("config.toml");
+    let existing = std::fs::read_to_string(&path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    Ok(existing == planned)
+}
+
+/// Runs the reproduction; `say` gets one line per thing done.
+pub fn reproduce(opts: &ReproduceOptions, say: &mut dyn FnMut(&str)) -> Result<Reproduction> {
+    let start = Instant::now();
+    let picked = opts.presets()?;
+    std::fs::create_dir_all(&opts.out).map_err(|e| {
+        crate::error::usage(anyhow::anyhow!(
+            "cannot create {} ({e}); choose another --out",
+            opts.out.display()
+        ))
+    })?;
+    // Check every finished or half-finished run before spending any time.
+    let mut plans = Vec::new();
+    for &preset in &picked {
+        let request = opts.request(preset);
+        let run = opts.out.join(preset);
+        if run.join("config.toml").is_file() && !matches_plan(opts, preset, &run)? {
+            crate::usage_bail!(
+                "{} was made with other settings than this `genlab reproduce{}` (its config.toml differs); \
+                     choose another --out or remove that run",
+                run.display(),
+                if opts.quick { " --quick" } else { "" }
+            );
+        }
+        plans.push((preset, request, run));
+    }
+    let total = plans.len();
+    let mut steps = Vec::new();
+    for (k, (preset, request, run)) in plans.into_iter().enumerate() {
+        let tag = format!("[{}/{total}] {preset}", k + 1);
+        let t = Instant::now();
+        let training = if run.join("weights.safetensors").is_file() {
+            say(&format!("{tag}: finished run reused ({})", run.display()));
+            "reused"
+        } else if run.join("config.toml").is_file() {
+            say(&format!(
+                "{tag}: resuming the interrupted run {}",
+                run.display()
+            ));
+            models::resume(&run, None, opts.data_dir.clone())?;
+            "resumed"
+        } else {
+            say(&format!("{tag}: training into {}", run.display()));
+            models::train(&request)?;
+            "trained"
+        };
+        let train_seconds = t.elapsed().as_secs_f64();
+
+        let t = Instant::now();
+        let eval_json = run.join("eval.json");
+        let evaluation = if up_to_date(&eval_json, &run) {
+            say(&format!(
+                "{tag}: evaluation reused ({})",
+                eval_json.display()
+            ));
+            "reused"
+        } else {
+            say(&format!("{tag}: evaluating"));
+            let report = evaluate(&run, &opts.eval_options())?;
+            for line in &report.lines {
+                say(&format!("    {line}"));
+            }
+            "evaluated"
+        };
+        let family = RunDir::open(&run)?.family()?;
+        if family != "gan" && !up_to_date(&run.join("inpaint.json"), &run) {
+            say(&format!("{tag}: inpainting"));
+            inpaint(&run, &opts.inpaint_options())?;
+        }
+        steps.push(Step {
+            preset,
+            run,
+            training,
+            train_seconds,
+            evaluation,
+            eval_seconds: t.elapsed().as_secs_f64(),
+        });
+    }
+
+    // The report shows every finished seed run in OUT made with these
+    // settings, not only those picked by --only this time.
+    let mut reported = Vec::new();
+    for &preset in SEED_PRESETS {
+        let run = opts.out.join(preset);
+        let picked_now = steps.iter().any(|s| s.preset == preset);
+        if picked_now
+            || (run.join("weights.safetensors").is_file() && matches_plan(opts, preset, &run)?)
+        {
+            reported.push(run);
+        }
+    }
+    let runs: Vec<&Path> = reported.iter().map(PathBuf::as_path).collect();
+    let table = crate::eval::compare::compare(&runs)?;
+    let compare_md = opts.out.join("compare.md");
+    crate::atomic::write_atomic(&compare_md, table.to_markdown().as_bytes())?;
+    crate::atomic::write_atomic(&opts.out.join("compare.csv"), table.to_csv().as_bytes())?;
+    let title = if opts.quick {
+        "genlab reproduce --quick: the seed presets, one epoch each on a subset"
+    } else {
+        "genlab reproduce: the seed presets of SPEC.md"
+    };
+    let report = crate::report::write_report(&runs, &opts.out.join("report"), title)?;
+    Ok(Reproduction {
+        steps,
+        compare_md,
+        report: report.index,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(only: &[&str]) -> ReproduceOptions {
+        ReproduceOptions {
+            quick: true,
+            only: only.iter().map(|s| s.to_string()).collect(),
+            out: PathBuf::from("x"),
+            seed: 0,
+            dataset: None,
+            data_dir: None,
+        }
+    }
+
+    #[test]
+    fn only_picks_families_and_presets_in_spec_order() {
+        assert_eq!(opts(&[]).presets().unwrap(), SEED_PRESETS);
+        assert_eq!(
+            opts(&["gan", "rbm"]).presets().unwrap(),
+            ["rbm-20", "rbm-100", "rbm-500", "gan"]
+        );
+        assert_eq!(
+            opts(&["conv-vae", "vae-2"]).presets().unwrap(),
+            ["vae-2", "conv-vae"]
+        );
+        let err = opts(&["vea"]).presets().unwrap_err().to_string();
+        assert!(err.contains("--only vea"), "{err}");
+        assert!(crate::error::is_usage(
+            &opts(&["rbm-500-pcd"]).presets().unwrap_err()
+        ));
+    }
+
+    #[test]
+    fn every_seed_preset_exists() {
+        for p in SEED_PRESETS {
+            assert!(presets::find(p).is_some(), "{p}");
+        }
+    }
+}
