@@ -4,9 +4,10 @@
 //! One module per concern: [`data`] (IDX files, finding and downloading
 //! datasets, views and batches), [`models`] (one file per model family with its
 //! configuration and training loop), [`run`] (run directories, metrics,
-//! checkpoints), [`viz`] (image grids and plots), [`report`] (the HTML
-//! report), [`reproduce`] (every seed preset, trained, evaluated and reported), [`config`] and [`presets`]
-//! (resolving a run's configuration), [`device`] (backend choice).
+//! checkpoints), [`viz`] (image grids and plots), [`report`] (the static
+//! HTML report), [`reproduce`] (every seed preset trained, evaluated and
+//! reported), [`config`] and [`presets`] (resolving a run's configuration),
+//! [`device`] (backend choice).
 
 pub mod atomic;
 pub mod bench_util;
