@@ -21,7 +21,7 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::activation::{leaky_relu, log_sigmoid, sigmoid};
 use burn::tensor::module::linear;
 use burn::tensor::{Device, Tensor};
-use rand::RngExt;
+use rand::{Rng, RngExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, json};
 
@@ -396,6 +396,14 @@ impl Gan {
 /// Dropout multipliers for `rows` examples of a network, per hidden layer
 /// (`rows x width`): 0 with probability p, else 1/(1-p). Both training paths
 /// draw them here, in the same order.
+/// A `u32` slice as its bytes (ChaCha's words are little-endian, as on every
+/// target we build for, so a word read as bytes equals the word drawn alone).
+fn bytemuck_words(words: &mut [u32]) -> &mut [u8] {
+    // SAFETY: u8 has no alignment or validity requirements, and the length
+    // covers exactly the words' bytes.
+    unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), words.len() * 4) }
+}
+
 pub fn mask_values(
     c: &GanConfig,
     shape: &MlpShape,
@@ -407,9 +415,14 @@ pub fn mask_values(
     shape.widths[1..shape.widths.len() - 1]
         .iter()
         .map(|&w| {
-            (0..rows * w)
-                .map(|_| if rng.random::<f32>() < p { 0.0 } else { keep })
-                .collect()
+            // The words `rng.random::<f32>()` would read one at a time, read
+            // in bulk (same values, same stream position), then turned into
+            // uniforms the way it does: the top 24 bits times 2^-24.
+            let mut words = vec![0u32; rows * w];
+            rng.fill_bytes(bytemuck_words(&mut words));
+            let mut mask = vec![0.0f32; rows * w];
+            super::host::dropout_mask(&mut mask, &words, p, keep);
+            mask
         })
         .collect()
 }
@@ -539,9 +552,7 @@ impl HostGan {
     /// Generator output (tanh) for noise `z` into `self.fake`.
     fn generate_into_fake(&mut self, z: &[f32], rows: usize, masks: &[Vec<f32>]) {
         let out = self.g.forward(z, rows, masks);
-        for (f, &o) in self.fake[..rows * PIXELS].iter_mut().zip(out) {
-            *f = o.tanh();
-        }
+        super::host::tanh_into(&mut self.fake[..rows * PIXELS], out);
     }
 
     /// A discriminator step's loss and gradients (apply with [`HostGan::apply_d`]).
@@ -1180,6 +1191,31 @@ mod tests {
             let w = download(w).unwrap();
             assert!(max_rel_err(g, &w) < 1e-4, "generator gradient");
         }
+    }
+
+    #[test]
+    fn bulk_dropout_masks_are_the_one_at_a_time_draws() {
+        let config = GanConfig::default();
+        let (_, d) = shapes(&config);
+        let rows = 7;
+        let mut bulk = stream(3, Purpose::Train, 0);
+        let mut single = bulk.clone();
+        let got = mask_values(&config, &d, rows, &mut bulk);
+        let p = config.dropout as f32;
+        let keep = 1.0 / (1.0 - p);
+        for (m, &w) in got.iter().zip(&d.widths[1..]) {
+            assert_eq!(m.len(), rows * w);
+            for &v in m {
+                let want = if single.random::<f32>() < p {
+                    0.0
+                } else {
+                    keep
+                };
+                assert_eq!(v, want);
+            }
+        }
+        // Both streams stand at the same place afterwards.
+        assert_eq!(bulk.random::<u64>(), single.random::<u64>());
     }
 
     #[test]

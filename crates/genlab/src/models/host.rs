@@ -7,7 +7,7 @@
 //! The same models run on any burn device through the generic path; this
 //! one is used when the device is the CPU.
 
-use crate::cpu::{column_sums, matmul, sigmoid, softplus};
+use crate::cpu::{column_sums, matmul, sigmoid, softplus, tanh};
 use crate::simd_fn;
 
 /// `out (rows x n) = x (rows x k) @ w (k x n)`, overwritten.
@@ -71,6 +71,26 @@ simd_fn! {
             for (v, b) in row.iter_mut().zip(bias) {
                 *v += b;
             }
+        }
+    }
+}
+
+simd_fn! {
+    /// Dropout multipliers from random words: the uniform `u = (word >> 8) 2^-24`
+    /// (how `rand` makes an f32), then 0 where `u < p`, else `keep`.
+    pub fn dropout_mask(out: &mut [f32], words: &[u32], p: f32, keep: f32) {
+        for (m, &w) in out.iter_mut().zip(words) {
+            let u = (u32::from_le(w) >> 8) as f32 * (1.0 / (1u32 << 24) as f32);
+            *m = if u < p { 0.0 } else { keep };
+        }
+    }
+}
+
+simd_fn! {
+    /// `out = tanh(x)`, elementwise.
+    pub fn tanh_into(out: &mut [f32], x: &[f32]) {
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = tanh(v);
         }
     }
 }
