@@ -281,3 +281,56 @@ fn same_seed_same_result() {
     };
     assert_eq!(train("a"), train("b"));
 }
+
+#[test]
+fn the_rbm_trains_alike_on_burn_tensors_and_on_the_cpu_kernels() {
+    // burn's tensor path is how the RBM runs on the GPU backends;
+    // GENLAB_CPU_KERNELS=0 takes it on the CPU.
+    let dir = tempfile::tempdir().unwrap();
+    let train = |name: &str, kernels: &str| {
+        let root = dir.path().join(name);
+        let (ok, _, err) = run(genlab(&[
+            "train",
+            "rbm",
+            "--preset",
+            "rbm-20",
+            "--epochs",
+            "1",
+            "--train-limit",
+            "640",
+            "--test-limit",
+            "50",
+            "--set",
+            "model.k=3",
+            "--set",
+            "model.momentum=0.5",
+            "--set",
+            "model.pl_images=10",
+            "--out",
+            root.to_str().unwrap(),
+        ])
+        .env("GENLAB_CPU_KERNELS", kernels));
+        assert!(ok, "{err}");
+        let bytes = std::fs::read(root.join("weights.safetensors")).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let mut all = Vec::new();
+        for name in ["W", "hb", "vb"] {
+            let t = st.tensor(name).unwrap();
+            all.extend(
+                t.data()
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            );
+        }
+        all
+    };
+    let kernels = train("kernels", "1");
+    let tensors = train("tensors", "0");
+    let initial = 0.1f32; // the biases start at 0.1: training moved them
+    assert!(kernels.iter().any(|&v| (v - initial).abs() > 1e-3));
+    let worst = kernels
+        .iter()
+        .zip(&tensors)
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(worst < 1e-3, "largest difference {worst}");
+}

@@ -3,7 +3,8 @@
 #![allow(clippy::needless_range_loop)]
 
 use genlab::cpu::uniform;
-use genlab::models::rbm::{CdBuffers, Rbm, RbmConfig, UpdateRule};
+use genlab::models::rbm::{CdBuffers, Rbm, RbmConfig, TensorCd, UpdateRule};
+use genlab::models::tensors::upload;
 use genlab::rng::{Purpose, stream};
 use rand::{Rng, RngExt};
 
@@ -166,8 +167,35 @@ fn check_update(persistent: bool, momentum: f32, weight_decay: f32) {
         }
     }
     assert_ne!(rbm.w, rbm0.w, "the update changed W");
+
+    // The same two updates on burn tensors (the path of the GPU backends), on the CPU device.
+    let device = burn::tensor::Device::flex();
+    let mut tensor_state = rbm0.new_state(&config, &mut stream(2, Purpose::Init, 1));
+    let mut on_device = TensorCd::upload(&rbm0, &tensor_state, &device);
+    let mut tensor_rng = stream(4, Purpose::Train, 0);
+    for _ in 0..2 {
+        on_device.cd_update(upload(v0.clone(), [b, nv], &device), rule, &mut tensor_rng);
+    }
+    let mut tensor_rbm = rbm0.clone();
+    on_device
+        .download_into(&mut tensor_rbm, &mut tensor_state)
+        .unwrap();
+    for (name, got, want) in [
+        ("W", &tensor_rbm.w, &reference.w),
+        ("hb", &tensor_rbm.hb, &reference.hb),
+        ("vb", &tensor_rbm.vb, &reference.vb),
+    ] {
+        for (g, w) in got.iter().zip(want.iter()) {
+            assert!((g - w).abs() < 1e-5, "tensor path {name}: {g} vs {w}");
+        }
+    }
+    // Velocities too (both stay zero without momentum), so a resume continues alike.
+    for (g, w) in tensor_state.vel_w.iter().zip(&state.vel_w) {
+        assert!((g - w).abs() < 1e-5, "velocity: {g} vs {w}");
+    }
     if persistent {
         let c: Vec<f32> = chains.unwrap().iter().map(|&x| x as f32).collect();
+        assert_eq!(tensor_state.chains.as_ref().unwrap(), &c);
         assert_eq!(state.chains.unwrap(), c);
     }
 }

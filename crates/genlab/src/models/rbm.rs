@@ -6,10 +6,13 @@
 //! the model needs no autodiff, and the hot loop allocates nothing.
 
 use anyhow::{Context, Result, bail};
+use burn::tensor::module::linear;
+use burn::tensor::{Device, Tensor};
 use rand::{Rng, RngExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use super::tensors::{download, upload};
 use super::{Family, ModelConfig, TrainContext};
 use crate::config::{OnNan, RunConfig};
 use crate::cpu::{column_sums, matmul, sigmoid_bernoulli, softplus};
@@ -750,23 +753,12 @@ impl Family for RbmFamily {
     const SEED_PRESET: &'static str = "rbm-500";
     type Config = RbmConfig;
 
-    fn check(run_config: &RunConfig<RbmConfig>) -> Result<()> {
-        if run_config.device != DeviceKind::Cpu {
-            crate::usage_bail!(
-                "device = \"{}\": the RBM runs on the CPU only in this version; use --device cpu",
-                run_config.device
-            );
-        }
-        Ok(())
-    }
-
     fn train(
         ctx: &TrainContext,
         run_config: &RunConfig<RbmConfig>,
         resume: Option<&Checkpoint>,
     ) -> Result<()> {
         let config = &run_config.model;
-        Self::check(run_config)?;
         let train = &ctx.dataset.train;
         let seed = run_config.seed;
         let (mut rbm, mut state, epochs_done, batches_done, resumed_rng, mut best_pl) = match resume
@@ -816,6 +808,12 @@ impl Family for RbmFamily {
             (run_config.on_nan == OnNan::SkipBatch).then(|| (rbm.clone(), state.clone()));
         // The Unit view draws nothing; the generator is only a formality.
         let mut no_rng = stream(seed, Purpose::Fixed, 1);
+        // genlab's CPU kernels on the CPU; burn's tensor operations on any
+        // other device (and on the CPU with GENLAB_CPU_KERNELS=0).
+        let on_tensors = run_config.device != DeviceKind::Cpu
+            || std::env::var("GENLAB_CPU_KERNELS").as_deref() == Ok("0");
+        let mut on_device = on_tensors.then(|| TensorCd::upload(&rbm, &state, &ctx.device));
+        let mut device_backup: Option<TensorCd> = None;
         for epoch in epochs_done + 1..=config.epochs {
             let order = EpochOrder::new(
                 train.len(),
@@ -851,17 +849,34 @@ impl Family for RbmFamily {
                     momentum: config.momentum as f32,
                     weight_decay: config.weight_decay as f32,
                 };
-                if let Some((r, s)) = &mut backup {
-                    r.clone_from(&rbm);
-                    s.clone_from(&state);
-                }
-                rbm.cd_update(&mut bufs, &mut state, rule, &mut rng);
-                let bad = [("W", &rbm.w), ("hb", &rbm.hb), ("vb", &rbm.vb)]
-                    .into_iter()
-                    .find(|(_, p)| !all_finite(p))
-                    .map(|(name, _)| name);
+                let bad = if let Some(dev) = &mut on_device {
+                    if backup.is_some() {
+                        device_backup = Some(dev.clone());
+                    }
+                    let v0 = upload(
+                        bufs.data_mut().to_vec(),
+                        [config.batch_size, PIXELS],
+                        &ctx.device,
+                    );
+                    dev.cd_update(v0, rule, &mut rng);
+                    (!dev.all_finite()?).then_some("W, hb or vb")
+                } else {
+                    if let Some((r, s)) = &mut backup {
+                        r.clone_from(&rbm);
+                        s.clone_from(&state);
+                    }
+                    rbm.cd_update(&mut bufs, &mut state, rule, &mut rng);
+                    [("W", &rbm.w), ("hb", &rbm.hb), ("vb", &rbm.vb)]
+                        .into_iter()
+                        .find(|(_, p)| !all_finite(p))
+                        .map(|(name, _)| name)
+                };
                 if let Some(name) = bad {
                     match &backup {
+                        Some(_) if on_device.is_some() => {
+                            on_device = device_backup.take();
+                            skipped += 1;
+                        }
                         Some((r, s)) => {
                             rbm.clone_from(r);
                             state.clone_from(s);
@@ -885,6 +900,9 @@ impl Family for RbmFamily {
                 }
                 progress.batch(idx.len(), None);
                 if crate::interrupt::requested() && b + 1 < order.num_batches() {
+                    if let Some(dev) = &on_device {
+                        dev.download_into(&mut rbm, &mut state)?;
+                    }
                     let at = Position {
                         epochs_done: epoch - 1,
                         batches_done: b + 1,
@@ -900,6 +918,9 @@ impl Family for RbmFamily {
                     }
                     .into());
                 }
+            }
+            if let Some(dev) = &on_device {
+                dev.download_into(&mut rbm, &mut state)?;
             }
             let timing = progress.timing();
             let eval_start = std::time::Instant::now();
@@ -986,6 +1007,133 @@ impl Family for RbmFamily {
         )?;
         plot_metrics(&ctx.run).context("drawing the metric plots")?;
         Ok(())
+    }
+}
+
+/// The CD-k update on burn tensors: how the RBM trains on a device without
+/// genlab's CPU kernels (the GPU backends, or the CPU with
+/// `GENLAB_CPU_KERNELS=0`). It draws the same uniforms as [`Rbm::cd_update`]
+/// (made on the host from the same keys and uploaded), so both paths run the
+/// same chains up to the rounding of their matrix products.
+#[derive(Clone)]
+pub struct TensorCd {
+    device: Device,
+    w: Tensor<2>,
+    hb: Tensor<1>,
+    vb: Tensor<1>,
+    vel_w: Tensor<2>,
+    vel_hb: Tensor<1>,
+    vel_vb: Tensor<1>,
+    chains: Option<Tensor<2>>,
+}
+
+impl TensorCd {
+    /// Copies the parameters and the optimiser state to `device`.
+    pub fn upload(rbm: &Rbm, state: &RbmState, device: &Device) -> Self {
+        let (nv, nh) = (rbm.visible, rbm.hidden);
+        TensorCd {
+            device: device.clone(),
+            w: upload(rbm.w.clone(), [nv, nh], device),
+            hb: upload(rbm.hb.clone(), [nh], device),
+            vb: upload(rbm.vb.clone(), [nv], device),
+            vel_w: upload(state.vel_w.clone(), [nv, nh], device),
+            vel_hb: upload(state.vel_hb.clone(), [nh], device),
+            vel_vb: upload(state.vel_vb.clone(), [nv], device),
+            chains: state
+                .chains
+                .as_ref()
+                .map(|c| upload(c.clone(), [c.len() / nh, nh], device)),
+        }
+    }
+
+    /// Writes the parameters and the optimiser state back to the host.
+    pub fn download_into(&self, rbm: &mut Rbm, state: &mut RbmState) -> Result<()> {
+        rbm.w = download(self.w.clone())?;
+        rbm.hb = download(self.hb.clone())?;
+        rbm.vb = download(self.vb.clone())?;
+        state.vel_w = download(self.vel_w.clone())?;
+        state.vel_hb = download(self.vel_hb.clone())?;
+        state.vel_vb = download(self.vel_vb.clone())?;
+        if let Some(c) = &self.chains {
+            state.chains = Some(download(c.clone())?);
+        }
+        Ok(())
+    }
+
+    /// Whether every parameter is finite (one value read back).
+    pub fn all_finite(&self) -> Result<bool> {
+        let total = self.w.clone().sum() + self.hb.clone().sum() + self.vb.clone().sum();
+        Ok(download(total)?.iter().all(|v| v.is_finite()))
+    }
+
+    /// Draws from Bernoulli(p) with the counter-based uniforms of `key`.
+    fn bernoulli(&self, p: &Tensor<2>, key: u64) -> Tensor<2> {
+        let [rows, cols] = p.dims();
+        let u: Vec<f32> = (0..rows * cols)
+            .map(|i| crate::cpu::uniform(key, i as u32))
+            .collect();
+        upload(u, [rows, cols], &self.device)
+            .lower(p.clone())
+            .float()
+    }
+
+    fn hidden_probs(&self, v: Tensor<2>) -> Tensor<2> {
+        burn::tensor::activation::sigmoid(linear(v, self.w.clone(), Some(self.hb.clone())))
+    }
+
+    fn visible_probs(&self, h: Tensor<2>) -> Tensor<2> {
+        burn::tensor::activation::sigmoid(linear(
+            h,
+            self.w.clone().transpose(),
+            Some(self.vb.clone()),
+        ))
+    }
+
+    /// [`Rbm::cd_update`] on tensors, for the batch `v0` (B x V), drawing
+    /// the same keys from `rng`.
+    pub fn cd_update(&mut self, v0: Tensor<2>, rule: UpdateRule, rng: &mut GenRng) {
+        let [b, nv] = v0.dims();
+        let nh = self.hb.dims()[0];
+        let p0 = self.hidden_probs(v0.clone());
+        let mut h = self.bernoulli(&p0, rng.next_u64());
+        if let Some(chains) = &self.chains {
+            h = chains.clone();
+        }
+        let mut vk = v0.clone();
+        for _ in 0..rule.k {
+            vk = self.bernoulli(&self.visible_probs(h), rng.next_u64());
+            h = self.bernoulli(&self.hidden_probs(vk.clone()), rng.next_u64());
+        }
+        if let Some(chains) = &mut self.chains {
+            *chains = h.clone();
+        }
+        let inv_b = 1.0 / b as f32;
+        let UpdateRule {
+            lr,
+            momentum,
+            weight_decay,
+            ..
+        } = rule;
+        let dw =
+            v0.clone().transpose().matmul(p0.clone()) - vk.clone().transpose().matmul(h.clone());
+        let dhb = (p0 - h).sum_dim(0).reshape([nh]);
+        let dvb = (v0 - vk).sum_dim(0).reshape([nv]);
+        let step = lr * inv_b;
+        if momentum == 0.0 {
+            // As the host path: no velocity, W = (1 - lr decay) W + lr grad.
+            self.w = self.w.clone().mul_scalar(1.0 - lr * weight_decay) + dw.mul_scalar(step);
+            self.hb = self.hb.clone() + dhb.mul_scalar(step);
+            self.vb = self.vb.clone() + dvb.mul_scalar(step);
+        } else {
+            // velocity = momentum velocity + lr (grad - decay W); param += velocity.
+            self.vel_w = self.vel_w.clone().mul_scalar(momentum) + dw.mul_scalar(step)
+                - self.w.clone().mul_scalar(lr * weight_decay);
+            self.vel_hb = self.vel_hb.clone().mul_scalar(momentum) + dhb.mul_scalar(step);
+            self.vel_vb = self.vel_vb.clone().mul_scalar(momentum) + dvb.mul_scalar(step);
+            self.w = self.w.clone() + self.vel_w.clone();
+            self.hb = self.hb.clone() + self.vel_hb.clone();
+            self.vb = self.vb.clone() + self.vel_vb.clone();
+        }
     }
 }
 
