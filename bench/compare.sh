@@ -32,6 +32,9 @@ trap 'rm -rf "$TMP"' EXIT
 mkdir -p bench/results
 CSV=${CSV:-bench/results/compare.csv}
 echo "round,workload,unit,genlab,pytorch,genlab_loss,pytorch_loss" > "$CSV"
+# The machine's measured f32 peak on these threads, for the GFLOP/s column.
+PEAK=$("$MATMUL" | sed -n 's/^peak: \([0-9.]*\) GFLOP.*/\1/p')
+echo "peak: $PEAK GFLOP/s f32 on $THREADS threads"
 for r in $(seq 1 "$ROUNDS"); do
   for w in "${WORKLOADS[@]}"; do
     case "$w" in
@@ -63,12 +66,35 @@ for r in $(seq 1 "$ROUNDS"); do
     esac
   done
 done
-"$PYTHON" - "$CSV" <<'PY'
+"$PYTHON" - "$CSV" "$PEAK" <<'PY'
 import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
+peak = float(sys.argv[2])
+# FLOPs of the matrix products (2 per multiply-add) per unit of each workload.
+# MLP VAE, latent L, per image: forward F = 2*784*256 + 768 L multiply-adds;
+# backward = F (weight gradients) + F - 784*256 (input gradients, none for
+# the first layer); 60,000 images. Conv VAE per image: forward 6,660,928
+# (conv 56,448 + 903,168, dense 50,176 + 64 + 6,272, transposed convs
+# 1,806,336 + 3,612,672 + 225,792), backward 2 F - 56,448; 10,000 images.
+# GAN per image: 1,136,000 (D step: G forward, D forward and weight gradients
+# on real + fake, D input gradients below its first layer; G step: G and D
+# forward, D input gradients, G weight and input gradients); 59,968 images.
+# RBM CD-30 update, batch 64: 61 products 64x784x500 and one 784x128x500.
+def mlp_vae(latent):
+    f = 2 * 784 * 256 + 768 * latent
+    return 2 * (3 * f - 784 * 256) * 60000
+FLOP = {
+    "rbm-500 CD-30 update (batch 64)": 2 * (61 * 64 * 784 * 500 + 784 * 128 * 500) / 1e-3,  # per ms
+    "vae-2 epoch": mlp_vae(2),
+    "vae-16 epoch": mlp_vae(16),
+    "conv-vae epoch": 2 * (3 * 6660928 - 56448) * 10000,
+    "gan epoch (loss: mean d_loss)": 2 * 1136000 * 59968,
+}
 print()
-print("| workload | unit | genlab (median) | PyTorch (median) | genlab / PyTorch | loss genlab / PyTorch |")
-print("|---|---|---|---|---|---|")
+print(f"peak (measured, independent FMA chains): {peak:.0f} GFLOP/s")
+print()
+print("| workload | unit | genlab (median) | PyTorch (median) | genlab / PyTorch | genlab GFLOP/s (% of peak) | loss genlab / PyTorch |")
+print("|---|---|---|---|---|---|---|")
 for w in dict.fromkeys(r["workload"] for r in rows):
     sel = [r for r in rows if r["workload"] == w]
     g = statistics.median(float(r["genlab"]) for r in sel)
@@ -78,5 +104,12 @@ for w in dict.fromkeys(r["workload"] for r in rows):
         gl = statistics.median(float(r["genlab_loss"]) for r in sel)
         tl = statistics.median(float(r["pytorch_loss"]) for r in sel)
         loss = f"{gl:.2f} / {tl:.2f}"
-    print(f"| {w} | {sel[0]['unit']} | {g:.3g} | {t:.3g} | {g / t:.2f} | {loss} |")
+    if sel[0]["unit"] == "GFLOP/s":
+        achieved = g
+    elif w in FLOP:
+        achieved = FLOP[w] / g / 1e9
+    else:
+        achieved = None
+    rate = f"{achieved:.0f} ({100 * achieved / peak:.0f}%)" if achieved and peak > 0 else ""
+    print(f"| {w} | {sel[0]['unit']} | {g:.3g} | {t:.3g} | {g / t:.2f} | {rate} | {loss} |")
 PY

@@ -1,5 +1,6 @@
 //! Achieved GFLOP/s of the RBM's hot matrix product (64x784 @ 784x500, f32) on
-//! the CPU backend, and how many cores it keeps busy (CPU time / wall time).
+//! the CPU backend, how many cores it keeps busy (CPU time / wall time), and
+//! the machine's measured peak f32 throughput.
 //!
 //! Run: `cargo bench --bench matmul`.
 
@@ -43,5 +44,17 @@ fn main() {
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
+    );
+    let threads = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        });
+    println!(
+        "peak: {:.1} GFLOP/s f32 on {threads} threads (independent FMA chains)",
+        genlab::bench_util::peak_gflops(threads)
     );
 }
