@@ -344,6 +344,14 @@ fn http_get(addr: &str, path: &str) -> (u16, Vec<u8>) {
 #[test]
 fn report_serve_serves_the_report_and_nothing_else() {
     let report = reproduction().join("report");
+    /// Stops the server even when an assertion fails first.
+    struct Server(std::process::Child);
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
     let mut child = Command::new(env!("CARGO_BIN_EXE_genlab"))
         .args([
             "report",
@@ -357,12 +365,10 @@ fn report_serve_serves_the_report_and_nothing_else() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut server = Server(child);
     let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
     let url = line
         .split_whitespace()
         .find(|w| w.starts_with("http://127.0.0.1:"))
@@ -389,9 +395,9 @@ fn report_serve_serves_the_report_and_nothing_else() {
     }
     // Ctrl-C stops it cleanly.
     let _ = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args(["-INT", &server.0.id().to_string()])
         .status();
-    let status = child.wait().unwrap();
+    let status = server.0.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
 

@@ -62,25 +62,8 @@ pub fn matmul(
             false,
             false,
             false,
-            parallelism(m, n, k),
+            gemm::Parallelism::Rayon(0),
         );
-    }
-}
-
-/// Both cores for large products; one for small ones, where waking the
-/// second thread costs more than it saves.
-fn parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
-    static SERIAL_BELOW: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    let below = *SERIAL_BELOW.get_or_init(|| {
-        std::env::var("GENLAB_GEMM_SERIAL_BELOW")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    });
-    if m * n * k < below {
-        gemm::Parallelism::None
-    } else {
-        gemm::Parallelism::Rayon(0)
     }
 }
 
