@@ -7,7 +7,8 @@
 use std::time::Instant;
 
 use genlab::bench_util::{cpu_seconds, median};
-use genlab::models::rbm::{CdBuffers, Rbm, RbmConfig, UpdateRule};
+use genlab::models::rbm::{CdBuffers, Rbm, RbmConfig, TensorCd, UpdateRule};
+use genlab::models::tensors::upload;
 use genlab::rng::{Purpose, stream};
 use rand::RngExt;
 
@@ -50,6 +51,36 @@ fn main() {
         flops / med / 1e6,
         med * (60_000 / b) as f64 / 1e3
     );
+
+    // The same update as training runs it: the backend extension on flex
+    // tensors (the fused kernel in place on their buffers), then burn's
+    // composed tensor operations (the GPU backends' body) on the CPU.
+    let device = burn::tensor::Device::flex();
+    for (label, composed) in [
+        ("backend extension on flex", false),
+        ("composed tensor ops on flex", true),
+    ] {
+        let mut on_device = TensorCd::upload(&rbm, &state, &device);
+        on_device.composed = composed;
+        let mut tensor_step = || {
+            let v0 = upload(batch.clone(), [b, nv], &device);
+            on_device.cd_update(v0, rule, &mut rng);
+        };
+        for _ in 0..3 {
+            tensor_step();
+        }
+        let mut ms = Vec::new();
+        for _ in 0..(if composed { 10 } else { 40 }) {
+            let t = Instant::now();
+            tensor_step();
+            ms.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        let med_t = median(&mut ms);
+        println!(
+            "rbm-500 CD-{k} update, {label}: median {med_t:.2} ms ({:.2}x the host kernel's time)",
+            med_t / med
+        );
+    }
 
     let runs = 100;
     let steps = 1_000;

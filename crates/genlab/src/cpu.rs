@@ -7,6 +7,13 @@
 
 use rayon::prelude::*;
 
+/// Whether genlab's CPU kernels run where they apply (the default);
+/// `GENLAB_CPU_KERNELS=0` makes every model use burn's generic tensor
+/// operations instead, to compare the two.
+pub fn kernels_enabled() -> bool {
+    std::env::var("GENLAB_CPU_KERNELS").as_deref() != Ok("0")
+}
+
 /// `c (m x n) = alpha * c + beta * op(a) * op(b)`, row-major buffers.
 /// `op(a)` is m x k: `a` is stored m x k, or k x m when `a_t`. Likewise `op(b)`
 /// is k x n: `b` is stored k x n, or n x k when `b_t`. With `alpha == 0`, `c`

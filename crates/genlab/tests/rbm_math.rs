@@ -168,35 +168,59 @@ fn check_update(persistent: bool, momentum: f32, weight_decay: f32) {
     }
     assert_ne!(rbm.w, rbm0.w, "the update changed W");
 
-    // The same two updates on burn tensors (the path of the GPU backends), on the CPU device.
+    // The same two updates on burn tensors: through the backend extension
+    // (on flex: the host kernel in place on the tensors' buffers) and as
+    // burn's composed tensor operations (the GPU backends' body), both on the
+    // CPU device. The skip-batch backup is a clone taken before the update:
+    // it must keep the old values (the kernel copies on write).
     let device = burn::tensor::Device::flex();
-    let mut tensor_state = rbm0.new_state(&config, &mut stream(2, Purpose::Init, 1));
-    let mut on_device = TensorCd::upload(&rbm0, &tensor_state, &device);
-    let mut tensor_rng = stream(4, Purpose::Train, 0);
-    for _ in 0..2 {
-        on_device.cd_update(upload(v0.clone(), [b, nv], &device), rule, &mut tensor_rng);
-    }
-    let mut tensor_rbm = rbm0.clone();
-    on_device
-        .download_into(&mut tensor_rbm, &mut tensor_state)
-        .unwrap();
-    for (name, got, want) in [
-        ("W", &tensor_rbm.w, &reference.w),
-        ("hb", &tensor_rbm.hb, &reference.hb),
-        ("vb", &tensor_rbm.vb, &reference.vb),
-    ] {
-        for (g, w) in got.iter().zip(want.iter()) {
-            assert!((g - w).abs() < 1e-5, "tensor path {name}: {g} vs {w}");
+    for composed in [false, true] {
+        let mut tensor_state = rbm0.new_state(&config, &mut stream(2, Purpose::Init, 1));
+        let mut on_device = TensorCd::upload(&rbm0, &tensor_state, &device);
+        on_device.composed = composed;
+        let before = on_device.clone();
+        let mut tensor_rng = stream(4, Purpose::Train, 0);
+        for _ in 0..2 {
+            on_device.cd_update(upload(v0.clone(), [b, nv], &device), rule, &mut tensor_rng);
         }
-    }
-    // Velocities too (both stay zero without momentum), so a resume continues alike.
-    for (g, w) in tensor_state.vel_w.iter().zip(&state.vel_w) {
-        assert!((g - w).abs() < 1e-5, "velocity: {g} vs {w}");
-    }
-    if persistent {
-        let c: Vec<f32> = chains.unwrap().iter().map(|&x| x as f32).collect();
-        assert_eq!(tensor_state.chains.as_ref().unwrap(), &c);
-        assert_eq!(state.chains.unwrap(), c);
+        let mut tensor_rbm = rbm0.clone();
+        on_device
+            .download_into(&mut tensor_rbm, &mut tensor_state)
+            .unwrap();
+        let path = if composed { "composed" } else { "extension" };
+        for (name, got, want) in [
+            ("W", &tensor_rbm.w, &reference.w),
+            ("hb", &tensor_rbm.hb, &reference.hb),
+            ("vb", &tensor_rbm.vb, &reference.vb),
+        ] {
+            for (g, w) in got.iter().zip(want.iter()) {
+                assert!((g - w).abs() < 1e-5, "{path} path {name}: {g} vs {w}");
+            }
+        }
+        // Velocities too (both stay zero without momentum), so a resume continues alike.
+        for (g, w) in tensor_state.vel_w.iter().zip(&state.vel_w) {
+            assert!((g - w).abs() < 1e-5, "{path} path velocity: {g} vs {w}");
+        }
+        if let Some(c) = &chains {
+            let c: Vec<f32> = c.iter().map(|&x| x as f32).collect();
+            assert_eq!(
+                tensor_state.chains.as_ref().unwrap(),
+                &c,
+                "{path} path chains"
+            );
+            assert_eq!(state.chains.as_ref().unwrap(), &c);
+        }
+        let mut untouched = rbm0.clone();
+        let mut untouched_state = rbm0.new_state(&config, &mut stream(2, Purpose::Init, 1));
+        let fresh_state = untouched_state.clone();
+        before
+            .download_into(&mut untouched, &mut untouched_state)
+            .unwrap();
+        assert_eq!(
+            untouched, rbm0,
+            "{path} path changed a clone taken before the update"
+        );
+        assert_eq!(untouched_state, fresh_state);
     }
 }
 

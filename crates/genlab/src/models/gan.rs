@@ -839,7 +839,7 @@ impl Family for GanFamily {
         let skip_bad = run_config.on_nan == OnNan::SkipBatch;
         // The CPU fast path (GENLAB_CPU_KERNELS=0 forces burn's generic path).
         let mut fast = if run_config.device == crate::device::DeviceKind::Cpu
-            && std::env::var("GENLAB_CPU_KERNELS").as_deref() != Ok("0")
+            && crate::cpu::kernels_enabled()
         {
             Some(HostGan::new(&gan, &opt_g, &opt_d, c.batch_size)?)
         } else {

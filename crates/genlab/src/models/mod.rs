@@ -22,6 +22,7 @@ pub mod host;
 pub mod host_conv;
 pub mod optim;
 pub mod rbm;
+pub mod rbm_backend;
 pub mod tensors;
 pub mod vae;
 

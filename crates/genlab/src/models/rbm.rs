@@ -6,19 +6,20 @@
 //! the model needs no autodiff, and the hot loop allocates nothing.
 
 use anyhow::{Context, Result, bail};
-use burn::tensor::module::linear;
+use burn::backend::Dispatch;
+use burn::backend::tensor::FloatTensor;
 use burn::tensor::{Device, Tensor};
 use rand::{Rng, RngExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use super::rbm_backend::{CdTensors, Chains, ContrastiveDivergence, composed_cd_update};
 use super::tensors::{download, upload};
 use super::{Family, ModelConfig, TrainContext};
 use crate::config::{OnNan, RunConfig};
 use crate::cpu::{column_sums, matmul, sigmoid_bernoulli, softplus};
 use crate::data::batches::{fill_batch, fill_batch_slice, split_to_f32};
 use crate::data::{EpochOrder, PIXELS, PixelView, Split};
-use crate::device::DeviceKind;
 use crate::progress::EpochProgress;
 use crate::rng::{GenRng, Purpose, RngState, stream};
 use crate::run::{Checkpoint, RunDir, TensorData};
@@ -153,11 +154,17 @@ pub struct CdBuffers {
     dhb: Vec<f32>,
     dvb: Vec<f32>,
     dvb_neg: Vec<f32>,
+    /// The 2k+1 keys of one update (kept to avoid a per-step allocation).
+    keys: Vec<u64>,
 }
 
 impl CdBuffers {
     pub fn new(rbm: &Rbm, batch: usize) -> Self {
-        let (v, h) = (rbm.visible, rbm.hidden);
+        Self::for_shape(rbm.visible, rbm.hidden, batch)
+    }
+
+    /// Buffers for a `v` x `h` RBM and batches of `batch` rows.
+    pub fn for_shape(v: usize, h: usize, batch: usize) -> Self {
         CdBuffers {
             batch,
             x: vec![0.0; 2 * batch * v],
@@ -168,7 +175,13 @@ impl CdBuffers {
             dhb: vec![0.0; h],
             dvb: vec![0.0; v],
             dvb_neg: vec![0.0; v],
+            keys: Vec::new(),
         }
+    }
+
+    /// Whether these buffers fit a `v` x `h` RBM and batches of `batch` rows.
+    pub fn fits(&self, v: usize, h: usize, batch: usize) -> bool {
+        self.batch == batch && self.vp.len() == batch * v && self.hp.len() == batch * h
     }
 
     /// The top half of `x`, where the training loop writes the batch.
@@ -195,6 +208,141 @@ pub struct UpdateRule {
     pub lr: f32,
     pub momentum: f32,
     pub weight_decay: f32,
+}
+
+impl UpdateRule {
+    /// How many random keys one update draws: one for the positive phase's
+    /// hidden sample, then one per layer for each of the k Gibbs steps.
+    pub fn cd_keys(&self) -> usize {
+        2 * self.k + 1
+    }
+}
+
+/// Mutable views of an RBM's parameters and optimiser state (row-major,
+/// `w` visible x hidden), whoever owns them: an [`Rbm`] and its
+/// [`RbmState`], or the buffers of burn tensors (see `rbm_backend`).
+pub struct CdParams<'a> {
+    pub w: &'a mut [f32],
+    pub hb: &'a mut [f32],
+    pub vb: &'a mut [f32],
+    pub vel_w: &'a mut [f32],
+    pub vel_hb: &'a mut [f32],
+    pub vel_vb: &'a mut [f32],
+    /// B x H hidden states of the persistent chains (PCD only).
+    pub chains: Option<&'a mut [f32]>,
+}
+
+/// The upward pass: p(h=1|v) for each row of `v` into `probs` (rows x H),
+/// and Bernoulli draws from it into `sample` when given.
+fn up(w: &[f32], hb: &[f32], v: &[f32], probs: &mut [f32], sample: Option<&mut [f32]>, key: u64) {
+    let (nh, nv) = (hb.len(), w.len() / hb.len());
+    let rows = v.len() / nv;
+    matmul(probs, v, w, (rows, nv, nh), false, false, 0.0, 1.0);
+    sigmoid_bernoulli(probs, hb, sample, key);
+}
+
+/// The downward pass: p(v=1|h) for each row of `h` into `probs` (rows x V),
+/// and Bernoulli draws from it into `sample` when given.
+fn down(w: &[f32], vb: &[f32], h: &[f32], probs: &mut [f32], sample: Option<&mut [f32]>, key: u64) {
+    let (nv, nh) = (vb.len(), w.len() / vb.len());
+    let rows = h.len() / nh;
+    matmul(probs, h, w, (rows, nh, nv), false, true, 0.0, 1.0);
+    sigmoid_bernoulli(probs, vb, sample, key);
+}
+
+/// One CD-k (or PCD-k) update on the batch in `bufs.data_mut()`, exactly as
+/// SPEC section 1: v0 = data probabilities; h ~ p(h|v0) (PCD: the
+/// persistent chains' h); k times v ~ p(v|h), h ~ p(h|v); then
+/// dW = (v0' p(h|v0) - vk' hk) / B, dhb = mean(p(h|v0) - hk),
+/// dvb = mean(v0 - vk); velocity = momentum * velocity + lr * (grad - decay * W);
+/// param += velocity. `keys` (2k+1 of them, see [`UpdateRule::cd_keys`]) seed
+/// the Bernoulli draws in order. All work happens in place: the sigmoid, the
+/// uniform draw and the comparison are one pass per layer, and the weight
+/// gradient is one product [v0; vk]' [p(h|v0); -hk] written straight into W
+/// (or its velocity).
+pub fn cd_update_host(p: CdParams<'_>, bufs: &mut CdBuffers, rule: UpdateRule, keys: &[u64]) {
+    let (nv, nh, b) = (p.vb.len(), p.hb.len(), bufs.batch);
+    assert!(bufs.fits(nv, nh, b), "CD buffers of another shape");
+    assert_eq!(keys.len(), rule.cd_keys(), "one key per Bernoulli draw");
+    let (top_x, bottom_x) = bufs.x.split_at_mut(b * nv);
+    let (top_y, bottom_y) = bufs.y.split_at_mut(b * nh);
+    let (w, hb, vb) = (p.w, p.hb, p.vb);
+    // Positive phase: p(h|v0) into the top of y, and a sample of it.
+    up(w, hb, top_x, top_y, Some(&mut bufs.h), keys[0]);
+    if let Some(chains) = &p.chains {
+        bufs.h.copy_from_slice(chains);
+    }
+    // Negative phase: k full Gibbs steps, both layers sampled every step.
+    for step in keys[1..].chunks_exact(2) {
+        down(w, vb, &bufs.h, &mut bufs.vp, Some(&mut *bottom_x), step[0]);
+        up(w, hb, bottom_x, &mut bufs.hp, Some(&mut bufs.h), step[1]);
+    }
+    if let Some(chains) = p.chains {
+        chains.copy_from_slice(&bufs.h);
+    }
+    for (y, h) in bottom_y.iter_mut().zip(&bufs.h) {
+        *y = -h;
+    }
+    // Bias gradients from column sums.
+    column_sums(&bufs.y, nh, &mut bufs.dhb);
+    column_sums(top_x, nv, &mut bufs.dvb);
+    column_sums(bottom_x, nv, &mut bufs.dvb_neg);
+    let inv_b = 1.0 / b as f32;
+    for (d, n) in bufs.dvb.iter_mut().zip(&bufs.dvb_neg) {
+        *d = (*d - n) * inv_b;
+    }
+    for d in bufs.dhb.iter_mut() {
+        *d *= inv_b;
+    }
+    let UpdateRule {
+        lr,
+        momentum,
+        weight_decay,
+        ..
+    } = rule;
+    if momentum == 0.0 {
+        // W = (1 - lr*decay) W + (lr/B) [v0; vk]' [p(h|v0); -hk]: one product, no velocity.
+        matmul(
+            w,
+            &bufs.x,
+            &bufs.y,
+            (nv, 2 * b, nh),
+            true,
+            false,
+            1.0 - lr * weight_decay,
+            lr * inv_b,
+        );
+        for (p, d) in hb.iter_mut().zip(&bufs.dhb) {
+            *p += lr * d;
+        }
+        for (p, d) in vb.iter_mut().zip(&bufs.dvb) {
+            *p += lr * d;
+        }
+    } else {
+        matmul(
+            p.vel_w,
+            &bufs.x,
+            &bufs.y,
+            (nv, 2 * b, nh),
+            true,
+            false,
+            momentum,
+            lr * inv_b,
+        );
+        let decay = lr * weight_decay;
+        for (w, v) in w.iter_mut().zip(p.vel_w.iter_mut()) {
+            *v -= decay * *w;
+            *w += *v;
+        }
+        for ((p, v), d) in hb.iter_mut().zip(p.vel_hb.iter_mut()).zip(&bufs.dhb) {
+            *v = momentum * *v + lr * d;
+            *p += *v;
+        }
+        for ((p, v), d) in vb.iter_mut().zip(p.vel_vb.iter_mut()).zip(&bufs.dvb) {
+            *v = momentum * *v + lr * d;
+            *p += *v;
+        }
+    }
 }
 
 impl Rbm {
@@ -233,66 +381,28 @@ impl Rbm {
         }
     }
 
-    /// The upward pass: p(h=1|v) for each row of `v` into `probs` (rows x H),
-    /// and Bernoulli draws from it into `sample` when given.
-    fn up(&self, v: &[f32], probs: &mut [f32], sample: Option<&mut [f32]>, key: u64) {
-        let rows = v.len() / self.visible;
-        matmul(
-            probs,
-            v,
-            &self.w,
-            (rows, self.visible, self.hidden),
-            false,
-            false,
-            0.0,
-            1.0,
-        );
-        sigmoid_bernoulli(probs, &self.hb, sample, key);
-    }
-
-    /// The downward pass: p(v=1|h) for each row of `h` into `probs` (rows x V),
-    /// and Bernoulli draws from it into `sample` when given.
-    fn down(&self, h: &[f32], probs: &mut [f32], sample: Option<&mut [f32]>, key: u64) {
-        let rows = h.len() / self.hidden;
-        matmul(
-            probs,
-            h,
-            &self.w,
-            (rows, self.hidden, self.visible),
-            false,
-            true,
-            0.0,
-            1.0,
-        );
-        sigmoid_bernoulli(probs, &self.vb, sample, key);
-    }
-
     /// p(h=1|v) for `rows` visible vectors, into `out` (rows x H).
     pub fn hidden_probs(&self, v: &[f32], out: &mut [f32]) {
-        self.up(v, out, None, 0);
+        up(&self.w, &self.hb, v, out, None, 0);
     }
 
     /// p(v=1|h) for `rows` hidden vectors, into `out` (rows x V).
     pub fn visible_probs(&self, h: &[f32], out: &mut [f32]) {
-        self.down(h, out, None, 0);
+        down(&self.w, &self.vb, h, out, None, 0);
     }
 
     /// Samples h ~ p(h|v): probabilities into `probs`, draws into `sample`.
     pub fn sample_hidden(&self, v: &[f32], probs: &mut [f32], sample: &mut [f32], key: u64) {
-        self.up(v, probs, Some(sample), key);
+        up(&self.w, &self.hb, v, probs, Some(sample), key);
     }
 
     /// Samples v ~ p(v|h): probabilities into `probs`, draws into `sample`.
     pub fn sample_visible(&self, h: &[f32], probs: &mut [f32], sample: &mut [f32], key: u64) {
-        self.down(h, probs, Some(sample), key);
+        down(&self.w, &self.vb, h, probs, Some(sample), key);
     }
 
-    /// One CD-k (or PCD-k) update on the batch in `bufs.data_mut()`, exactly as
-    /// SPEC section 1: v0 = data probabilities; h ~ p(h|v0) (PCD: the
-    /// persistent chains' h); k times v ~ p(v|h), h ~ p(h|v); then
-    /// dW = (v0' p(h|v0) - vk' hk) / B, dhb = mean(p(h|v0) - hk),
-    /// dvb = mean(v0 - vk); velocity = momentum * velocity + lr * (grad - decay * W);
-    /// param += velocity. Returns nothing; all work happens in place.
+    /// One CD-k (or PCD-k) update on the batch in `bufs.data_mut()`, as
+    /// [`cd_update_host`], drawing its 2k+1 keys from `rng`.
     pub fn cd_update(
         &mut self,
         bufs: &mut CdBuffers,
@@ -300,95 +410,21 @@ impl Rbm {
         rule: UpdateRule,
         rng: &mut GenRng,
     ) {
-        let (nv, nh, b) = (self.visible, self.hidden, bufs.batch);
-        let (top_x, bottom_x) = bufs.x.split_at_mut(b * nv);
-        let (top_y, bottom_y) = bufs.y.split_at_mut(b * nh);
-        // Positive phase: p(h|v0) into the top of y, and a sample of it.
-        self.sample_hidden(top_x, top_y, &mut bufs.h, rng.next_u64());
-        if let Some(chains) = &state.chains {
-            bufs.h.copy_from_slice(chains);
-        }
-        // Negative phase: k full Gibbs steps, both layers sampled every step.
-        for _ in 0..rule.k {
-            self.sample_visible(&bufs.h, &mut bufs.vp, bottom_x, rng.next_u64());
-            self.sample_hidden(bottom_x, &mut bufs.hp, &mut bufs.h, rng.next_u64());
-        }
-        if let Some(chains) = &mut state.chains {
-            chains.copy_from_slice(&bufs.h);
-        }
-        for (y, h) in bottom_y.iter_mut().zip(&bufs.h) {
-            *y = -h;
-        }
-        // Bias gradients from column sums.
-        column_sums(&bufs.y, nh, &mut bufs.dhb);
-        column_sums(top_x, nv, &mut bufs.dvb);
-        column_sums(bottom_x, nv, &mut bufs.dvb_neg);
-        let inv_b = 1.0 / b as f32;
-        for (d, n) in bufs.dvb.iter_mut().zip(&bufs.dvb_neg) {
-            *d = (*d - n) * inv_b;
-        }
-        for d in bufs.dhb.iter_mut() {
-            *d *= inv_b;
-        }
-        let UpdateRule {
-            lr,
-            momentum,
-            weight_decay,
-            ..
-        } = rule;
-        if momentum == 0.0 {
-            // W = (1 - lr*decay) W + (lr/B) [v0; vk]' [p(h|v0); -hk]: one product, no velocity.
-            matmul(
-                &mut self.w,
-                &bufs.x,
-                &bufs.y,
-                (nv, 2 * b, nh),
-                true,
-                false,
-                1.0 - lr * weight_decay,
-                lr * inv_b,
-            );
-            for (p, d) in self.hb.iter_mut().zip(&bufs.dhb) {
-                *p += lr * d;
-            }
-            for (p, d) in self.vb.iter_mut().zip(&bufs.dvb) {
-                *p += lr * d;
-            }
-        } else {
-            matmul(
-                &mut state.vel_w,
-                &bufs.x,
-                &bufs.y,
-                (nv, 2 * b, nh),
-                true,
-                false,
-                momentum,
-                lr * inv_b,
-            );
-            let decay = lr * weight_decay;
-            for (w, v) in self.w.iter_mut().zip(state.vel_w.iter_mut()) {
-                *v -= decay * *w;
-                *w += *v;
-            }
-            for ((p, v), d) in self
-                .hb
-                .iter_mut()
-                .zip(state.vel_hb.iter_mut())
-                .zip(&bufs.dhb)
-            {
-                *v = momentum * *v + lr * d;
-                *p += *v;
-            }
-            for ((p, v), d) in self
-                .vb
-                .iter_mut()
-                .zip(state.vel_vb.iter_mut())
-                .zip(&bufs.dvb)
-            {
-                *v = momentum * *v + lr * d;
-                *p += *v;
-            }
-        }
+        bufs.keys.clear();
+        bufs.keys
+            .extend((0..rule.cd_keys()).map(|_| rng.next_u64()));
+        let keys = std::mem::take(&mut bufs.keys);
+        let params = CdParams {
+            w: &mut self.w,
+            hb: &mut self.hb,
+            vb: &mut self.vb,
+            vel_w: &mut state.vel_w,
+            vel_hb: &mut state.vel_hb,
+            vel_vb: &mut state.vel_vb,
+            chains: state.chains.as_deref_mut(),
+        };
+        cd_update_host(params, bufs, rule, &keys);
+        bufs.keys = keys;
     }
 
     /// Free energy F(v) = -vb'v - sum_j softplus(hb_j + W_j'v) of each row of `v`.
@@ -741,13 +777,6 @@ fn restore(
     ))
 }
 
-/// Whether a parameter stayed usable: one vectorised sum, finite exactly when
-/// no value is NaN or infinite and the values do not overflow f32 together
-/// (weights that large count as diverged too).
-fn all_finite(x: &[f32]) -> bool {
-    crate::cpu::sum(x).is_finite()
-}
-
 impl Family for RbmFamily {
     const NAME: &'static str = "rbm";
     const SEED_PRESET: &'static str = "rbm-500";
@@ -773,7 +802,6 @@ impl Family for RbmFamily {
         // Rows after the checkpoint (a crash after the metrics but before the
         // checkpoint, or a torn line) are dropped, so no epoch appears twice.
         ctx.run.metrics().truncate_to_epoch(epochs_done as u64)?;
-        let mut bufs = CdBuffers::new(&rbm, config.batch_size);
 
         // Fixed sets for the per-epoch figures and metrics, chosen once per run.
         let mut fixed_rng = stream(seed, Purpose::Fixed, 0);
@@ -803,17 +831,17 @@ impl Family for RbmFamily {
 
         let batches_per_epoch = train.len() / config.batch_size;
         let total_updates = batches_per_epoch * config.epochs;
-        // Undo buffer for --on-nan skip-batch.
-        let mut backup =
-            (run_config.on_nan == OnNan::SkipBatch).then(|| (rbm.clone(), state.clone()));
         // The Unit view draws nothing; the generator is only a formality.
         let mut no_rng = stream(seed, Purpose::Fixed, 1);
-        // genlab's CPU kernels on the CPU; burn's tensor operations on any
-        // other device (and on the CPU with GENLAB_CPU_KERNELS=0).
-        let on_tensors = run_config.device != DeviceKind::Cpu
-            || std::env::var("GENLAB_CPU_KERNELS").as_deref() == Ok("0");
-        let mut on_device = on_tensors.then(|| TensorCd::upload(&rbm, &state, &ctx.device));
-        let mut device_backup: Option<TensorCd> = None;
+        // The parameters live on the device as tensors; the update is the
+        // backend extension (genlab's fused kernel on the CPU).
+        let mut on_device = TensorCd::upload(&rbm, &state, &ctx.device);
+        on_device.composed = !crate::cpu::kernels_enabled();
+        // Undo copy for --on-nan skip-batch (a clone shares the buffers until
+        // the update writes, which then copies).
+        let skip_bad = run_config.on_nan == OnNan::SkipBatch;
+        let mut backup: Option<TensorCd> = None;
+        let mut batch = vec![0.0f32; config.batch_size * PIXELS];
         for epoch in epochs_done + 1..=config.epochs {
             let order = EpochOrder::new(
                 train.len(),
@@ -842,44 +870,22 @@ impl Family for RbmFamily {
             let mut skipped = 0usize;
             for (b, idx) in order.batches().enumerate().skip(skip) {
                 lr = lr_at(config, (epoch - 1) * batches_per_epoch + b, total_updates);
-                fill_batch_slice(train, idx, PixelView::Unit, &mut no_rng, bufs.data_mut());
+                fill_batch_slice(train, idx, PixelView::Unit, &mut no_rng, &mut batch);
                 let rule = UpdateRule {
                     k: config.k,
                     lr: lr as f32,
                     momentum: config.momentum as f32,
                     weight_decay: config.weight_decay as f32,
                 };
-                let bad = if let Some(dev) = &mut on_device {
-                    if backup.is_some() {
-                        device_backup = Some(dev.clone());
-                    }
-                    let v0 = upload(
-                        bufs.data_mut().to_vec(),
-                        [config.batch_size, PIXELS],
-                        &ctx.device,
-                    );
-                    dev.cd_update(v0, rule, &mut rng);
-                    (!dev.all_finite()?).then_some("W, hb or vb")
-                } else {
-                    if let Some((r, s)) = &mut backup {
-                        r.clone_from(&rbm);
-                        s.clone_from(&state);
-                    }
-                    rbm.cd_update(&mut bufs, &mut state, rule, &mut rng);
-                    [("W", &rbm.w), ("hb", &rbm.hb), ("vb", &rbm.vb)]
-                        .into_iter()
-                        .find(|(_, p)| !all_finite(p))
-                        .map(|(name, _)| name)
-                };
-                if let Some(name) = bad {
-                    match &backup {
-                        Some(_) if on_device.is_some() => {
-                            on_device = device_backup.take();
-                            skipped += 1;
-                        }
-                        Some((r, s)) => {
-                            rbm.clone_from(r);
-                            state.clone_from(s);
+                if skip_bad {
+                    backup = Some(on_device.clone());
+                }
+                let v0 = upload(batch.clone(), [config.batch_size, PIXELS], &ctx.device);
+                on_device.cd_update(v0, rule, &mut rng);
+                if !on_device.all_finite()? {
+                    match backup.take() {
+                        Some(good) => {
+                            on_device = good;
                             skipped += 1;
                         }
                         None => {
@@ -892,7 +898,7 @@ impl Family for RbmFamily {
                                 "no checkpoint had been written yet".to_string()
                             };
                             bail!(
-                                "epoch {epoch}, batch {}: parameter {name} became NaN or infinite (lr {lr}); training stopped and {kept}; lower model.lr or pass --on-nan skip-batch",
+                                "epoch {epoch}, batch {}: parameter W, hb or vb became NaN or infinite (lr {lr}); training stopped and {kept}; lower model.lr or pass --on-nan skip-batch",
                                 b + 1
                             )
                         }
@@ -900,9 +906,7 @@ impl Family for RbmFamily {
                 }
                 progress.batch(idx.len(), None);
                 if crate::interrupt::requested() && b + 1 < order.num_batches() {
-                    if let Some(dev) = &on_device {
-                        dev.download_into(&mut rbm, &mut state)?;
-                    }
+                    on_device.download_into(&mut rbm, &mut state)?;
                     let at = Position {
                         epochs_done: epoch - 1,
                         batches_done: b + 1,
@@ -919,9 +923,7 @@ impl Family for RbmFamily {
                     .into());
                 }
             }
-            if let Some(dev) = &on_device {
-                dev.download_into(&mut rbm, &mut state)?;
-            }
+            on_device.download_into(&mut rbm, &mut state)?;
             let timing = progress.timing();
             let eval_start = std::time::Instant::now();
             let metrics = epoch_metrics(&rbm, &test, &pl_set, &train_subset);
@@ -1010,130 +1012,92 @@ impl Family for RbmFamily {
     }
 }
 
-/// The CD-k update on burn tensors: how the RBM trains on a device without
-/// genlab's CPU kernels (the GPU backends, or the CPU with
-/// `GENLAB_CPU_KERNELS=0`). It draws the same uniforms as [`Rbm::cd_update`]
-/// (made on the host from the same keys and uploaded), so both paths run the
-/// same chains up to the rounding of their matrix products.
+/// The RBM's parameters and optimiser state as tensors on a burn device,
+/// updated by the backend extension [`ContrastiveDivergence`]: on the CPU
+/// (`Flex`) genlab's fused host kernel runs in place on the tensors'
+/// buffers, on the GPU backends the same update composed of burn's tensor
+/// operations. Both draw the same uniforms from the same keys, so they run
+/// the same chains up to the rounding of their matrix products.
 #[derive(Clone)]
 pub struct TensorCd {
-    device: Device,
-    w: Tensor<2>,
-    hb: Tensor<1>,
-    vb: Tensor<1>,
-    vel_w: Tensor<2>,
-    vel_hb: Tensor<1>,
-    vel_vb: Tensor<1>,
-    chains: Option<Tensor<2>>,
+    /// `None` only while an update holds the tensors.
+    params: Option<CdTensors<Dispatch>>,
+    /// Run the composed tensor operations even where the backend has a
+    /// kernel of its own (`GENLAB_CPU_KERNELS=0`, and tests comparing them).
+    pub composed: bool,
 }
 
 impl TensorCd {
     /// Copies the parameters and the optimiser state to `device`.
     pub fn upload(rbm: &Rbm, state: &RbmState, device: &Device) -> Self {
         let (nv, nh) = (rbm.visible, rbm.hidden);
+        let put = |data: &[f32], shape: &[usize]| match shape {
+            [n] => upload(data.to_vec(), [*n], device).into_dispatch(),
+            [r, c] => upload(data.to_vec(), [*r, *c], device).into_dispatch(),
+            _ => unreachable!("RBM tensors are vectors or matrices"),
+        };
         TensorCd {
-            device: device.clone(),
-            w: upload(rbm.w.clone(), [nv, nh], device),
-            hb: upload(rbm.hb.clone(), [nh], device),
-            vb: upload(rbm.vb.clone(), [nv], device),
-            vel_w: upload(state.vel_w.clone(), [nv, nh], device),
-            vel_hb: upload(state.vel_hb.clone(), [nh], device),
-            vel_vb: upload(state.vel_vb.clone(), [nv], device),
-            chains: state
-                .chains
-                .as_ref()
-                .map(|c| upload(c.clone(), [c.len() / nh, nh], device)),
+            params: Some(CdTensors {
+                w: put(&rbm.w, &[nv, nh]),
+                hb: put(&rbm.hb, &[nh]),
+                vb: put(&rbm.vb, &[nv]),
+                vel_w: put(&state.vel_w, &[nv, nh]),
+                vel_hb: put(&state.vel_hb, &[nh]),
+                vel_vb: put(&state.vel_vb, &[nv]),
+                chains: match &state.chains {
+                    Some(c) => Chains::Persistent(put(c, &[c.len() / nh, nh])),
+                    None => Chains::Fresh,
+                },
+            }),
+            composed: false,
         }
+    }
+
+    fn params(&self) -> &CdTensors<Dispatch> {
+        self.params
+            .as_ref()
+            .expect("RBM tensors present between updates")
     }
 
     /// Writes the parameters and the optimiser state back to the host.
     pub fn download_into(&self, rbm: &mut Rbm, state: &mut RbmState) -> Result<()> {
-        rbm.w = download(self.w.clone())?;
-        rbm.hb = download(self.hb.clone())?;
-        rbm.vb = download(self.vb.clone())?;
-        state.vel_w = download(self.vel_w.clone())?;
-        state.vel_hb = download(self.vel_hb.clone())?;
-        state.vel_vb = download(self.vel_vb.clone())?;
-        if let Some(c) = &self.chains {
-            state.chains = Some(download(c.clone())?);
+        let p = self.params();
+        let get = |t: &FloatTensor<Dispatch>| download(Tensor::<1>::from_dispatch(t.clone()));
+        let get2 = |t: &FloatTensor<Dispatch>| download(Tensor::<2>::from_dispatch(t.clone()));
+        rbm.w = get2(&p.w)?;
+        rbm.hb = get(&p.hb)?;
+        rbm.vb = get(&p.vb)?;
+        state.vel_w = get2(&p.vel_w)?;
+        state.vel_hb = get(&p.vel_hb)?;
+        state.vel_vb = get(&p.vel_vb)?;
+        if let Chains::Persistent(c) = &p.chains {
+            state.chains = Some(get2(c)?);
         }
         Ok(())
     }
 
-    /// Whether every parameter is finite (one value read back).
+    /// Whether the parameters stayed usable: one sum read back, finite
+    /// exactly when no value is NaN or infinite and the values do not overflow
+    /// f32 together (weights that large count as diverged too).
     pub fn all_finite(&self) -> Result<bool> {
-        let total = self.w.clone().sum() + self.hb.clone().sum() + self.vb.clone().sum();
+        let p = self.params();
+        let total = Tensor::<2>::from_dispatch(p.w.clone()).sum()
+            + Tensor::<1>::from_dispatch(p.hb.clone()).sum()
+            + Tensor::<1>::from_dispatch(p.vb.clone()).sum();
         Ok(download(total)?.iter().all(|v| v.is_finite()))
     }
 
-    /// Draws from Bernoulli(p) with the counter-based uniforms of `key`.
-    fn bernoulli(&self, p: &Tensor<2>, key: u64) -> Tensor<2> {
-        let [rows, cols] = p.dims();
-        let u: Vec<f32> = (0..rows * cols)
-            .map(|i| crate::cpu::uniform(key, i as u32))
-            .collect();
-        upload(u, [rows, cols], &self.device)
-            .lower(p.clone())
-            .float()
-    }
-
-    fn hidden_probs(&self, v: Tensor<2>) -> Tensor<2> {
-        burn::tensor::activation::sigmoid(linear(v, self.w.clone(), Some(self.hb.clone())))
-    }
-
-    fn visible_probs(&self, h: Tensor<2>) -> Tensor<2> {
-        burn::tensor::activation::sigmoid(linear(
-            h,
-            self.w.clone().transpose(),
-            Some(self.vb.clone()),
-        ))
-    }
-
-    /// [`Rbm::cd_update`] on tensors, for the batch `v0` (B x V), drawing
-    /// the same keys from `rng`.
+    /// [`Rbm::cd_update`] on the batch `v0` (B x V), drawing the same keys
+    /// from `rng`.
     pub fn cd_update(&mut self, v0: Tensor<2>, rule: UpdateRule, rng: &mut GenRng) {
-        let [b, nv] = v0.dims();
-        let nh = self.hb.dims()[0];
-        let p0 = self.hidden_probs(v0.clone());
-        let mut h = self.bernoulli(&p0, rng.next_u64());
-        if let Some(chains) = &self.chains {
-            h = chains.clone();
-        }
-        let mut vk = v0.clone();
-        for _ in 0..rule.k {
-            vk = self.bernoulli(&self.visible_probs(h), rng.next_u64());
-            h = self.bernoulli(&self.hidden_probs(vk.clone()), rng.next_u64());
-        }
-        if let Some(chains) = &mut self.chains {
-            *chains = h.clone();
-        }
-        let inv_b = 1.0 / b as f32;
-        let UpdateRule {
-            lr,
-            momentum,
-            weight_decay,
-            ..
-        } = rule;
-        let dw =
-            v0.clone().transpose().matmul(p0.clone()) - vk.clone().transpose().matmul(h.clone());
-        let dhb = (p0 - h).sum_dim(0).reshape([nh]);
-        let dvb = (v0 - vk).sum_dim(0).reshape([nv]);
-        let step = lr * inv_b;
-        if momentum == 0.0 {
-            // As the host path: no velocity, W = (1 - lr decay) W + lr grad.
-            self.w = self.w.clone().mul_scalar(1.0 - lr * weight_decay) + dw.mul_scalar(step);
-            self.hb = self.hb.clone() + dhb.mul_scalar(step);
-            self.vb = self.vb.clone() + dvb.mul_scalar(step);
+        let keys: Vec<u64> = (0..rule.cd_keys()).map(|_| rng.next_u64()).collect();
+        let params = self.params.take().expect("RBM tensors present");
+        let v0 = v0.into_dispatch();
+        self.params = Some(if self.composed {
+            composed_cd_update::<Dispatch>(params, v0, rule, &keys)
         } else {
-            // velocity = momentum velocity + lr (grad - decay W); param += velocity.
-            self.vel_w = self.vel_w.clone().mul_scalar(momentum) + dw.mul_scalar(step)
-                - self.w.clone().mul_scalar(lr * weight_decay);
-            self.vel_hb = self.vel_hb.clone().mul_scalar(momentum) + dhb.mul_scalar(step);
-            self.vel_vb = self.vel_vb.clone().mul_scalar(momentum) + dvb.mul_scalar(step);
-            self.w = self.w.clone() + self.vel_w.clone();
-            self.hb = self.hb.clone() + self.vel_hb.clone();
-            self.vb = self.vb.clone() + self.vel_vb.clone();
-        }
+            <Dispatch as ContrastiveDivergence>::contrastive_divergence(params, v0, rule, keys)
+        });
     }
 }
 

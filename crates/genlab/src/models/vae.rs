@@ -1008,7 +1008,7 @@ impl Family for VaeFamily {
         // The CPU fast path for the MLP (GENLAB_CPU_KERNELS=0 forces burn's
         // generic path, for comparisons).
         let mut fast = if run_config.device == crate::device::DeviceKind::Cpu
-            && std::env::var("GENLAB_CPU_KERNELS").as_deref() != Ok("0")
+            && crate::cpu::kernels_enabled()
         {
             Some(FastPath::new(&vae, &opt, config.batch_size)?)
         } else {
