@@ -165,6 +165,7 @@ impl Evaluator {
             grid_w: 28,
             stride: 1,
             pad: 1,
+            tap_major: false,
         };
         let g2 = Geom {
             img_h: 14,
@@ -174,6 +175,7 @@ impl Evaluator {
             grid_w: 14,
             stride: 1,
             pad: 1,
+            tap_major: false,
         };
         let z = |n: usize| vec![0.0f32; rows * n];
         let grads = params.iter().map(|p| vec![0.0; p.len()]).collect();

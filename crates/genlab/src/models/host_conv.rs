@@ -28,6 +28,37 @@ pub struct Geom {
     pub grid_w: usize,
     pub stride: usize,
     pub pad: usize,
+    /// Patch columns in (kh, kw, c) order instead of burn's (c, kh, kw):
+    /// each tap is then a contiguous run of channels, which im2col copies
+    /// and col2im adds whole (a third of the time of the strided order on
+    /// the conv VAE). The weights must be in the same order
+    /// ([`to_tap_major`]).
+    pub tap_major: bool,
+}
+
+/// Rows of `channels * 9` weights in burn's (c, kh, kw) order into `out` in
+/// (kh, kw, c) order.
+pub fn to_tap_major(w: &[f32], channels: usize, out: &mut [f32]) {
+    let k = channels * 9;
+    for (src, dst) in w.chunks_exact(k).zip(out.chunks_exact_mut(k)) {
+        for c in 0..channels {
+            for tap in 0..9 {
+                dst[tap * channels + c] = src[c * 9 + tap];
+            }
+        }
+    }
+}
+
+/// The inverse of [`to_tap_major`].
+pub fn from_tap_major(w: &[f32], channels: usize, out: &mut [f32]) {
+    let k = channels * 9;
+    for (src, dst) in w.chunks_exact(k).zip(out.chunks_exact_mut(k)) {
+        for c in 0..channels {
+            for tap in 0..9 {
+                dst[c * 9 + tap] = src[tap * channels + c];
+            }
+        }
+    }
 }
 
 impl Geom {
@@ -50,9 +81,11 @@ impl Geom {
         (v < limit).then_some(v)
     }
 
-    /// Patch matrix: `cols[(b, i, j), c * 9 + kh * 3 + kw] = image[b, y, x, c]`.
+    /// Patch matrix: `cols[(b, i, j), c * 9 + kh * 3 + kw] = image[b, y, x, c]`
+    /// (tap-major: column `(kh * 3 + kw) * channels + c`).
     pub fn im2col(&self, image: &[f32], cols: &mut [f32], batch: usize) {
         let (per_img, per_cols) = (self.img_len(), self.rows() * self.cols());
+        let ch = self.channels;
         cols[..batch * per_cols]
             .par_chunks_mut(per_cols)
             .zip(image[..batch * per_img].par_chunks(per_img))
@@ -64,17 +97,24 @@ impl Geom {
                             let y = self.at(i, kh, self.img_h);
                             for kw in 0..3 {
                                 let x = self.at(j, kw, self.img_w);
-                                match (y, x) {
+                                let tap = kh * 3 + kw;
+                                let src = match (y, x) {
                                     (Some(y), Some(x)) => {
-                                        let src = &img[(y * self.img_w + x) * self.channels..]
-                                            [..self.channels];
+                                        Some(&img[(y * self.img_w + x) * ch..][..ch])
+                                    }
+                                    _ => None,
+                                };
+                                match (self.tap_major, src) {
+                                    (true, Some(src)) => row[tap * ch..][..ch].copy_from_slice(src),
+                                    (true, None) => row[tap * ch..][..ch].fill(0.0),
+                                    (false, Some(src)) => {
                                         for (c, &v) in src.iter().enumerate() {
-                                            row[c * 9 + kh * 3 + kw] = v;
+                                            row[c * 9 + tap] = v;
                                         }
                                     }
-                                    _ => {
-                                        for c in 0..self.channels {
-                                            row[c * 9 + kh * 3 + kw] = 0.0;
+                                    (false, None) => {
+                                        for c in 0..ch {
+                                            row[c * 9 + tap] = 0.0;
                                         }
                                     }
                                 }
@@ -89,6 +129,7 @@ impl Geom {
     /// of every patch entry that reads each pixel.
     pub fn col2im(&self, cols: &[f32], image: &mut [f32], batch: usize) {
         let (per_img, per_cols) = (self.img_len(), self.rows() * self.cols());
+        let ch = self.channels;
         image[..batch * per_img]
             .par_chunks_mut(per_img)
             .zip(cols[..batch * per_cols].par_chunks(per_cols))
@@ -105,10 +146,16 @@ impl Geom {
                                 let Some(x) = self.at(j, kw, self.img_w) else {
                                     continue;
                                 };
-                                let dst = &mut img[(y * self.img_w + x) * self.channels..]
-                                    [..self.channels];
-                                for (c, d) in dst.iter_mut().enumerate() {
-                                    *d += row[c * 9 + kh * 3 + kw];
+                                let tap = kh * 3 + kw;
+                                let dst = &mut img[(y * self.img_w + x) * ch..][..ch];
+                                if self.tap_major {
+                                    for (d, v) in dst.iter_mut().zip(&row[tap * ch..][..ch]) {
+                                        *d += v;
+                                    }
+                                } else {
+                                    for (c, d) in dst.iter_mut().enumerate() {
+                                        *d += row[c * 9 + tap];
+                                    }
                                 }
                             }
                         }
@@ -247,6 +294,13 @@ pub struct HostConvVae {
     g_up1: Geom,
     g_up2: Geom,
     g_out: Geom,
+    /// Tap-major copies of the weights of conv2 and the two transposed
+    /// convolutions (conv1 and the output layer have one channel, where both
+    /// orders agree), and a gradient in that order before it is put back.
+    w_conv2: Vec<f32>,
+    w_up1: Vec<f32>,
+    w_up2: Vec<f32>,
+    g_taps: Vec<f32>,
     // Activations (channels last unless said) and scratch.
     cols1: Vec<f32>,
     a1: Vec<f32>,
@@ -290,6 +344,7 @@ impl HostConvVae {
             .map(|p| download(p.clone()))
             .collect::<Result<Vec<_>>>()?;
         let grads = params.iter().map(|p| vec![0.0; p.len()]).collect();
+        let lens: Vec<usize> = params.iter().map(Vec::len).collect();
         let geom = |img: usize, channels: usize, grid: usize, stride: usize, pad: usize| Geom {
             img_h: img,
             img_w: img,
@@ -298,6 +353,7 @@ impl HostConvVae {
             grid_w: grid,
             stride,
             pad,
+            tap_major: true,
         };
         let g_conv1 = geom(28, 1, 14, 2, 0);
         let g_conv2 = geom(14, C1, 7, 2, 0);
@@ -311,6 +367,10 @@ impl HostConvVae {
             hidden: h,
             params,
             opt: opt.to_host()?,
+            w_conv2: vec![0.0; lens[2]],
+            w_up1: vec![0.0; lens[12]],
+            w_up2: vec![0.0; lens[14]],
+            g_taps: vec![0.0; lens[2].max(lens[12]).max(lens[14])],
             grads,
             cols1: z(g_conv1.rows() * g_conv1.cols()),
             a1: z(14 * 14 * C1),
@@ -381,6 +441,9 @@ impl HostConvVae {
             self.g_up2,
             self.g_out,
         );
+        to_tap_major(&p[2], C1, &mut self.w_conv2);
+        to_tap_major(&p[12], C2, &mut self.w_up1);
+        to_tap_major(&p[14], C1, &mut self.w_up2);
 
         // Encoder: x (28x28x1, channels last = as stored) -> conv1 -> conv2.
         gc1.im2col(x, &mut self.cols1, b);
@@ -401,7 +464,7 @@ impl HostConvVae {
         matmul(
             &mut self.a2[..r2 * C2],
             &self.cols2[..r2 * C1 * 9],
-            &p[2],
+            &self.w_conv2,
             (r2, C1 * 9, C2),
             false,
             true,
@@ -436,7 +499,7 @@ impl HostConvVae {
         matmul(
             &mut self.ucols1[..ru1 * C2 * 9],
             &self.d0[..ru1 * C2],
-            &p[12],
+            &self.w_up1,
             (ru1, C2, C2 * 9),
             false,
             false,
@@ -449,7 +512,7 @@ impl HostConvVae {
         matmul(
             &mut self.ucols2[..ru2 * C1 * 9],
             &self.u1[..ru2 * C2],
-            &p[14],
+            &self.w_up2,
             (ru2, C2, C1 * 9),
             false,
             false,
@@ -490,19 +553,37 @@ impl HostConvVae {
         }
         relu_backward(&mut self.du2[..ro * C1], &self.u2[..ro * C1]);
         {
-            let (gw, gb) = g[14..].split_at_mut(1);
+            let gw = &mut self.g_taps[..p[14].len()];
             let du1 = Some(&mut self.du1[..ru2 * C2]);
             conv_transpose_backward(
-                &gu2, b, &self.u1, &self.du2, &p[14], &mut gw[0], &mut gb[0], dcols, du1,
+                &gu2,
+                b,
+                &self.u1,
+                &self.du2,
+                &self.w_up2,
+                gw,
+                &mut g[15],
+                dcols,
+                du1,
             );
+            from_tap_major(gw, C1, &mut g[14]);
         }
         relu_backward(&mut self.du1[..ru2 * C2], &self.u1[..ru2 * C2]);
         {
-            let (gw, gb) = g[12..].split_at_mut(1);
+            let gw = &mut self.g_taps[..p[12].len()];
             let dd0 = Some(&mut self.dd0[..ru1 * C2]);
             conv_transpose_backward(
-                &gu1, b, &self.d0, &self.du1, &p[12], &mut gw[0], &mut gb[0], dcols, dd0,
+                &gu1,
+                b,
+                &self.d0,
+                &self.du1,
+                &self.w_up1,
+                gw,
+                &mut g[13],
+                dcols,
+                dd0,
             );
+            from_tap_major(gw, C2, &mut g[12]);
         }
         // Back to (c, h, w) order, through the decoder's dense layer.
         permute(&self.dd0, &mut self.ddflat, b, C2, S7 * S7, true);
@@ -567,18 +648,19 @@ impl HostConvVae {
         permute(&self.dflat_enc, &mut self.da2, b, C2, S7 * S7, false);
         relu_backward(&mut self.da2[..r2 * C2], &self.a2[..r2 * C2]);
         {
-            let (gw, gb) = g[2..].split_at_mut(1);
+            let gw = &mut self.g_taps[..p[2].len()];
             conv_backward(
                 &gc2,
                 b,
                 &self.cols2,
                 &self.da2,
-                &p[2],
-                &mut gw[0],
-                &mut gb[0],
+                &self.w_conv2,
+                gw,
+                &mut g[3],
                 dcols,
                 Some(&mut self.da1),
             );
+            from_tap_major(gw, C1, &mut g[2]);
         }
         relu_backward(&mut self.da1[..r1 * C1], &self.a1[..r1 * C1]);
         // conv1: weights only (the input needs no gradient).
@@ -618,6 +700,7 @@ pub fn decode_logits(params: &[Vec<f32>], latent: usize, z: &[f32]) -> Vec<f32> 
         grid_w: grid,
         stride,
         pad,
+        tap_major: false,
     };
     let (gu1, gu2, go) = (
         geom(14, C2, 7, 2, 0),
