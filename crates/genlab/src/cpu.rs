@@ -7,6 +7,21 @@
 
 use rayon::prelude::*;
 
+thread_local! {
+    /// Set by [`serial`]: matrix products on this thread use one core.
+    static SERIAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with every [`matmul`] it makes on this thread kept to one core:
+/// for work that is already split across the cores (a batch cut into
+/// shards), where splitting each product again costs more than it gains.
+pub fn serial<R>(f: impl FnOnce() -> R) -> R {
+    let before = SERIAL.with(|s| s.replace(true));
+    let out = f();
+    SERIAL.with(|s| s.set(before));
+    out
+}
+
 /// Whether genlab's CPU kernels run where they apply (the default);
 /// `GENLAB_CPU_KERNELS=0` makes every model use burn's generic tensor
 /// operations instead, to compare the two.
@@ -69,7 +84,11 @@ pub fn matmul(
             false,
             false,
             false,
-            gemm::Parallelism::Rayon(0),
+            if SERIAL.with(|s| s.get()) {
+                gemm::Parallelism::None
+            } else {
+                gemm::Parallelism::Rayon(0)
+            },
         );
     }
 }

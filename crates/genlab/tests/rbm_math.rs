@@ -173,8 +173,20 @@ fn check_update(persistent: bool, momentum: f32, weight_decay: f32) {
     // burn's composed tensor operations (the GPU backends' body), both on the
     // CPU device. The skip-batch backup is a clone taken before the update:
     // it must keep the old values (the kernel copies on write).
-    let device = burn::tensor::Device::flex();
-    for composed in [false, true] {
+    // With `--features wgpu` (and a Vulkan, Metal or DirectX adapter; Mesa's
+    // lavapipe runs it on the CPU) the extension's cubecl body is checked too.
+    #[allow(unused_mut)]
+    let mut paths = vec![
+        ("extension on flex", burn::tensor::Device::flex(), false),
+        ("composed on flex", burn::tensor::Device::flex(), true),
+    ];
+    #[cfg(feature = "wgpu")]
+    paths.push((
+        "extension on wgpu",
+        burn::tensor::Device::wgpu(Default::default()),
+        false,
+    ));
+    for (path, device, composed) in paths {
         let mut tensor_state = rbm0.new_state(&config, &mut stream(2, Purpose::Init, 1));
         let mut on_device = TensorCd::upload(&rbm0, &tensor_state, &device);
         on_device.composed = composed;
@@ -187,7 +199,6 @@ fn check_update(persistent: bool, momentum: f32, weight_decay: f32) {
         on_device
             .download_into(&mut tensor_rbm, &mut tensor_state)
             .unwrap();
-        let path = if composed { "composed" } else { "extension" };
         for (name, got, want) in [
             ("W", &tensor_rbm.w, &reference.w),
             ("hb", &tensor_rbm.hb, &reference.hb),

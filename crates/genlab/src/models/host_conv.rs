@@ -30,8 +30,8 @@ pub struct Geom {
     pub pad: usize,
     /// Patch columns in (kh, kw, c) order instead of burn's (c, kh, kw):
     /// each tap is then a contiguous run of channels, which im2col copies
-    /// and col2im adds whole (a third of the time of the strided order on
-    /// the conv VAE). The weights must be in the same order
+    /// and col2im adds whole (the conv VAE's epoch took about 7% less time
+    /// than with the strided order). The weights must be in the same order
     /// ([`to_tap_major`]).
     pub tap_major: bool,
 }

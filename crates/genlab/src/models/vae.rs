@@ -593,14 +593,25 @@ impl Vae {
 /// The MLP VAE's training step on host buffers (the CPU fast path): the
 /// same forward pass, loss and Keras update as [`VaeNet::loss_parts`] with
 /// burn's autodiff, written out with fused passes and no allocation per
-/// step. Parameters in [`VaeNet::specs`] order.
+/// step. Parameters in [`VaeNet::specs`] order. A batch is cut into two
+/// halves that run side by side, each with single-core matrix products, and
+/// their gradients are summed: on two cores an epoch takes about a quarter
+/// less time than with every (small) product split across both cores, which
+/// spends its time waking and parking threads. The halves are fixed, not
+/// one per core, so the numbers do not depend on the thread count.
 pub struct HostMlpVae {
     pub latent: usize,
     pub hidden: usize,
     pub params: Vec<Vec<f32>>,
     pub opt: super::host::HostOptimizer,
+    /// The two halves of a batch; the first one's gradients hold the
+    /// batch's after each step.
+    shards: Vec<MlpShard>,
+}
+
+/// Activations, their gradients and the parameter gradients of one part of a batch.
+struct MlpShard {
     grads: Vec<Vec<f32>>,
-    // Activations and their gradients for up to `rows` images.
     h1: Vec<f32>,
     mean: Vec<f32>,
     logvar: Vec<f32>,
@@ -615,23 +626,10 @@ pub struct HostMlpVae {
     d_h1: Vec<f32>,
 }
 
-impl HostMlpVae {
-    /// Copies a model and its optimiser to the host, with buffers for batches of up to `rows`.
-    pub fn new(vae: &Vae, opt: &Optimizer, rows: usize) -> Result<Self> {
-        assert_eq!(vae.net.architecture, Architecture::Mlp);
-        let (l, h) = (vae.net.latent, vae.net.hidden);
-        let params = vae
-            .params
-            .iter()
-            .map(|p| download(p.clone()))
-            .collect::<Result<Vec<_>>>()?;
-        let grads = params.iter().map(|p| vec![0.0; p.len()]).collect();
-        Ok(HostMlpVae {
-            latent: l,
-            hidden: h,
-            params,
-            opt: opt.to_host()?,
-            grads,
+impl MlpShard {
+    fn new(params: &[Vec<f32>], rows: usize, l: usize, h: usize) -> Self {
+        MlpShard {
+            grads: params.iter().map(|p| vec![0.0; p.len()]).collect(),
             h1: vec![0.0; rows * h],
             mean: vec![0.0; rows * l],
             logvar: vec![0.0; rows * l],
@@ -644,34 +642,33 @@ impl HostMlpVae {
             d_mean: vec![0.0; rows * l],
             d_logvar: vec![0.0; rows * l],
             d_h1: vec![0.0; rows * h],
-        })
-    }
-
-    /// Writes the host state back into a model and an optimiser on `vae.device`.
-    pub fn store(&self, vae: &mut Vae, opt: &mut Optimizer) {
-        for (t, p) in vae.params.iter_mut().zip(&self.params) {
-            *t = upload(p.clone(), [p.len()], &vae.device);
         }
-        *opt = Optimizer::from_host(&self.opt, &vae.device);
     }
 
-    /// Computes the loss and the gradients of a batch `x` (`rows x 784`) with
-    /// noise `eps`; returns the summed (reconstruction, KL) and whether every
-    /// gradient is finite. Call [`HostMlpVae::apply`] to update.
-    pub fn forward_backward(
+    /// Loss sums and gradients of the rows `x` (noise `eps`), every gradient
+    /// scaled by `scale` (1 / the whole batch's rows).
+    #[allow(clippy::too_many_arguments)]
+    fn forward_backward(
         &mut self,
+        p: &[Vec<f32>],
+        (l, h): (usize, usize),
         x: &[f32],
         eps: &[f32],
+        scale: f32,
         likelihood: Likelihood,
-    ) -> ([f64; 2], bool) {
+    ) -> [f64; 2] {
         use super::host::{
             add_bias, add_bias_relu, bernoulli_grad, dense, dense_backward, relu_backward,
             sigmoid_mse_grad,
         };
-        let (l, h) = (self.latent, self.hidden);
         let b = x.len() / PIXELS;
-        let p = &self.params;
         let g = &mut self.grads;
+        if b == 0 {
+            for gi in g.iter_mut() {
+                gi.fill(0.0);
+            }
+            return [0.0, 0.0];
+        }
         // Forward.
         let h1 = &mut self.h1[..b * h];
         dense(h1, x, &p[0], b, PIXELS, h);
@@ -696,7 +693,6 @@ impl HostMlpVae {
         dense(logits, h2, &p[8], b, h, PIXELS);
         add_bias(logits, &p[9]);
         // The loss is the batch mean: every gradient carries 1/b.
-        let scale = 1.0 / b as f32;
         let recon = match likelihood {
             Likelihood::Mse => sigmoid_mse_grad(logits, x, scale),
             Likelihood::Bernoulli => bernoulli_grad(logits, x, scale),
@@ -776,18 +772,85 @@ impl HostMlpVae {
                 false,
             );
         }
-        let finite = super::host::all_finite(g) && recon.is_finite() && kl.is_finite();
+        [recon, kl]
+    }
+}
+
+impl HostMlpVae {
+    /// Copies a model and its optimiser to the host, with buffers for batches of up to `rows`.
+    pub fn new(vae: &Vae, opt: &Optimizer, rows: usize) -> Result<Self> {
+        assert_eq!(vae.net.architecture, Architecture::Mlp);
+        let (l, h) = (vae.net.latent, vae.net.hidden);
+        let params = vae
+            .params
+            .iter()
+            .map(|p| download(p.clone()))
+            .collect::<Result<Vec<_>>>()?;
+        let shard_rows = rows.div_ceil(2);
+        let shards = (0..2)
+            .map(|_| MlpShard::new(&params, shard_rows, l, h))
+            .collect();
+        Ok(HostMlpVae {
+            latent: l,
+            hidden: h,
+            params,
+            opt: opt.to_host()?,
+            shards,
+        })
+    }
+
+    /// Writes the host state back into a model and an optimiser on `vae.device`.
+    pub fn store(&self, vae: &mut Vae, opt: &mut Optimizer) {
+        for (t, p) in vae.params.iter_mut().zip(&self.params) {
+            *t = upload(p.clone(), [p.len()], &vae.device);
+        }
+        *opt = Optimizer::from_host(&self.opt, &vae.device);
+    }
+
+    /// Computes the loss and the gradients of a batch `x` (`rows x 784`) with
+    /// noise `eps`; returns the summed (reconstruction, KL) and whether every
+    /// gradient is finite. Call [`HostMlpVae::apply`] to update.
+    pub fn forward_backward(
+        &mut self,
+        x: &[f32],
+        eps: &[f32],
+        likelihood: Likelihood,
+    ) -> ([f64; 2], bool) {
+        let b = x.len() / PIXELS;
+        let l = self.latent;
+        let dims = (l, self.hidden);
+        // The loss is the batch mean: every gradient carries 1/b.
+        let scale = 1.0 / b as f32;
+        let first = b.div_ceil(2);
+        let (x0, x1) = x.split_at(first * PIXELS);
+        let (e0, e1) = eps[..b * l].split_at(first * l);
+        let p = &self.params;
+        let (s0, rest) = self.shards.split_at_mut(1);
+        let (a, c) = rayon::join(
+            || crate::cpu::serial(|| s0[0].forward_backward(p, dims, x0, e0, scale, likelihood)),
+            || crate::cpu::serial(|| rest[0].forward_backward(p, dims, x1, e1, scale, likelihood)),
+        );
+        // Sum the halves' gradients into the first.
+        let (g0, g1) = (&mut s0[0].grads, &rest[0].grads);
+        for (a, c) in g0.iter_mut().zip(g1) {
+            for (a, c) in a.iter_mut().zip(c) {
+                *a += c;
+            }
+        }
+        let recon = a[0] + c[0];
+        let kl = a[1] + c[1];
+        let finite = super::host::all_finite(g0) && recon.is_finite() && kl.is_finite();
         ([recon, kl], finite)
     }
 
     /// The gradients of the last [`HostMlpVae::forward_backward`].
     pub fn grads(&self) -> &[Vec<f32>] {
-        &self.grads
+        &self.shards[0].grads
     }
 
     /// Applies the optimiser with the gradients of the last [`HostMlpVae::forward_backward`].
     pub fn apply(&mut self) {
-        self.opt.update(&mut self.params, &self.grads);
+        self.opt.update(&mut self.params, &self.shards[0].grads);
     }
 }
 
