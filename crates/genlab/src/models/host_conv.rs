@@ -288,7 +288,6 @@ pub struct HostConvVae {
     pub hidden: usize,
     pub params: Vec<Vec<f32>>,
     pub opt: HostOptimizer,
-    grads: Vec<Vec<f32>>,
     g_conv1: Geom,
     g_conv2: Geom,
     g_up1: Geom,
@@ -296,10 +295,32 @@ pub struct HostConvVae {
     g_out: Geom,
     /// Tap-major copies of the weights of conv2 and the two transposed
     /// convolutions (conv1 and the output layer have one channel, where both
-    /// orders agree), and a gradient in that order before it is put back.
+    /// orders agree).
     w_conv2: Vec<f32>,
     w_up1: Vec<f32>,
     w_up2: Vec<f32>,
+    /// The two halves of a batch, run side by side with single-core
+    /// products (as the MLP VAE's); the first one's gradients hold the
+    /// batch's after each step.
+    shards: Vec<ConvShard>,
+}
+
+/// What every half of a batch reads: the parameters, their tap-major
+/// copies and the layer geometry.
+struct ConvNet<'a> {
+    latent: usize,
+    hidden: usize,
+    p: &'a [Vec<f32>],
+    w_conv2: &'a [f32],
+    w_up1: &'a [f32],
+    w_up2: &'a [f32],
+    geoms: [Geom; 5],
+}
+
+/// Activations, gradients and scratch of one half of a batch.
+struct ConvShard {
+    grads: Vec<Vec<f32>>,
+    /// A weight gradient in tap-major order before it is put back.
     g_taps: Vec<f32>,
     // Activations (channels last unless said) and scratch.
     cols1: Vec<f32>,
@@ -343,7 +364,6 @@ impl HostConvVae {
             .iter()
             .map(|p| download(p.clone()))
             .collect::<Result<Vec<_>>>()?;
-        let grads = params.iter().map(|p| vec![0.0; p.len()]).collect();
         let lens: Vec<usize> = params.iter().map(Vec::len).collect();
         let geom = |img: usize, channels: usize, grid: usize, stride: usize, pad: usize| Geom {
             img_h: img,
@@ -361,17 +381,11 @@ impl HostConvVae {
         let g_up1 = geom(14, C2, 7, 2, 0);
         let g_up2 = geom(28, C1, 14, 2, 0);
         let g_out = geom(28, 1, 28, 1, 1);
-        let z = |n: usize| vec![0.0f32; rows * n];
-        Ok(HostConvVae {
-            latent: l,
-            hidden: h,
-            params,
-            opt: opt.to_host()?,
-            w_conv2: vec![0.0; lens[2]],
-            w_up1: vec![0.0; lens[12]],
-            w_up2: vec![0.0; lens[14]],
+        let shard_rows = rows.div_ceil(2);
+        let z = |n: usize| vec![0.0f32; shard_rows * n];
+        let shard = || ConvShard {
+            grads: lens.iter().map(|&n| vec![0.0; n]).collect(),
             g_taps: vec![0.0; lens[2].max(lens[12]).max(lens[14])],
-            grads,
             cols1: z(g_conv1.rows() * g_conv1.cols()),
             a1: z(14 * 14 * C1),
             cols2: z(g_conv2.rows() * g_conv2.cols()),
@@ -403,6 +417,17 @@ impl HostConvVae {
             dflat_enc: z(FLAT),
             da2: z(FLAT),
             da1: z(14 * 14 * C1),
+        };
+        let shards = vec![shard(), shard()];
+        Ok(HostConvVae {
+            latent: l,
+            hidden: h,
+            opt: opt.to_host()?,
+            w_conv2: vec![0.0; lens[2]],
+            w_up1: vec![0.0; lens[12]],
+            w_up2: vec![0.0; lens[14]],
+            params,
+            shards,
             g_conv1,
             g_conv2,
             g_up1,
@@ -419,7 +444,7 @@ impl HostConvVae {
     }
 
     pub fn grads(&self) -> &[Vec<f32>] {
-        &self.grads
+        &self.shards[0].grads
     }
 
     /// Loss sums and gradients of a batch, as [`super::vae::HostMlpVae::forward_backward`].
@@ -429,21 +454,75 @@ impl HostConvVae {
         eps: &[f32],
         likelihood: Likelihood,
     ) -> ([f64; 2], bool) {
-        use super::host::{bernoulli_grad, sigmoid_mse_grad};
-        let (l, h) = (self.latent, self.hidden);
-        let b = x.len() / PIXELS;
-        let p = &self.params;
-        let g = &mut self.grads;
-        let (gc1, gc2, gu1, gu2, go) = (
-            self.g_conv1,
-            self.g_conv2,
-            self.g_up1,
-            self.g_up2,
-            self.g_out,
+        let (l, b) = (self.latent, x.len() / PIXELS);
+        to_tap_major(&self.params[2], C1, &mut self.w_conv2);
+        to_tap_major(&self.params[12], C2, &mut self.w_up1);
+        to_tap_major(&self.params[14], C1, &mut self.w_up2);
+        let net = ConvNet {
+            latent: l,
+            hidden: self.hidden,
+            p: &self.params,
+            w_conv2: &self.w_conv2,
+            w_up1: &self.w_up1,
+            w_up2: &self.w_up2,
+            geoms: [
+                self.g_conv1,
+                self.g_conv2,
+                self.g_up1,
+                self.g_up2,
+                self.g_out,
+            ],
+        };
+        // The loss is the batch mean: every gradient carries 1/b.
+        let scale = 1.0 / b as f32;
+        let first = b.div_ceil(2);
+        let (x0, x1) = x.split_at(first * PIXELS);
+        let (e0, e1) = eps[..b * l].split_at(first * l);
+        let (s0, rest) = self.shards.split_at_mut(1);
+        let (a, c) = rayon::join(
+            || crate::cpu::serial(|| s0[0].forward_backward(&net, x0, e0, scale, likelihood)),
+            || crate::cpu::serial(|| rest[0].forward_backward(&net, x1, e1, scale, likelihood)),
         );
-        to_tap_major(&p[2], C1, &mut self.w_conv2);
-        to_tap_major(&p[12], C2, &mut self.w_up1);
-        to_tap_major(&p[14], C1, &mut self.w_up2);
+        // Sum the halves' gradients into the first.
+        let (g0, g1) = (&mut s0[0].grads, &rest[0].grads);
+        for (a, c) in g0.iter_mut().zip(g1) {
+            for (a, c) in a.iter_mut().zip(c) {
+                *a += c;
+            }
+        }
+        let (recon, kl) = (a[0] + c[0], a[1] + c[1]);
+        let finite = super::host::all_finite(g0) && recon.is_finite() && kl.is_finite();
+        ([recon, kl], finite)
+    }
+
+    pub fn apply(&mut self) {
+        self.opt.update(&mut self.params, &self.shards[0].grads);
+    }
+}
+
+impl ConvShard {
+    /// Loss sums and gradients of the rows `x` (noise `eps`), every gradient
+    /// scaled by `scale` (1 / the whole batch's rows).
+    fn forward_backward(
+        &mut self,
+        net: &ConvNet<'_>,
+        x: &[f32],
+        eps: &[f32],
+        scale: f32,
+        likelihood: Likelihood,
+    ) -> [f64; 2] {
+        use super::host::{bernoulli_grad, sigmoid_mse_grad};
+        let (l, h) = (net.latent, net.hidden);
+        let b = x.len() / PIXELS;
+        let p = net.p;
+        let g = &mut self.grads;
+        if b == 0 {
+            for gi in g.iter_mut() {
+                gi.fill(0.0);
+            }
+            return [0.0, 0.0];
+        }
+        let [gc1, gc2, gu1, gu2, go] = net.geoms;
 
         // Encoder: x (28x28x1, channels last = as stored) -> conv1 -> conv2.
         gc1.im2col(x, &mut self.cols1, b);
@@ -464,7 +543,7 @@ impl HostConvVae {
         matmul(
             &mut self.a2[..r2 * C2],
             &self.cols2[..r2 * C1 * 9],
-            &self.w_conv2,
+            net.w_conv2,
             (r2, C1 * 9, C2),
             false,
             true,
@@ -499,7 +578,7 @@ impl HostConvVae {
         matmul(
             &mut self.ucols1[..ru1 * C2 * 9],
             &self.d0[..ru1 * C2],
-            &self.w_up1,
+            net.w_up1,
             (ru1, C2, C2 * 9),
             false,
             false,
@@ -512,7 +591,7 @@ impl HostConvVae {
         matmul(
             &mut self.ucols2[..ru2 * C1 * 9],
             &self.u1[..ru2 * C2],
-            &self.w_up2,
+            net.w_up2,
             (ru2, C2, C1 * 9),
             false,
             false,
@@ -535,7 +614,6 @@ impl HostConvVae {
         go.col2im(&self.ucols3, &mut self.logits, b);
         let logits = &mut self.logits[..b * PIXELS];
         add_bias(logits, &p[17]);
-        let scale = 1.0 / b as f32;
         let recon = match likelihood {
             Likelihood::Mse => sigmoid_mse_grad(logits, x, scale),
             Likelihood::Bernoulli => bernoulli_grad(logits, x, scale),
@@ -556,15 +634,7 @@ impl HostConvVae {
             let gw = &mut self.g_taps[..p[14].len()];
             let du1 = Some(&mut self.du1[..ru2 * C2]);
             conv_transpose_backward(
-                &gu2,
-                b,
-                &self.u1,
-                &self.du2,
-                &self.w_up2,
-                gw,
-                &mut g[15],
-                dcols,
-                du1,
+                &gu2, b, &self.u1, &self.du2, net.w_up2, gw, &mut g[15], dcols, du1,
             );
             from_tap_major(gw, C1, &mut g[14]);
         }
@@ -573,15 +643,7 @@ impl HostConvVae {
             let gw = &mut self.g_taps[..p[12].len()];
             let dd0 = Some(&mut self.dd0[..ru1 * C2]);
             conv_transpose_backward(
-                &gu1,
-                b,
-                &self.d0,
-                &self.du1,
-                &self.w_up1,
-                gw,
-                &mut g[13],
-                dcols,
-                dd0,
+                &gu1, b, &self.d0, &self.du1, net.w_up1, gw, &mut g[13], dcols, dd0,
             );
             from_tap_major(gw, C2, &mut g[12]);
         }
@@ -654,7 +716,7 @@ impl HostConvVae {
                 b,
                 &self.cols2,
                 &self.da2,
-                &self.w_conv2,
+                net.w_conv2,
                 gw,
                 &mut g[3],
                 dcols,
@@ -677,12 +739,7 @@ impl HostConvVae {
             None,
         );
 
-        let finite = super::host::all_finite(g) && recon.is_finite() && kl.is_finite();
-        ([recon, kl], finite)
-    }
-
-    pub fn apply(&mut self) {
-        self.opt.update(&mut self.params, &self.grads);
+        [recon, kl]
     }
 }
 
