@@ -39,7 +39,7 @@ for r in $(seq 1 "$ROUNDS"); do
   for w in "${WORKLOADS[@]}"; do
     case "$w" in
       rbm-500)
-        g=$("$RBM" | sed -n 's/.*CD-30 update.*median \([0-9.]*\) ms.*/\1/p')
+        g=$("$RBM" | sed -n 's/.*CD-30 update, backend extension on flex: median \([0-9.]*\) ms.*/\1/p')
         t=$("$PYTHON" bench/rbm_torch.py "$THREADS" | sed -n 's/.*median \([0-9.]*\) ms.*/\1/p')
         echo "$r,rbm-500 CD-30 update (batch 64),ms,$g,$t,," >> "$CSV"
         echo "round $r: rbm-500 CD-30 update: genlab $g ms, pytorch $t ms" ;;
