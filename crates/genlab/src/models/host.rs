@@ -318,6 +318,63 @@ pub fn all_finite(grads: &[Vec<f32>]) -> bool {
     grads.iter().all(|g| crate::cpu::sum(g).is_finite())
 }
 
+/// Adds gradients `from` into `into` (same shapes): how the halves of a
+/// batch are combined.
+pub fn add_grads(into: &mut [Vec<f32>], from: &[Vec<f32>]) {
+    for (a, b) in into.iter_mut().zip(from) {
+        for (a, b) in a.iter_mut().zip(b) {
+            *a += b;
+        }
+    }
+}
+
+/// One training step of a VAE on host buffers, a batch `x` (rows of 784,
+/// noise `eps` with `latent` values per row) cut into two halves that run
+/// side by side, each with single-core matrix products
+/// ([`crate::cpu::serial`]): on two cores this beats splitting every
+/// (small) product across both, which spends its time waking and parking
+/// threads. The halves are fixed, not one per core, so the numbers do not
+/// depend on the thread count. `step(half, x, eps, scale)` computes a half's
+/// loss sums and gradients with every gradient scaled by `scale` (1 / the
+/// batch's rows); `grads` gives a half's gradient buffers. The batch's
+/// gradients end in the first half's; returns the summed (reconstruction,
+/// KL) and whether everything is finite.
+pub fn in_halves<S: Send>(
+    halves: &mut [S],
+    x: &[f32],
+    eps: &[f32],
+    latent: usize,
+    grads: fn(&mut S) -> &mut Vec<Vec<f32>>,
+    step: impl Fn(&mut S, &[f32], &[f32], f32) -> [f64; 2] + Sync,
+) -> ([f64; 2], bool) {
+    let b = x.len() / crate::data::PIXELS;
+    // The loss is the batch mean: every gradient carries 1/b.
+    let scale = 1.0 / b as f32;
+    let first = b.div_ceil(2);
+    let (x0, x1) = x.split_at(first * crate::data::PIXELS);
+    let (e0, e1) = eps[..b * latent].split_at(first * latent);
+    let (h0, h1) = halves.split_at_mut(1);
+    let (h0, h1) = (&mut h0[0], &mut h1[0]);
+    let (a, c) = rayon::join(
+        || crate::cpu::serial(|| step(h0, x0, e0, scale)),
+        || crate::cpu::serial(|| step(h1, x1, e1, scale)),
+    );
+    let g1 = grads(h1);
+    let g0 = grads(h0);
+    add_grads(g0, g1);
+    let (recon, kl) = (a[0] + c[0], a[1] + c[1]);
+    let finite = all_finite(g0) && recon.is_finite() && kl.is_finite();
+    ([recon, kl], finite)
+}
+
+/// Every parameter tensor read back to the host, in order.
+pub fn download_all(params: &[burn::tensor::Tensor<1>]) -> anyhow::Result<Vec<Vec<f32>>> {
+    params
+        .iter()
+        .map(|p| super::tensors::download(p.clone()))
+        .collect()
+}
+
 /// A fully connected network on host buffers: hidden layers `leaky_relu`
 /// then dropout (multipliers given per call), a linear last layer. Keeps
 /// the activations of the last forward pass for its backward pass.

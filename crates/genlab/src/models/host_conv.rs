@@ -10,7 +10,7 @@ use rayon::prelude::*;
 
 use super::host::{HostOptimizer, add_bias, add_bias_relu, dense, dense_backward, relu_backward};
 use super::optim::Optimizer;
-use super::tensors::{download, upload};
+use super::tensors::upload;
 use super::vae::{Likelihood, Vae};
 use crate::cpu::{column_sums, matmul};
 use crate::data::PIXELS;
@@ -359,11 +359,7 @@ struct ConvShard {
 impl HostConvVae {
     pub fn new(vae: &Vae, opt: &Optimizer, rows: usize) -> Result<Self> {
         let (l, h) = (vae.net.latent, vae.net.hidden);
-        let params = vae
-            .params
-            .iter()
-            .map(|p| download(p.clone()))
-            .collect::<Result<Vec<_>>>()?;
+        let params = super::host::download_all(&vae.params)?;
         let lens: Vec<usize> = params.iter().map(Vec::len).collect();
         let geom = |img: usize, channels: usize, grid: usize, stride: usize, pad: usize| Geom {
             img_h: img,
@@ -454,7 +450,7 @@ impl HostConvVae {
         eps: &[f32],
         likelihood: Likelihood,
     ) -> ([f64; 2], bool) {
-        let (l, b) = (self.latent, x.len() / PIXELS);
+        let l = self.latent;
         to_tap_major(&self.params[2], C1, &mut self.w_conv2);
         to_tap_major(&self.params[12], C2, &mut self.w_up1);
         to_tap_major(&self.params[14], C1, &mut self.w_up2);
@@ -473,26 +469,14 @@ impl HostConvVae {
                 self.g_out,
             ],
         };
-        // The loss is the batch mean: every gradient carries 1/b.
-        let scale = 1.0 / b as f32;
-        let first = b.div_ceil(2);
-        let (x0, x1) = x.split_at(first * PIXELS);
-        let (e0, e1) = eps[..b * l].split_at(first * l);
-        let (s0, rest) = self.shards.split_at_mut(1);
-        let (a, c) = rayon::join(
-            || crate::cpu::serial(|| s0[0].forward_backward(&net, x0, e0, scale, likelihood)),
-            || crate::cpu::serial(|| rest[0].forward_backward(&net, x1, e1, scale, likelihood)),
-        );
-        // Sum the halves' gradients into the first.
-        let (g0, g1) = (&mut s0[0].grads, &rest[0].grads);
-        for (a, c) in g0.iter_mut().zip(g1) {
-            for (a, c) in a.iter_mut().zip(c) {
-                *a += c;
-            }
-        }
-        let (recon, kl) = (a[0] + c[0], a[1] + c[1]);
-        let finite = super::host::all_finite(g0) && recon.is_finite() && kl.is_finite();
-        ([recon, kl], finite)
+        super::host::in_halves(
+            &mut self.shards,
+            x,
+            eps,
+            l,
+            |half| &mut half.grads,
+            |half, x, eps, scale| half.forward_backward(&net, x, eps, scale, likelihood),
+        )
     }
 
     pub fn apply(&mut self) {

@@ -593,12 +593,9 @@ impl Vae {
 /// The MLP VAE's training step on host buffers (the CPU fast path): the
 /// same forward pass, loss and Keras update as [`VaeNet::loss_parts`] with
 /// burn's autodiff, written out with fused passes and no allocation per
-/// step. Parameters in [`VaeNet::specs`] order. A batch is cut into two
-/// halves that run side by side, each with single-core matrix products, and
-/// their gradients are summed: on two cores an epoch takes about a quarter
-/// less time than with every (small) product split across both cores, which
-/// spends its time waking and parking threads. The halves are fixed, not
-/// one per core, so the numbers do not depend on the thread count.
+/// step. Parameters in [`VaeNet::specs`] order. A batch runs in two halves
+/// side by side ([`super::host::in_halves`]; an epoch takes about a quarter
+/// less time on two cores than with every product split across both).
 pub struct HostMlpVae {
     pub latent: usize,
     pub hidden: usize,
@@ -781,11 +778,7 @@ impl HostMlpVae {
     pub fn new(vae: &Vae, opt: &Optimizer, rows: usize) -> Result<Self> {
         assert_eq!(vae.net.architecture, Architecture::Mlp);
         let (l, h) = (vae.net.latent, vae.net.hidden);
-        let params = vae
-            .params
-            .iter()
-            .map(|p| download(p.clone()))
-            .collect::<Result<Vec<_>>>()?;
+        let params = super::host::download_all(&vae.params)?;
         let shard_rows = rows.div_ceil(2);
         let shards = (0..2)
             .map(|_| MlpShard::new(&params, shard_rows, l, h))
@@ -816,31 +809,16 @@ impl HostMlpVae {
         eps: &[f32],
         likelihood: Likelihood,
     ) -> ([f64; 2], bool) {
-        let b = x.len() / PIXELS;
-        let l = self.latent;
-        let dims = (l, self.hidden);
-        // The loss is the batch mean: every gradient carries 1/b.
-        let scale = 1.0 / b as f32;
-        let first = b.div_ceil(2);
-        let (x0, x1) = x.split_at(first * PIXELS);
-        let (e0, e1) = eps[..b * l].split_at(first * l);
+        let dims = (self.latent, self.hidden);
         let p = &self.params;
-        let (s0, rest) = self.shards.split_at_mut(1);
-        let (a, c) = rayon::join(
-            || crate::cpu::serial(|| s0[0].forward_backward(p, dims, x0, e0, scale, likelihood)),
-            || crate::cpu::serial(|| rest[0].forward_backward(p, dims, x1, e1, scale, likelihood)),
-        );
-        // Sum the halves' gradients into the first.
-        let (g0, g1) = (&mut s0[0].grads, &rest[0].grads);
-        for (a, c) in g0.iter_mut().zip(g1) {
-            for (a, c) in a.iter_mut().zip(c) {
-                *a += c;
-            }
-        }
-        let recon = a[0] + c[0];
-        let kl = a[1] + c[1];
-        let finite = super::host::all_finite(g0) && recon.is_finite() && kl.is_finite();
-        ([recon, kl], finite)
+        super::host::in_halves(
+            &mut self.shards,
+            x,
+            eps,
+            self.latent,
+            |half| &mut half.grads,
+            |half, x, eps, scale| half.forward_backward(p, dims, x, eps, scale, likelihood),
+        )
     }
 
     /// The gradients of the last [`HostMlpVae::forward_backward`].
