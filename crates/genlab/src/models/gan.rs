@@ -396,14 +396,6 @@ impl Gan {
 /// Dropout multipliers for `rows` examples of a network, per hidden layer
 /// (`rows x width`): 0 with probability p, else 1/(1-p). Both training paths
 /// draw them here, in the same order.
-/// A `u32` slice as its bytes (ChaCha's words are little-endian, as on every
-/// target we build for, so a word read as bytes equals the word drawn alone).
-fn bytemuck_words(words: &mut [u32]) -> &mut [u8] {
-    // SAFETY: u8 has no alignment or validity requirements, and the length
-    // covers exactly the words' bytes.
-    unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), words.len() * 4) }
-}
-
 pub fn mask_values(
     c: &GanConfig,
     shape: &MlpShape,
@@ -417,9 +409,11 @@ pub fn mask_values(
         .map(|&w| {
             // The words `rng.random::<f32>()` would read one at a time, read
             // in bulk (same values, same stream position), then turned into
-            // uniforms the way it does: the top 24 bits times 2^-24.
+            // uniforms the way it does: the top 24 bits times 2^-24. The
+            // stream's bytes are its words in little-endian order, which
+            // `dropout_mask` reads back with `u32::from_le`.
             let mut words = vec![0u32; rows * w];
-            rng.fill_bytes(bytemuck_words(&mut words));
+            rng.fill_bytes(bytemuck::cast_slice_mut(&mut words));
             let mut mask = vec![0.0f32; rows * w];
             super::host::dropout_mask(&mut mask, &words, p, keep);
             mask

@@ -841,7 +841,6 @@ impl Family for RbmFamily {
         // the update writes, which then copies).
         let skip_bad = run_config.on_nan == OnNan::SkipBatch;
         let mut backup: Option<TensorCd> = None;
-        let mut batch = vec![0.0f32; config.batch_size * PIXELS];
         for epoch in epochs_done + 1..=config.epochs {
             let order = EpochOrder::new(
                 train.len(),
@@ -870,6 +869,8 @@ impl Family for RbmFamily {
             let mut skipped = 0usize;
             for (b, idx) in order.batches().enumerate().skip(skip) {
                 lr = lr_at(config, (epoch - 1) * batches_per_epoch + b, total_updates);
+                // Filled in place and handed to the tensor, which owns it.
+                let mut batch = vec![0.0f32; config.batch_size * PIXELS];
                 fill_batch_slice(train, idx, PixelView::Unit, &mut no_rng, &mut batch);
                 let rule = UpdateRule {
                     k: config.k,
@@ -880,7 +881,7 @@ impl Family for RbmFamily {
                 if skip_bad {
                     backup = Some(on_device.clone());
                 }
-                let v0 = upload(batch.clone(), [config.batch_size, PIXELS], &ctx.device);
+                let v0 = upload(batch, [config.batch_size, PIXELS], &ctx.device);
                 on_device.cd_update(v0, rule, &mut rng);
                 if !on_device.all_finite()? {
                     match backup.take() {
