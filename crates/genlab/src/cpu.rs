@@ -22,6 +22,11 @@ pub fn serial<R>(f: impl FnOnce() -> R) -> R {
     out
 }
 
+/// Whether this thread is inside [`serial`].
+pub fn is_serial() -> bool {
+    SERIAL.with(|s| s.get())
+}
+
 /// Whether genlab's CPU kernels run where they apply (the default);
 /// `GENLAB_CPU_KERNELS=0` makes every model use burn's generic tensor
 /// operations instead, to compare the two.
@@ -84,7 +89,7 @@ pub fn matmul(
             false,
             false,
             false,
-            if SERIAL.with(|s| s.get()) {
+            if is_serial() {
                 gemm::Parallelism::None
             } else {
                 gemm::Parallelism::Rayon(0)

@@ -139,6 +139,37 @@ simd_fn! {
 }
 
 simd_fn! {
+    /// The reparameterisation of both VAEs: `sd = exp(logvar / 2)`, `z =
+    /// mean + sd eps`; returns the KL divergence to the standard normal
+    /// summed over all values, `sum (sd^2 + mean^2 - 1 - logvar) / 2`. One
+    /// vectorised pass (genlab's `exp`, relative error about 1e-7).
+    pub fn reparameterize(mean: &[f32], logvar: &[f32], eps: &[f32], sd: &mut [f32], z: &mut [f32]) -> f64 {
+        let n = mean.len();
+        let (logvar, eps, sd, z) = (&logvar[..n], &eps[..n], &mut sd[..n], &mut z[..n]);
+        #[inline(always)]
+        fn one(m: f32, lv: f32, e: f32, sd: &mut f32, z: &mut f32) -> f32 {
+            let s = crate::cpu::exp(0.5 * lv);
+            *sd = s;
+            *z = m + s * e;
+            0.5 * (s * s + m * m - 1.0 - lv)
+        }
+        let whole = n - n % 8;
+        let mut acc = [0.0f32; 8];
+        for i in (0..whole).step_by(8) {
+            for (k, a) in acc.iter_mut().enumerate() {
+                let j = i + k;
+                *a += one(mean[j], logvar[j], eps[j], &mut sd[j], &mut z[j]);
+            }
+        }
+        let mut kl: f64 = acc.iter().map(|&a| a as f64).sum();
+        for j in whole..n {
+            kl += one(mean[j], logvar[j], eps[j], &mut sd[j], &mut z[j]) as f64;
+        }
+        kl
+    }
+}
+
+simd_fn! {
     /// Squared-error reconstruction through a sigmoid: with `p = sigmoid(l)`,
     /// returns `sum (p - x)^2` and overwrites `l` with its gradient scaled by
     /// `scale`: `scale * 2 (p - x) p (1 - p)`.
@@ -188,38 +219,64 @@ simd_fn! {
     }
 }
 
+/// Runs `$body` for every element of a parameter slice with its gradient
+/// `$g`: `$g0[i]`, or `$g0[i] + $g1[i]` when the batch's gradient came in two
+/// halves (`$g1` not empty). The sum is the same f32 addition as summing the
+/// halves first, so the result is bit-identical, without a pass that writes
+/// the sum.
+macro_rules! with_gradient {
+    ($g0:ident, $g1:ident, |$i:ident, $g:ident| $body:block) => {
+        if $g1.is_empty() {
+            for $i in 0..$g0.len() {
+                let $g = $g0[$i];
+                $body
+            }
+        } else {
+            let $g1 = &$g1[..$g0.len()];
+            for $i in 0..$g0.len() {
+                let $g = $g0[$i] + $g1[$i];
+                $body
+            }
+        }
+    };
+}
+
 simd_fn! {
     /// Keras Adam, one pass: `m += (g - m)(1 - b1)`, `v += (g^2 - v)(1 - b2)`,
-    /// `p -= alpha m / (sqrt(v) + eps)`.
-    pub fn adam_keras(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], alpha: f32, b1: f32, b2: f32, eps: f32) {
-        for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
-            *m += (g - *m) * (1.0 - b1);
-            *v += (g * g - *v) * (1.0 - b2);
-            *p -= alpha * *m / (v.sqrt() + eps);
-        }
+    /// `p -= alpha m / (sqrt(v) + eps)`, with `g = g0 + g1` (`g1` may be empty).
+    pub fn adam_keras(p: &mut [f32], g0: &[f32], g1: &[f32], m: &mut [f32], v: &mut [f32], alpha: f32, b1: f32, b2: f32, eps: f32) {
+        let (p, m, v) = (&mut p[..g0.len()], &mut m[..g0.len()], &mut v[..g0.len()]);
+        with_gradient!(g0, g1, |i, g| {
+            m[i] += (g - m[i]) * (1.0 - b1);
+            v[i] += (g * g - v[i]) * (1.0 - b2);
+            p[i] -= alpha * m[i] / (v[i].sqrt() + eps);
+        });
     }
 }
 
 simd_fn! {
     /// PyTorch Adam, one pass: `m = b1 m + (1 - b1) g`, `v = b2 v + (1 - b2) g^2`,
     /// `p -= step m / (sqrt(v) / sqrt_c2 + eps)` with `step = lr / (1 - b1^t)`
-    /// and `sqrt_c2 = sqrt(1 - b2^t)`.
-    pub fn adam_torch(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], step: f32, sqrt_c2: f32, b1: f32, b2: f32, eps: f32) {
-        for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
-            *m = b1 * *m + (1.0 - b1) * g;
-            *v = b2 * *v + (1.0 - b2) * g * g;
-            *p -= step * *m / (v.sqrt() / sqrt_c2 + eps);
-        }
+    /// and `sqrt_c2 = sqrt(1 - b2^t)`; `g = g0 + g1` (`g1` may be empty).
+    pub fn adam_torch(p: &mut [f32], g0: &[f32], g1: &[f32], m: &mut [f32], v: &mut [f32], step: f32, sqrt_c2: f32, b1: f32, b2: f32, eps: f32) {
+        let (p, m, v) = (&mut p[..g0.len()], &mut m[..g0.len()], &mut v[..g0.len()]);
+        with_gradient!(g0, g1, |i, g| {
+            m[i] = b1 * m[i] + (1.0 - b1) * g;
+            v[i] = b2 * v[i] + (1.0 - b2) * g * g;
+            p[i] -= step * m[i] / (v[i].sqrt() / sqrt_c2 + eps);
+        });
     }
 }
 
 simd_fn! {
-    /// Keras RMSprop, one pass: `v = rho v + (1 - rho) g^2`, `p -= lr g / sqrt(v + eps)`.
-    pub fn rmsprop_keras(p: &mut [f32], g: &[f32], v: &mut [f32], lr: f32, rho: f32, eps: f32) {
-        for ((p, &g), v) in p.iter_mut().zip(g).zip(v.iter_mut()) {
-            *v = rho * *v + (1.0 - rho) * g * g;
-            *p -= lr * g / (*v + eps).sqrt();
-        }
+    /// Keras RMSprop, one pass: `v = rho v + (1 - rho) g^2`, `p -= lr g / sqrt(v + eps)`;
+    /// `g = g0 + g1` (`g1` may be empty).
+    pub fn rmsprop_keras(p: &mut [f32], g0: &[f32], g1: &[f32], v: &mut [f32], lr: f32, rho: f32, eps: f32) {
+        let (p, v) = (&mut p[..g0.len()], &mut v[..g0.len()]);
+        with_gradient!(g0, g1, |i, g| {
+            v[i] = rho * v[i] + (1.0 - rho) * g * g;
+            p[i] -= lr * g / (v[i] + eps).sqrt();
+        });
     }
 }
 
@@ -232,83 +289,144 @@ pub struct HostOptimizer {
     pub second: Vec<Vec<f32>>,
 }
 
-/// Elements per rayon task in the optimiser passes.
-const OPT_CHUNK: usize = 1 << 15;
+/// Below this many parameters in all the update runs on the calling thread.
+const PARALLEL_UPDATE_MIN: usize = 1 << 16;
 
-/// Runs `f` over matching chunks of a parameter, its gradient and its two
-/// moment buffers (`m` may be empty), in parallel for large tensors.
-fn par_update(
-    p: &mut [f32],
-    g: &[f32],
-    m: &mut [f32],
-    v: &mut [f32],
-    f: impl Fn(&mut [f32], &[f32], &mut [f32], &mut [f32]) + Sync,
-) {
-    use rayon::prelude::*;
-    if p.len() < 2 * OPT_CHUNK {
-        return f(p, g, m, v);
+/// A contiguous range of one parameter tensor with its gradient(s) and
+/// optimiser state (`g1` and `m` may be empty).
+struct Piece<'a> {
+    p: &'a mut [f32],
+    g0: &'a [f32],
+    g1: &'a [f32],
+    m: &'a mut [f32],
+    v: &'a mut [f32],
+}
+
+/// Cuts every tensor's slices into `parts` groups of about equal element
+/// counts, in order, so that one parallel pass can update them all.
+fn split_pieces<'a>(
+    params: &'a mut [Vec<f32>],
+    g0: &'a [Vec<f32>],
+    g1: Option<&'a [Vec<f32>]>,
+    first: &'a mut [Vec<f32>],
+    second: &'a mut [Vec<f32>],
+    parts: usize,
+) -> Vec<Vec<Piece<'a>>> {
+    let total: usize = params.iter().map(Vec::len).sum();
+    let per_part = total.div_ceil(parts).max(1);
+    let mut groups: Vec<Vec<Piece<'a>>> = vec![Vec::new()];
+    let mut room = per_part;
+    let mut first = first.iter_mut();
+    for (i, (p, v)) in params.iter_mut().zip(second.iter_mut()).enumerate() {
+        let (mut p, mut v) = (p.as_mut_slice(), v.as_mut_slice());
+        let mut m: &mut [f32] = first.next().map_or(&mut [], |m| m.as_mut_slice());
+        let mut g0: &[f32] = &g0[i];
+        let mut g1: &[f32] = g1.map_or(&[], |g| &g[i]);
+        while !p.is_empty() {
+            if room == 0 {
+                groups.push(Vec::new());
+                room = per_part;
+            }
+            let n = room.min(p.len());
+            room -= n;
+            let (ph, pt) = std::mem::take(&mut p).split_at_mut(n);
+            let (vh, vt) = std::mem::take(&mut v).split_at_mut(n);
+            let m_n = n.min(m.len());
+            let (mh, mt) = std::mem::take(&mut m).split_at_mut(m_n);
+            let (g0h, g0t) = g0.split_at(n);
+            let (g1h, g1t) = g1.split_at(n.min(g1.len()));
+            groups.last_mut().unwrap().push(Piece {
+                p: ph,
+                g0: g0h,
+                g1: g1h,
+                m: mh,
+                v: vh,
+            });
+            (p, v, m, g0, g1) = (pt, vt, mt, g0t, g1t);
+        }
     }
-    if m.is_empty() {
-        p.par_chunks_mut(OPT_CHUNK)
-            .zip(g.par_chunks(OPT_CHUNK))
-            .zip(v.par_chunks_mut(OPT_CHUNK))
-            .for_each(|((p, g), v)| f(p, g, &mut [], v));
-    } else {
-        p.par_chunks_mut(OPT_CHUNK)
-            .zip(g.par_chunks(OPT_CHUNK))
-            .zip(m.par_chunks_mut(OPT_CHUNK))
-            .zip(v.par_chunks_mut(OPT_CHUNK))
-            .for_each(|(((p, g), m), v)| f(p, g, m, v));
-    }
+    groups
 }
 
 impl HostOptimizer {
     /// Applies one update to every parameter; the gradients must be finite.
     pub fn update(&mut self, params: &mut [Vec<f32>], grads: &[Vec<f32>]) {
+        self.update_with(params, grads, None);
+    }
+
+    /// Applies one update with the gradient `g0 + g1` (a batch computed in
+    /// two halves), summed on the fly; the gradients must be finite.
+    pub fn update_sum(&mut self, params: &mut [Vec<f32>], g0: &[Vec<f32>], g1: &[Vec<f32>]) {
+        self.update_with(params, g0, Some(g1));
+    }
+
+    /// One pass over all parameters, cut into one part per core and run in
+    /// a single parallel call (one wake-up of the pool per step, not one
+    /// per tensor); the update is elementwise, so the cut changes nothing.
+    fn update_with(&mut self, params: &mut [Vec<f32>], g0: &[Vec<f32>], g1: Option<&[Vec<f32>]>) {
         use super::optim::Rule;
+        use rayon::prelude::*;
         self.step += 1;
         let t = self.step as i32;
-        let mut no_first = Vec::new();
-        for i in 0..params.len() {
-            let first = if self.first.is_empty() {
-                &mut no_first
-            } else {
-                &mut self.first[i]
-            };
-            let (p, g, m, v) = (&mut params[i], &grads[i], first, &mut self.second[i]);
-            match self.rule {
-                Rule::AdamKeras {
-                    lr,
-                    beta1,
-                    beta2,
-                    eps,
-                } => {
-                    let alpha = (lr * (1.0 - beta2.powi(t)).sqrt() / (1.0 - beta1.powi(t))) as f32;
-                    let (b1, b2, eps) = (beta1 as f32, beta2 as f32, eps as f32);
-                    par_update(p, g, m, v, |p, g, m, v| {
-                        adam_keras(p, g, m, v, alpha, b1, b2, eps)
-                    });
-                }
-                Rule::AdamTorch {
-                    lr,
-                    beta1,
-                    beta2,
-                    eps,
-                } => {
-                    let step = (lr / (1.0 - beta1.powi(t))) as f32;
-                    let sqrt_c2 = (1.0 - beta2.powi(t)).sqrt() as f32;
-                    let (b1, b2, eps) = (beta1 as f32, beta2 as f32, eps as f32);
-                    par_update(p, g, m, v, |p, g, m, v| {
-                        adam_torch(p, g, m, v, step, sqrt_c2, b1, b2, eps)
-                    });
-                }
-                Rule::RmspropKeras { lr, rho, eps } => {
-                    let (lr, rho, eps) = (lr as f32, rho as f32, eps as f32);
-                    par_update(p, g, m, v, |p, g, _, v| {
-                        rmsprop_keras(p, g, v, lr, rho, eps)
-                    });
-                }
+        let rule = self.rule;
+        let total: usize = params.iter().map(Vec::len).sum();
+        let parts = if total < PARALLEL_UPDATE_MIN || crate::cpu::is_serial() {
+            1
+        } else {
+            rayon::current_num_threads()
+        };
+        let apply = move |q: Piece| match rule {
+            Rule::AdamKeras {
+                lr,
+                beta1,
+                beta2,
+                eps,
+            } => {
+                let alpha = (lr * (1.0 - beta2.powi(t)).sqrt() / (1.0 - beta1.powi(t))) as f32;
+                adam_keras(
+                    q.p,
+                    q.g0,
+                    q.g1,
+                    q.m,
+                    q.v,
+                    alpha,
+                    beta1 as f32,
+                    beta2 as f32,
+                    eps as f32,
+                );
             }
+            Rule::AdamTorch {
+                lr,
+                beta1,
+                beta2,
+                eps,
+            } => {
+                let step = (lr / (1.0 - beta1.powi(t))) as f32;
+                let sqrt_c2 = (1.0 - beta2.powi(t)).sqrt() as f32;
+                adam_torch(
+                    q.p,
+                    q.g0,
+                    q.g1,
+                    q.m,
+                    q.v,
+                    step,
+                    sqrt_c2,
+                    beta1 as f32,
+                    beta2 as f32,
+                    eps as f32,
+                );
+            }
+            Rule::RmspropKeras { lr, rho, eps } => {
+                rmsprop_keras(q.p, q.g0, q.g1, q.v, lr as f32, rho as f32, eps as f32);
+            }
+        };
+        let groups = split_pieces(params, g0, g1, &mut self.first, &mut self.second, parts);
+        if groups.len() == 1 {
+            groups.into_iter().flatten().for_each(apply);
+        } else {
+            groups
+                .into_par_iter()
+                .for_each(|group| group.into_iter().for_each(apply));
         }
     }
 }
@@ -318,14 +436,32 @@ pub fn all_finite(grads: &[Vec<f32>]) -> bool {
     grads.iter().all(|g| crate::cpu::sum(g).is_finite())
 }
 
-/// Adds gradients `from` into `into` (same shapes): how the halves of a
-/// batch are combined.
-pub fn add_grads(into: &mut [Vec<f32>], from: &[Vec<f32>]) {
-    for (a, b) in into.iter_mut().zip(from) {
-        for (a, b) in a.iter_mut().zip(b) {
-            *a += b;
+/// The sum of two halves' gradients (same shapes), as a new copy.
+pub fn summed_grads(g0: &[Vec<f32>], g1: &[Vec<f32>]) -> Vec<Vec<f32>> {
+    g0.iter()
+        .zip(g1)
+        .map(|(a, b)| a.iter().zip(b).map(|(a, b)| a + b).collect())
+        .collect()
+}
+
+simd_fn! {
+    /// `sum |x|`, with eight running partial sums so that it vectorises.
+    pub fn abs_sum(x: &[f32]) -> f32 {
+        let mut acc = [0.0f32; 8];
+        let chunks = x.chunks_exact(8);
+        let tail: f32 = chunks.remainder().iter().map(|v| v.abs()).sum();
+        for c in chunks {
+            for k in 0..8 {
+                acc[k] += c[k].abs();
+            }
         }
+        acc.iter().sum::<f32>() + tail
     }
+}
+
+/// The sum of `|g|` over gradient tensors, in f64 (NaN if any is NaN).
+fn l1_norm(grads: &[Vec<f32>]) -> f64 {
+    grads.iter().map(|g| abs_sum(g) as f64).sum()
 }
 
 /// One training step of a VAE on host buffers, a batch `x` (rows of 784,
@@ -337,8 +473,11 @@ pub fn add_grads(into: &mut [Vec<f32>], from: &[Vec<f32>]) {
 /// depend on the thread count. `step(half, x, eps, scale)` computes a half's
 /// loss sums and gradients with every gradient scaled by `scale` (1 / the
 /// batch's rows); `grads` gives a half's gradient buffers. The batch's
-/// gradients end in the first half's; returns the summed (reconstruction,
-/// KL) and whether everything is finite.
+/// gradient is the sum of the two halves' ([`HostOptimizer::update_sum`]
+/// adds them as it updates). Returns the summed (reconstruction, KL) and
+/// whether everything is finite: each half checks its own gradients in its
+/// own thread, as `sum |g|` over both halves below `f32::MAX`, which also
+/// rules out an overflow when the halves are added.
 pub fn in_halves<S: Send>(
     halves: &mut [S],
     x: &[f32],
@@ -355,15 +494,15 @@ pub fn in_halves<S: Send>(
     let (e0, e1) = eps[..b * latent].split_at(first * latent);
     let (h0, h1) = halves.split_at_mut(1);
     let (h0, h1) = (&mut h0[0], &mut h1[0]);
-    let (a, c) = rayon::join(
-        || crate::cpu::serial(|| step(h0, x0, e0, scale)),
-        || crate::cpu::serial(|| step(h1, x1, e1, scale)),
-    );
-    let g1 = grads(h1);
-    let g0 = grads(h0);
-    add_grads(g0, g1);
+    let half = |h: &mut S, x: &[f32], e: &[f32]| {
+        crate::cpu::serial(|| {
+            let losses = step(h, x, e, scale);
+            (losses, l1_norm(grads(h)))
+        })
+    };
+    let ((a, l1_a), (c, l1_c)) = rayon::join(|| half(h0, x0, e0), || half(h1, x1, e1));
     let (recon, kl) = (a[0] + c[0], a[1] + c[1]);
-    let finite = all_finite(g0) && recon.is_finite() && kl.is_finite();
+    let finite = l1_a + l1_c < f32::MAX as f64 && recon.is_finite() && kl.is_finite();
     ([recon, kl], finite)
 }
 
@@ -500,6 +639,132 @@ impl HostMlp {
                         &self.pre[k - 1][..rows * k_in],
                         &masks[k - 1][..rows * k_in],
                         self.slope,
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::optim::Rule;
+    use super::*;
+
+    /// Deterministic values in [-1, 1).
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n as u32)
+            .map(|i| crate::cpu::uniform(seed as u64, i) * 2.0 - 1.0)
+            .collect()
+    }
+
+    /// Three steps of `rule`, by hand in f64 from the documented formulas.
+    fn by_hand(rule: Rule, p: &[f32], g0: &[f32], g1: &[f32]) -> Vec<f64> {
+        let (mut m, mut v) = (0.0f64, 0.0f64);
+        p.iter()
+            .zip(g0.iter().zip(g1))
+            .map(|(&p, (&a, &b))| {
+                let (mut p, g) = (p as f64, a as f64 + b as f64);
+                (m, v) = (0.0, 0.0);
+                for t in 1..=3 {
+                    match rule {
+                        Rule::AdamKeras {
+                            lr,
+                            beta1,
+                            beta2,
+                            eps,
+                        } => {
+                            m = beta1 * m + (1.0 - beta1) * g;
+                            v = beta2 * v + (1.0 - beta2) * g * g;
+                            let alpha = lr * (1.0 - beta2.powi(t)).sqrt() / (1.0 - beta1.powi(t));
+                            p -= alpha * m / (v.sqrt() + eps);
+                        }
+                        Rule::AdamTorch {
+                            lr,
+                            beta1,
+                            beta2,
+                            eps,
+                        } => {
+                            m = beta1 * m + (1.0 - beta1) * g;
+                            v = beta2 * v + (1.0 - beta2) * g * g;
+                            let (mh, vh) = (m / (1.0 - beta1.powi(t)), v / (1.0 - beta2.powi(t)));
+                            p -= lr * mh / (vh.sqrt() + eps);
+                        }
+                        Rule::RmspropKeras { lr, rho, eps } => {
+                            v = rho * v + (1.0 - rho) * g * g;
+                            p -= lr * g / (v + eps).sqrt();
+                        }
+                    }
+                }
+                p
+            })
+            .collect()
+    }
+
+    #[test]
+    fn summed_update_in_parallel_parts_equals_the_serial_update_and_the_formulas() {
+        // Tensors of odd sizes (one empty), so parts cross tensor boundaries.
+        let sizes = [70_001, 3, 0, 100_003, 17];
+        let rules = [
+            Rule::AdamKeras {
+                lr: 1e-3,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-7,
+            },
+            Rule::AdamTorch {
+                lr: 2e-3,
+                beta1: 0.5,
+                beta2: 0.999,
+                eps: 1e-8,
+            },
+            Rule::RmspropKeras {
+                lr: 1e-3,
+                rho: 0.9,
+                eps: 1e-7,
+            },
+        ];
+        for rule in rules {
+            let fresh = || HostOptimizer {
+                rule,
+                step: 0,
+                first: match rule {
+                    Rule::RmspropKeras { .. } => Vec::new(),
+                    _ => sizes.iter().map(|&n| vec![0.0; n]).collect(),
+                },
+                second: sizes.iter().map(|&n| vec![0.0; n]).collect(),
+            };
+            let p0: Vec<Vec<f32>> = sizes.iter().map(|&n| values(n, 1)).collect();
+            let g0: Vec<Vec<f32>> = sizes.iter().map(|&n| values(n, 2)).collect();
+            let g1: Vec<Vec<f32>> = sizes.iter().map(|&n| values(n, 3)).collect();
+            // Reference: the halves summed first, one part on this thread.
+            let (mut serial_p, mut serial_opt) = (p0.clone(), fresh());
+            let sum = summed_grads(&g0, &g1);
+            crate::cpu::serial(|| {
+                for _ in 0..3 {
+                    serial_opt.update(&mut serial_p, &sum);
+                }
+            });
+            for threads in [2, 3] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let (mut p, mut opt) = (p0.clone(), fresh());
+                pool.install(|| {
+                    for _ in 0..3 {
+                        opt.update_sum(&mut p, &g0, &g1);
+                    }
+                });
+                assert_eq!(p, serial_p, "{rule:?}, {threads} threads");
+                assert_eq!(opt, serial_opt, "{rule:?}, {threads} threads");
+            }
+            for (i, p) in serial_p.iter().enumerate() {
+                let want = by_hand(rule, &p0[i], &g0[i], &g1[i]);
+                for (a, b) in p.iter().zip(&want) {
+                    assert!(
+                        (*a as f64 - b).abs() < 1e-6,
+                        "{rule:?}: tensor {i}: {a} vs {b}"
                     );
                 }
             }

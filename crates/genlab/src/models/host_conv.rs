@@ -439,8 +439,9 @@ impl HostConvVae {
         *opt = Optimizer::from_host(&self.opt, &vae.device);
     }
 
-    pub fn grads(&self) -> &[Vec<f32>] {
-        &self.shards[0].grads
+    /// The gradients of the last forward_backward (the two halves' summed into a copy).
+    pub fn grads(&self) -> Vec<Vec<f32>> {
+        super::host::summed_grads(&self.shards[0].grads, &self.shards[1].grads)
     }
 
     /// Loss sums and gradients of a batch, as [`super::vae::HostMlpVae::forward_backward`].
@@ -480,7 +481,8 @@ impl HostConvVae {
     }
 
     pub fn apply(&mut self) {
-        self.opt.update(&mut self.params, &self.shards[0].grads);
+        let (g0, g1) = (&self.shards[0].grads, &self.shards[1].grads);
+        self.opt.update_sum(&mut self.params, g0, g1);
     }
 }
 
@@ -546,13 +548,7 @@ impl ConvShard {
         dense(logvar, hid, &p[8], b, h, l);
         add_bias(logvar, &p[9]);
         let (sd, z) = (&mut self.sd[..b * l], &mut self.z[..b * l]);
-        let mut kl = 0.0f64;
-        for i in 0..b * l {
-            sd[i] = (0.5 * logvar[i]).exp();
-            z[i] = mean[i] + sd[i] * eps[i];
-            kl += 0.5
-                * (sd[i] as f64 * sd[i] as f64 + (mean[i] as f64).powi(2) - 1.0 - logvar[i] as f64);
-        }
+        let kl = super::host::reparameterize(mean, logvar, eps, sd, z);
         // Decoder: dense -> 7x7x64 -> up 14x14x64 -> up 28x28x32 -> 28x28x1.
         let dflat = &mut self.dflat[..b * FLAT];
         dense(dflat, z, &p[10], b, l, FLAT);

@@ -676,13 +676,7 @@ impl MlpShard {
         dense(logvar, h1, &p[4], b, h, l);
         add_bias(logvar, &p[5]);
         let (sd, z) = (&mut self.sd[..b * l], &mut self.z[..b * l]);
-        let mut kl = 0.0f64;
-        for i in 0..b * l {
-            sd[i] = (0.5 * logvar[i]).exp();
-            z[i] = mean[i] + sd[i] * eps[i];
-            kl += 0.5
-                * (sd[i] as f64 * sd[i] as f64 + (mean[i] as f64).powi(2) - 1.0 - logvar[i] as f64);
-        }
+        let kl = super::host::reparameterize(mean, logvar, eps, sd, z);
         let h2 = &mut self.h2[..b * h];
         dense(h2, z, &p[6], b, l, h);
         add_bias_relu(h2, &p[7]);
@@ -821,14 +815,16 @@ impl HostMlpVae {
         )
     }
 
-    /// The gradients of the last [`HostMlpVae::forward_backward`].
-    pub fn grads(&self) -> &[Vec<f32>] {
-        &self.shards[0].grads
+    /// The gradients of the last [`HostMlpVae::forward_backward`] (the two
+    /// halves' summed into a copy).
+    pub fn grads(&self) -> Vec<Vec<f32>> {
+        super::host::summed_grads(&self.shards[0].grads, &self.shards[1].grads)
     }
 
     /// Applies the optimiser with the gradients of the last [`HostMlpVae::forward_backward`].
     pub fn apply(&mut self) {
-        self.opt.update(&mut self.params, &self.shards[0].grads);
+        let (g0, g1) = (&self.shards[0].grads, &self.shards[1].grads);
+        self.opt.update_sum(&mut self.params, g0, g1);
     }
 }
 
