@@ -10,6 +10,10 @@
 # GENLAB_DATA (../shared/data), CSV (bench/results/compare.csv), and
 # GENLAB_CPU_KERNELS=0 to time burn's generic path instead of genlab's CPU
 # kernels. Prints a table of medians.
+# On a GPU: DEVICE=wgpu (or cuda) builds genlab with that backend (into
+# CARGO_TARGET_DIR, default target/) and runs it with --device DEVICE, and
+# PyTorch on TORCH_DEVICE (default cuda); matmul (a host product) is left
+# out, and the GFLOP/s column stays empty (it is against the CPU's peak).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -17,50 +21,69 @@ ROUNDS=${ROUNDS:-3}
 THREADS=${THREADS:-2}
 export GENLAB_DATA=${GENLAB_DATA:-$(cd .. && pwd)/shared/data}
 export RAYON_NUM_THREADS=$THREADS
+DEVICE=${DEVICE:-cpu}
+case "$DEVICE" in
+  cpu) TORCH_DEVICE=${TORCH_DEVICE:-cpu}; FEATURES=() ;;
+  wgpu|cuda) TORCH_DEVICE=${TORCH_DEVICE:-cuda}; FEATURES=(--features "genlab/$DEVICE") ;;
+  *) echo "DEVICE=$DEVICE: expected cpu, wgpu or cuda" >&2; exit 2 ;;
+esac
 WORKLOADS=("$@")
 if [ ${#WORKLOADS[@]} -eq 0 ]; then
   WORKLOADS=(rbm-500 matmul vae-2 vae-16 conv-vae gan)
 fi
-cargo build --release -q -p genlab-cli
-cargo bench --bench rbm --no-run 2>/dev/null
-cargo bench --bench matmul --no-run 2>/dev/null
-RBM=$(ls -t target/release/deps/rbm-* | grep -v '\.d$' | head -n 1)
-MATMUL=$(ls -t target/release/deps/matmul-* | grep -v '\.d$' | head -n 1)
-GENLAB=target/release/genlab
+TARGET=${CARGO_TARGET_DIR:-target}
+cargo build --release -q -p genlab-cli "${FEATURES[@]}"
+cargo bench -p genlab --bench rbm --no-run "${FEATURES[@]}" 2>/dev/null
+RBM=$(ls -t "$TARGET"/release/deps/rbm-* | grep -v '\.d$' | head -n 1)
+if [ "$DEVICE" = cpu ]; then
+  cargo bench -p genlab --bench matmul --no-run 2>/dev/null
+  MATMUL=$(ls -t "$TARGET"/release/deps/matmul-* | grep -v '\.d$' | head -n 1)
+fi
+GENLAB=$TARGET/release/genlab
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 mkdir -p bench/results
 CSV=${CSV:-bench/results/compare.csv}
-echo "round,workload,unit,genlab,pytorch,genlab_loss,pytorch_loss" > "$CSV"
-# The machine's measured f32 peak on these threads, for the GFLOP/s column.
-PEAK=$("$MATMUL" | sed -n 's/^peak: \([0-9.]*\) GFLOP.*/\1/p')
-echo "peak: $PEAK GFLOP/s f32 on $THREADS threads"
+echo "round,workload,unit,genlab,pytorch,genlab_loss,pytorch_loss,genlab_device,pytorch_device" > "$CSV"
+echo "genlab on $DEVICE, PyTorch on $TORCH_DEVICE, $THREADS threads"
+# The machine's measured f32 peak on these threads, for the GFLOP/s column
+# (CPU runs only).
+PEAK=0
+if [ "$DEVICE" = cpu ]; then
+  PEAK=$("$MATMUL" | sed -n 's/^peak: \([0-9.]*\) GFLOP.*/\1/p')
+  echo "peak: $PEAK GFLOP/s f32 on $THREADS threads"
+fi
 for r in $(seq 1 "$ROUNDS"); do
   for w in "${WORKLOADS[@]}"; do
     case "$w" in
       rbm-500)
-        g=$("$RBM" | sed -n 's/.*CD-30 update, backend extension on flex: median \([0-9.]*\) ms.*/\1/p')
-        t=$("$PYTHON" bench/rbm_torch.py "$THREADS" | sed -n 's/.*median \([0-9.]*\) ms.*/\1/p')
-        echo "$r,rbm-500 CD-30 update (batch 64),ms,$g,$t,," >> "$CSV"
+        on=$([ "$DEVICE" = cpu ] && echo flex || echo "$DEVICE")
+        g=$("$RBM" | sed -n "s/.*CD-30 update, backend extension on $on: median \([0-9.]*\) ms.*/\1/p")
+        t=$("$PYTHON" bench/rbm_torch.py "$THREADS" "$TORCH_DEVICE" | sed -n 's/.*median \([0-9.]*\) ms.*/\1/p')
+        echo "$r,rbm-500 CD-30 update (batch 64),ms,$g,$t,,,$DEVICE,$TORCH_DEVICE" >> "$CSV"
         echo "round $r: rbm-500 CD-30 update: genlab $g ms, pytorch $t ms" ;;
       matmul)
+        if [ "$DEVICE" != cpu ]; then
+          [ "$r" = 1 ] && echo "matmul: genlab's is a host product, left out on $DEVICE"
+          continue
+        fi
         g=$("$MATMUL" | sed -n 's/.*median \([0-9.]*\) GFLOP.*/\1/p')
         t=$("$PYTHON" bench/matmul_torch.py "$THREADS" | sed -n 's/.*median \([0-9.]*\) GFLOP.*/\1/p')
-        echo "$r,matmul 64x784 @ 784x500,GFLOP/s,$g,$t,," >> "$CSV"
+        echo "$r,matmul 64x784 @ 784x500,GFLOP/s,$g,$t,,,$DEVICE,$TORCH_DEVICE" >> "$CSV"
         echo "round $r: matmul: genlab $g GFLOP/s, pytorch $t GFLOP/s" ;;
       vae-*|conv-vae)
         rm -rf "$TMP/run"
-        "$GENLAB" train vae --preset "$w" --epochs 1 --seed "$r" --out "$TMP/run" > /dev/null
+        "$GENLAB" train vae --preset "$w" --epochs 1 --seed "$r" --device "$DEVICE" --out "$TMP/run" > /dev/null
         read -r g gl < <("$PYTHON" -c 'import json,sys; m=json.loads(open(sys.argv[1]).readline()); print(m["seconds"], m["loss"])' "$TMP/run/metrics.jsonl")
-        read -r _ t _ tl < <("$PYTHON" bench/vae_torch.py "$w" "$THREADS" "$GENLAB_DATA" "$r")
-        echo "$r,$w epoch,s,$g,$t,$gl,$tl" >> "$CSV"
+        read -r _ t _ tl < <("$PYTHON" bench/vae_torch.py "$w" "$THREADS" "$GENLAB_DATA" "$r" "$TORCH_DEVICE")
+        echo "$r,$w epoch,s,$g,$t,$gl,$tl,$DEVICE,$TORCH_DEVICE" >> "$CSV"
         echo "round $r: $w epoch: genlab $g s (loss $gl), pytorch $t s (loss $tl)" ;;
       gan)
         rm -rf "$TMP/run"
-        "$GENLAB" train gan --epochs 1 --seed "$r" --out "$TMP/run" > /dev/null
+        "$GENLAB" train gan --epochs 1 --seed "$r" --device "$DEVICE" --out "$TMP/run" > /dev/null
         read -r g gl < <("$PYTHON" -c 'import json,sys; m=json.loads(open(sys.argv[1]).readline()); print(m["seconds"], m["d_loss"])' "$TMP/run/metrics.jsonl")
-        read -r _ _ _ t _ tl _ < <("$PYTHON" bench/gan_torch.py "$THREADS" "$GENLAB_DATA" 1 "$r")
-        echo "$r,gan epoch (loss: mean d_loss),s,$g,$t,$gl,$tl" >> "$CSV"
+        read -r _ _ _ t _ tl _ < <("$PYTHON" bench/gan_torch.py "$THREADS" "$GENLAB_DATA" 1 "$r" "$TORCH_DEVICE")
+        echo "$r,gan epoch (loss: mean d_loss),s,$g,$t,$gl,$tl,$DEVICE,$TORCH_DEVICE" >> "$CSV"
         echo "round $r: gan epoch: genlab $g s (d_loss $gl), pytorch $t s (d_loss $tl)" ;;
       *) echo "unknown workload $w (rbm-500 matmul vae-2 vae-16 conv-vae gan)" >&2; exit 2 ;;
     esac
@@ -90,8 +113,9 @@ FLOP = {
     "conv-vae epoch": 2 * (3 * 6660928 - 56448) * 10000,
     "gan epoch (loss: mean d_loss)": 2 * 1136000 * 59968,
 }
-print()
-print(f"peak (measured, independent FMA chains): {peak:.0f} GFLOP/s")
+if peak > 0:
+    print()
+    print(f"peak (measured, independent FMA chains): {peak:.0f} GFLOP/s")
 print()
 print("| workload | unit | genlab (median) | PyTorch (median) | genlab / PyTorch | genlab GFLOP/s (% of peak) | loss genlab / PyTorch |")
 print("|---|---|---|---|---|---|---|")

@@ -1,5 +1,6 @@
 """The seed MLP GAN (SPEC section 4) in PyTorch: EPOCHS epochs on MNIST,
-each timed over its batches only. Usage: gan_torch.py THREADS DATA_DIR [EPOCHS] [SEED]
+each timed over its batches only. Usage: gan_torch.py THREADS DATA_DIR [EPOCHS] [SEED] [DEVICE]
+(DEVICE: a torch device, cpu by default, e.g. cuda).
 Prints one line per epoch: epoch <e> seconds <s> d_loss <mean> g_loss <mean>."""
 import gzip
 import os
@@ -14,6 +15,7 @@ from torch import nn
 threads, data = int(sys.argv[1]), sys.argv[2]
 epochs = int(sys.argv[3]) if len(sys.argv) > 3 else 1
 seed = int(sys.argv[4]) if len(sys.argv) > 4 else 0
+device = torch.device(sys.argv[5] if len(sys.argv) > 5 else "cpu")
 torch.set_num_threads(threads)
 torch.manual_seed(seed)
 np.random.seed(seed)
@@ -22,7 +24,7 @@ name = "train-images-idx3-ubyte"
 path = os.path.join(data, "mnist", name + ".gz")
 raw = gzip.open(path).read() if os.path.exists(path) else open(path[:-3], "rb").read()
 x_all = torch.from_numpy(np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(-1, 784).astype(np.float32) / 255.0)
-x_all = x_all * 2 - 1
+x_all = (x_all * 2 - 1).to(device)
 
 
 class Net(nn.Module):
@@ -39,34 +41,35 @@ class Net(nn.Module):
         return torch.tanh(x) if self.tanh else x
 
 
-D = Net([784, 128, 64, 32, 1], False)
-G = Net([100, 32, 64, 128, 784], True)
+D = Net([784, 128, 64, 32, 1], False).to(device)
+G = Net([100, 32, 64, 128, 784], True).to(device)
 d_opt = torch.optim.Adam(D.parameters(), 0.002)
 g_opt = torch.optim.Adam(G.parameters(), 0.002)
 bce = nn.BCEWithLogitsLoss()
 
 
 def loss(logits, target):
-    return bce(logits.squeeze(1), torch.full((logits.shape[0],), target))
+    return bce(logits.squeeze(1), torch.full((logits.shape[0],), target, device=device))
 
 
 for epoch in range(1, epochs + 1):
-    order = torch.randperm(x_all.shape[0])
+    order = torch.randperm(x_all.shape[0]).to(device)
     sums = [0.0, 0.0, 0]
     start = time.perf_counter()
     for i in range(0, x_all.shape[0], 64):
         real = x_all[order[i : i + 64]]
         b = real.shape[0]
         d_opt.zero_grad()
-        z = torch.from_numpy(np.random.uniform(-1, 1, size=(b, 100))).float()
+        z = torch.from_numpy(np.random.uniform(-1, 1, size=(b, 100))).float().to(device)
         d_loss = loss(D(real), 0.9) + loss(D(G(z)), 0.0)
         d_loss.backward()
         d_opt.step()
         g_opt.zero_grad()
-        z = torch.from_numpy(np.random.uniform(-1, 1, size=(b, 100))).float()
+        z = torch.from_numpy(np.random.uniform(-1, 1, size=(b, 100))).float().to(device)
         g_loss = loss(D(G(z)), 1.0)
         g_loss.backward()
         g_opt.step()
+        # .item() waits for the step, so the timing covers the work on a GPU too.
         sums[0] += d_loss.item()
         sums[1] += g_loss.item()
         sums[2] += 1

@@ -1,7 +1,8 @@
 """The seed RBM's CD-30 update (784x500, batch 64) in PyTorch, timed the way
 genlab's `cargo bench --bench rbm` times its own: median over 40 updates after
 5 warm-up updates. Same algorithm as SPEC section 1: both layers sampled at
-every Gibbs step, the final sampled v_k, h_k in the negative statistics."""
+every Gibbs step, the final sampled v_k, h_k in the negative statistics.
+Usage: rbm_torch.py [THREADS] [DEVICE] (a torch device, cpu by default)."""
 import statistics
 import sys
 import time
@@ -9,13 +10,20 @@ import time
 import torch
 
 threads = int(sys.argv[1]) if len(sys.argv) > 1 else 2
+device = torch.device(sys.argv[2] if len(sys.argv) > 2 else "cpu")
 torch.set_num_threads(threads)
 torch.manual_seed(0)
 nv, nh, b, k, lr = 784, 500, 64, 30, 0.01
-W = torch.nn.init.trunc_normal_(torch.empty(nv, nh), std=0.1, a=-0.2, b=0.2)
-hb = torch.full((nh,), 0.1)
-vb = torch.full((nv,), 0.1)
-v0 = torch.rand(b, nv)
+W = torch.nn.init.trunc_normal_(torch.empty(nv, nh), std=0.1, a=-0.2, b=0.2).to(device)
+hb = torch.full((nh,), 0.1, device=device)
+vb = torch.full((nv,), 0.1, device=device)
+v0 = torch.rand(b, nv).to(device)
+
+
+def sync():
+    # GPU work is queued: wait for it, so the timing covers it.
+    if device.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def update():
@@ -35,7 +43,9 @@ with torch.no_grad():
         update()
     times = []
     for _ in range(40):
+        sync()
         t = time.perf_counter()
         update()
+        sync()
         times.append((time.perf_counter() - t) * 1e3)
-print(f"pytorch {torch.__version__} rbm-500 CD-{k} update, batch {b}, {threads} threads: median {statistics.median(times):.2f} ms")
+print(f"pytorch {torch.__version__} rbm-500 CD-{k} update, batch {b}, {threads} threads, {device}: median {statistics.median(times):.2f} ms")

@@ -1,6 +1,7 @@
 """One training epoch of a seed VAE preset in PyTorch, on MNIST, timed the
 way genlab's metrics.jsonl times its own (the batches only: no data loading,
-no validation). Usage: vae_torch.py PRESET THREADS DATA_DIR [SEED]
+no validation). Usage: vae_torch.py PRESET THREADS DATA_DIR [SEED] [DEVICE]
+(DEVICE: a torch device, cpu by default, e.g. cuda).
 
 vae-2 / vae-16: Dense 784-256 relu, heads 256->L; decoder L-256-784 sigmoid;
 loss = sum of squared errors over pixels + KL, mean over the batch; Adam
@@ -22,6 +23,7 @@ from torch import nn
 
 preset, threads, data = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 seed = int(sys.argv[4]) if len(sys.argv) > 4 else 0
+device = torch.device(sys.argv[5] if len(sys.argv) > 5 else "cpu")
 torch.set_num_threads(threads)
 torch.manual_seed(seed)
 
@@ -35,7 +37,7 @@ name = "train-images-idx3-ubyte"
 path = os.path.join(data, "mnist", name + ".gz")
 if not os.path.exists(path):
     path = os.path.join(data, "mnist", name)
-x_all = torch.from_numpy(images(path).astype(np.float32) / 255.0)
+x_all = torch.from_numpy(images(path).astype(np.float32) / 255.0).to(device)
 
 
 class MlpVae(nn.Module):
@@ -93,7 +95,8 @@ else:
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
 
 model.apply(keras_init)
-order = torch.randperm(x_all.shape[0])
+model.to(device)
+order = torch.randperm(x_all.shape[0]).to(device)
 total, n = 0.0, 0
 start = time.perf_counter()
 for i in range(0, x_all.shape[0], batch):
@@ -105,6 +108,7 @@ for i in range(0, x_all.shape[0], batch):
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
+    # .item() waits for the step, so the timing covers the work on a GPU too.
     total += loss.item() * x.shape[0]
     n += x.shape[0]
 seconds = time.perf_counter() - start
