@@ -31,6 +31,12 @@ WORKLOADS=("$@")
 if [ ${#WORKLOADS[@]} -eq 0 ]; then
   WORKLOADS=(rbm-500 matmul vae-2 vae-16 conv-vae gan)
 fi
+for w in "${WORKLOADS[@]}"; do
+  case "$w" in
+    rbm-500|matmul|vae-2|vae-8|vae-16|conv-vae|gan) ;;
+    *) echo "unknown workload $w (rbm-500 matmul vae-2 vae-8 vae-16 conv-vae gan)" >&2; exit 2 ;;
+  esac
+done
 TARGET=${CARGO_TARGET_DIR:-target}
 cargo build --release -q -p genlab-cli "${FEATURES[@]}"
 cargo bench -p genlab --bench rbm --no-run "${FEATURES[@]}" 2>/dev/null
@@ -53,40 +59,62 @@ if [ "$DEVICE" = cpu ]; then
   PEAK=$("$MATMUL" | sed -n 's/^peak: \([0-9.]*\) GFLOP.*/\1/p')
   echo "peak: $PEAK GFLOP/s f32 on $THREADS threads"
 fi
+# One side of one workload: sets g (genlab) or t (PyTorch), and the losses
+# gl / tl for training workloads.
+genlab_side() {
+  case "$1" in
+    rbm-500)
+      local on
+      on=$([ "$DEVICE" = cpu ] && echo flex || echo "$DEVICE")
+      g=$("$RBM" | sed -n "s/.*CD-30 update, backend extension on $on: median \([0-9.]*\) ms.*/\1/p"); gl= ;;
+    matmul)
+      g=$("$MATMUL" | sed -n 's/.*median \([0-9.]*\) GFLOP.*/\1/p'); gl= ;;
+    vae-*|conv-vae)
+      rm -rf "$TMP/run"
+      "$GENLAB" train vae --preset "$1" --epochs 1 --seed "$2" --device "$DEVICE" --out "$TMP/run" > /dev/null
+      read -r g gl < <("$PYTHON" -c 'import json,sys; m=json.loads(open(sys.argv[1]).readline()); print(m["seconds"], m["loss"])' "$TMP/run/metrics.jsonl") ;;
+    gan)
+      rm -rf "$TMP/run"
+      "$GENLAB" train gan --epochs 1 --seed "$2" --device "$DEVICE" --out "$TMP/run" > /dev/null
+      read -r g gl < <("$PYTHON" -c 'import json,sys; m=json.loads(open(sys.argv[1]).readline()); print(m["seconds"], m["d_loss"])' "$TMP/run/metrics.jsonl") ;;
+  esac
+}
+torch_side() {
+  case "$1" in
+    rbm-500)
+      t=$("$PYTHON" bench/rbm_torch.py "$THREADS" "$TORCH_DEVICE" | sed -n 's/.*median \([0-9.]*\) ms.*/\1/p'); tl= ;;
+    matmul)
+      t=$("$PYTHON" bench/matmul_torch.py "$THREADS" | sed -n 's/.*median \([0-9.]*\) GFLOP.*/\1/p'); tl= ;;
+    vae-*|conv-vae)
+      read -r _ t _ tl < <("$PYTHON" bench/vae_torch.py "$1" "$THREADS" "$GENLAB_DATA" "$2" "$TORCH_DEVICE") ;;
+    gan)
+      read -r _ _ _ t _ tl _ < <("$PYTHON" bench/gan_torch.py "$THREADS" "$GENLAB_DATA" 1 "$2" "$TORCH_DEVICE") ;;
+  esac
+}
+# Each round starts one further along the workload list and, every other
+# round, runs PyTorch first: neither side always follows the same process or
+# falls at the same moment of a round (this machine's noise comes and goes).
+n=${#WORKLOADS[@]}
 for r in $(seq 1 "$ROUNDS"); do
-  for w in "${WORKLOADS[@]}"; do
+  for i in $(seq 0 $((n - 1))); do
+    w=${WORKLOADS[$(((i + r - 1) % n))]}
+    if [ "$w" = matmul ] && [ "$DEVICE" != cpu ]; then
+      [ "$r" = 1 ] && echo "matmul: genlab's is a host product, left out on $DEVICE"
+      continue
+    fi
+    if [ $((r % 2)) = 1 ]; then
+      genlab_side "$w" "$r"; torch_side "$w" "$r"
+    else
+      torch_side "$w" "$r"; genlab_side "$w" "$r"
+    fi
     case "$w" in
-      rbm-500)
-        on=$([ "$DEVICE" = cpu ] && echo flex || echo "$DEVICE")
-        g=$("$RBM" | sed -n "s/.*CD-30 update, backend extension on $on: median \([0-9.]*\) ms.*/\1/p")
-        t=$("$PYTHON" bench/rbm_torch.py "$THREADS" "$TORCH_DEVICE" | sed -n 's/.*median \([0-9.]*\) ms.*/\1/p')
-        echo "$r,rbm-500 CD-30 update (batch 64),ms,$g,$t,,,$DEVICE,$TORCH_DEVICE" >> "$CSV"
-        echo "round $r: rbm-500 CD-30 update: genlab $g ms, pytorch $t ms" ;;
-      matmul)
-        if [ "$DEVICE" != cpu ]; then
-          [ "$r" = 1 ] && echo "matmul: genlab's is a host product, left out on $DEVICE"
-          continue
-        fi
-        g=$("$MATMUL" | sed -n 's/.*median \([0-9.]*\) GFLOP.*/\1/p')
-        t=$("$PYTHON" bench/matmul_torch.py "$THREADS" | sed -n 's/.*median \([0-9.]*\) GFLOP.*/\1/p')
-        echo "$r,matmul 64x784 @ 784x500,GFLOP/s,$g,$t,,,$DEVICE,$TORCH_DEVICE" >> "$CSV"
-        echo "round $r: matmul: genlab $g GFLOP/s, pytorch $t GFLOP/s" ;;
-      vae-*|conv-vae)
-        rm -rf "$TMP/run"
-        "$GENLAB" train vae --preset "$w" --epochs 1 --seed "$r" --device "$DEVICE" --out "$TMP/run" > /dev/null
-        read -r g gl < <("$PYTHON" -c 'import json,sys; m=json.loads(open(sys.argv[1]).readline()); print(m["seconds"], m["loss"])' "$TMP/run/metrics.jsonl")
-        read -r _ t _ tl < <("$PYTHON" bench/vae_torch.py "$w" "$THREADS" "$GENLAB_DATA" "$r" "$TORCH_DEVICE")
-        echo "$r,$w epoch,s,$g,$t,$gl,$tl,$DEVICE,$TORCH_DEVICE" >> "$CSV"
-        echo "round $r: $w epoch: genlab $g s (loss $gl), pytorch $t s (loss $tl)" ;;
-      gan)
-        rm -rf "$TMP/run"
-        "$GENLAB" train gan --epochs 1 --seed "$r" --device "$DEVICE" --out "$TMP/run" > /dev/null
-        read -r g gl < <("$PYTHON" -c 'import json,sys; m=json.loads(open(sys.argv[1]).readline()); print(m["seconds"], m["d_loss"])' "$TMP/run/metrics.jsonl")
-        read -r _ _ _ t _ tl _ < <("$PYTHON" bench/gan_torch.py "$THREADS" "$GENLAB_DATA" 1 "$r" "$TORCH_DEVICE")
-        echo "$r,gan epoch (loss: mean d_loss),s,$g,$t,$gl,$tl,$DEVICE,$TORCH_DEVICE" >> "$CSV"
-        echo "round $r: gan epoch: genlab $g s (d_loss $gl), pytorch $t s (d_loss $tl)" ;;
-      *) echo "unknown workload $w (rbm-500 matmul vae-2 vae-16 conv-vae gan)" >&2; exit 2 ;;
+      rbm-500) label="rbm-500 CD-30 update (batch 64)"; unit=ms ;;
+      matmul) label="matmul 64x784 @ 784x500"; unit=GFLOP/s ;;
+      gan) label="gan epoch (loss: mean d_loss)"; unit=s ;;
+      *) label="$w epoch"; unit=s ;;
     esac
+    echo "$r,$label,$unit,$g,$t,$gl,$tl,$DEVICE,$TORCH_DEVICE" >> "$CSV"
+    echo "round $r: $label: genlab $g $unit${gl:+ (loss $gl)}, pytorch $t $unit${tl:+ (loss $tl)}"
   done
 done
 "$PYTHON" - "$CSV" "$PEAK" <<'PY'
