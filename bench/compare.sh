@@ -6,7 +6,7 @@
 # Workloads (default: all): rbm-500 (one CD-30 update), matmul (64x784 @
 # 784x500), and the training presets vae-2, vae-16, conv-vae, gan (one epoch on
 # MNIST; both sides also print the mean training loss of that epoch, which
-# must agree within noise). Environment: ROUNDS (3), THREADS (2), PYTHON,
+# must agree within noise). Environment: ROUNDS (5), THREADS (2), PYTHON,
 # GENLAB_DATA (../shared/data), CSV (bench/results/compare.csv), and
 # GENLAB_CPU_KERNELS=0 to time burn's generic path instead of genlab's CPU
 # kernels. Prints a table of medians.
@@ -17,7 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 THREADS=${THREADS:-2}
 export GENLAB_DATA=${GENLAB_DATA:-$(cd .. && pwd)/shared/data}
 export RAYON_NUM_THREADS=$THREADS
