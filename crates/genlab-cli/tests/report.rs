@@ -405,7 +405,9 @@ fn report_serve_serves_the_report_and_nothing_else() {
 fn browser_or_skip() -> Option<PathBuf> {
     match browser::chromium() {
         Some(b) => Some(b),
-        None if std::env::var_os("GENLAB_REQUIRE_BROWSER").is_some() => {
+        None if std::env::var_os("GENLAB_REQUIRE_BROWSER").is_some()
+            || std::env::var_os("GENLAB_REQUIRE_OPTIONAL").is_some_and(|v| v == "1") =>
+        {
             panic!(
                 "GENLAB_REQUIRE_BROWSER is set but no chromium was found (apt-get install chromium)"
             )

@@ -72,9 +72,11 @@ fn data_dir_comes_first_and_accepts_the_directory_itself() {
 #[test]
 fn fashion_mnist_from_debian_package() {
     let system = PathBuf::from("/usr/share/datasets");
-    if !system.join("fashion-mnist").is_dir() {
-        // .ci/run installs dataset-fashion-mnist; a developer machine may lack it.
-        eprintln!("SKIPPED: install Debian's dataset-fashion-mnist to run this test");
+    if common::skip_without(
+        system.join("fashion-mnist").is_dir(),
+        "Debian's Fashion-MNIST",
+        "apt-get install dataset-fashion-mnist",
+    ) {
         return;
     }
     let sources = DataSources {

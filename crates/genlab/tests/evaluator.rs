@@ -1,17 +1,20 @@
 //! The shipped evaluator networks: their hashes, their accuracy on the real
 //! test sets, and their features' sanity (issue 6).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use genlab::data::{DataSources, Dataset, DatasetName};
 use genlab::eval::evaluator::{FEATURES, SHIPPED, load};
 
+mod common;
+
 fn sources() -> DataSources {
-    let dir = match std::env::var("GENLAB_DATA") {
-        Ok(d) if !d.is_empty() => PathBuf::from(d),
-        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"),
-    };
-    DataSources::from_env(Some(dir))
+    DataSources {
+        data_dir: Some(common::shared_data()),
+        system: Some(PathBuf::from("/usr/share/datasets")),
+        offline: true,
+        ..Default::default()
+    }
 }
 
 #[test]
@@ -54,7 +57,13 @@ fn mnist_evaluator_is_at_least_99_percent_accurate() {
 
 #[test]
 fn fashion_evaluator_is_at_least_90_percent_accurate() {
-    // Debian's dataset-fashion-mnist package (installed by .ci/run).
+    if common::skip_without(
+        sources().find(&DatasetName::FashionMnist).is_some(),
+        "Fashion-MNIST",
+        "apt-get install dataset-fashion-mnist, or put fashion-mnist/ in $GENLAB_DATA",
+    ) {
+        return;
+    }
     let data = Dataset::load(&DatasetName::FashionMnist, &sources(), false).unwrap();
     let (mut net, _) = load("fashion-mnist", None, 500).unwrap();
     let acc = net.accuracy(&data.test);

@@ -3,12 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-/// The directory holding `mnist/`: `$GENLAB_DATA`, else `../shared/data` beside the repository.
+/// The directory holding `mnist/`: `$GENLAB_DATA` (relative: from the shell's directory), else `../shared/data` beside the repository.
 pub fn shared_data() -> PathBuf {
-    match std::env::var("GENLAB_DATA") {
-        Ok(d) if !d.is_empty() => PathBuf::from(d),
-        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"),
-    }
+    genlab::data::locate::env_dir("GENLAB_DATA")
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"))
 }
 
 /// The `genlab` binary with `args`, offline, finding MNIST beside the repository.

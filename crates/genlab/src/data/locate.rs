@@ -131,10 +131,7 @@ impl DataSources {
         let nonempty = |v: String| (!v.trim().is_empty()).then_some(v);
         DataSources {
             data_dir,
-            genlab_data: std::env::var("GENLAB_DATA")
-                .ok()
-                .and_then(nonempty)
-                .map(PathBuf::from),
+            genlab_data: env_dir("GENLAB_DATA"),
             cache: dirs::cache_dir().map(|d| d.join("genlab")),
             system: Some(PathBuf::from("/usr/share/datasets")),
             mirrors: std::env::var("GENLAB_MIRRORS")
@@ -177,6 +174,24 @@ impl DataSources {
             .map(|(_, dir)| dir)
             .find(|dir| has_all_files(dir))
     }
+}
+
+/// A directory named by environment variable `var` (None if unset or empty).
+/// A relative path is taken from the directory the user's shell was in
+/// (`$PWD`), so it means the same to the CLI and to `cargo test`, which runs
+/// each test binary from its crate's directory; without a usable `$PWD`,
+/// from the current directory.
+pub fn env_dir(var: &str) -> Option<PathBuf> {
+    let raw = std::env::var_os(var).filter(|v| !v.to_string_lossy().trim().is_empty())?;
+    let path = PathBuf::from(raw);
+    if path.is_absolute() {
+        return Some(path);
+    }
+    let shell_dir = std::env::var_os("PWD")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute() && p.is_dir());
+    let base = shell_dir.or_else(|| std::env::current_dir().ok())?;
+    Some(base.join(path))
 }
 
 /// Whether `dir` holds the four IDX files (raw or gzipped).

@@ -10,15 +10,26 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use flate2::Compression;
 use flate2::write::GzEncoder;
 
-/// The directory holding `mnist/` (and possibly others): `$GENLAB_DATA`, else
+/// The directory holding `mnist/` (and possibly others): `$GENLAB_DATA` (a
+/// relative one taken from the shell's directory, as the CLI takes it), else
 /// `../shared/data` beside the repository.
 pub fn shared_data() -> PathBuf {
-    if let Ok(d) = std::env::var("GENLAB_DATA")
-        && !d.is_empty()
-    {
-        return PathBuf::from(d);
+    genlab::data::locate::env_dir("GENLAB_DATA")
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"))
+}
+
+/// Whether a test that needs something optional (`what`, installed by `how`)
+/// should skip: it prints one line and skips where it is missing, unless
+/// `.ci/run`'s `GENLAB_REQUIRE_OPTIONAL=1` makes a missing one a failure.
+pub fn skip_without(present: bool, what: &str, how: &str) -> bool {
+    if present {
+        return false;
     }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data")
+    if std::env::var_os("GENLAB_REQUIRE_OPTIONAL").is_some_and(|v| v == "1") {
+        panic!("GENLAB_REQUIRE_OPTIONAL=1 but {what} is missing ({how})");
+    }
+    eprintln!("SKIPPED: {what} is missing ({how})");
+    true
 }
 
 pub fn gzip(bytes: &[u8]) -> Vec<u8> {
