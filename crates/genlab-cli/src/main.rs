@@ -434,9 +434,18 @@ fn compare(args: CompareArgs) -> Result<()> {
     let table = genlab::eval::compare::compare(&runs)?;
     let md = table.to_markdown();
     print!("{md}");
-    if !args.out.is_dir() {
-        std::fs::create_dir_all(&args.out)?;
+    if args.out.exists() && !args.out.is_dir() {
+        genlab::usage_bail!(
+            "--out {} is a file; give a directory for compare.md and compare.csv",
+            args.out.display()
+        );
     }
+    std::fs::create_dir_all(&args.out).map_err(|e| {
+        genlab::error::usage(anyhow::anyhow!(
+            "cannot create --out {} ({e}); give a directory you can write",
+            args.out.display()
+        ))
+    })?;
     let (md_path, csv_path) = (args.out.join("compare.md"), args.out.join("compare.csv"));
     genlab::atomic::write_atomic(&md_path, md.as_bytes())?;
     genlab::atomic::write_atomic(&csv_path, table.to_csv().as_bytes())?;
@@ -498,6 +507,8 @@ fn report(args: ReportArgs) -> Result<()> {
         );
     }
     if args.serve {
+        // The server polls for Ctrl-C itself and ends cleanly (exit 0).
+        let _graceful = genlab::interrupt::graceful();
         genlab::report::serve(&args.out, args.port, |url| {
             println!("serving {} at {url} (Ctrl-C to stop)", args.out.display());
         })?;
@@ -588,16 +599,16 @@ fn keep_large_allocations() {
 fn main() -> ExitCode {
     keep_large_allocations();
     let cli = Cli::parse();
-    // Ctrl-C or SIGTERM: finish the batch, write a checkpoint, stop. A second one stops at once
-    // (every file genlab writes is renamed into place whole, so nothing is torn).
-    let _ = ctrlc::set_handler(|| {
-        if genlab::interrupt::request() {
+    // Ctrl-C or SIGTERM: training finishes its batch, writes a checkpoint and stops; anything
+    // else stops at once (every file is renamed into place whole, so nothing is torn).
+    let _ = ctrlc::set_handler(|| match genlab::interrupt::on_signal() {
+        genlab::interrupt::SignalAction::Graceful => eprintln!(
+            "genlab: stopping after this batch, with a checkpoint; Ctrl-C again to stop at once"
+        ),
+        genlab::interrupt::SignalAction::ExitNow => {
             eprintln!("genlab: stopped");
-            std::process::exit(130);
+            genlab::interrupt::stop_now()
         }
-        eprintln!(
-            "genlab: stopping (training: after this batch, with a checkpoint); Ctrl-C again to stop at once"
-        );
     });
     let result = match cli.command {
         Command::Train(args) => train(args),

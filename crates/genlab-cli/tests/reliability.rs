@@ -254,14 +254,22 @@ fn divergence_stops_and_keeps_the_last_good_checkpoint() {
         "the kept checkpoint is finite"
     );
 
-    // With --on-nan skip-batch the bad updates are undone and counted.
+    // With --on-nan skip-batch the bad updates are undone and counted: a
+    // learning rate decaying from too large to merely large fails all but a
+    // few updates of each epoch.
     let run = dir.path().join("skip");
     let mut args = SMALL.to_vec();
     args.extend([
         "--out",
         run.to_str().unwrap(),
         "--set",
-        "model.lr=1e38",
+        "model.epochs=2",
+        "--set",
+        "model.lr=1.2e35",
+        "--set",
+        "model.schedule=linear",
+        "--set",
+        "model.lr_final=1e33",
         "--on-nan",
         "skip-batch",
     ]);
@@ -271,6 +279,25 @@ fn divergence_stops_and_keeps_the_last_good_checkpoint() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // An epoch in which every update was skipped stops training instead.
+    let all_bad = dir.path().join("all-skipped");
+    let mut args2 = SMALL.to_vec();
+    args2.extend([
+        "--out",
+        all_bad.to_str().unwrap(),
+        "--set",
+        "model.lr=1e38",
+        "--on-nan",
+        "skip-batch",
+    ]);
+    let failed = genlab(&args2).output().unwrap();
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert_eq!(failed.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("every batch of the epoch was skipped"),
+        "{err}"
+    );
+    assert!(!all_bad.join("weights.safetensors").exists());
     let rows = metrics_without_timings(&run);
     let skipped: u64 = rows
         .iter()

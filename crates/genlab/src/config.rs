@@ -158,8 +158,7 @@ pub fn apply_set(root: &mut toml::Value, assignment: &str) -> Result<()> {
 
 /// Reads a TOML file into a value, with a message naming the file.
 pub fn read_toml(path: &Path) -> Result<toml::Value> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    let text = crate::bounded::read_text(path, crate::bounded::CONFIG_LIMIT, "config file")?;
     parse_toml_text(&path.display().to_string(), &text)
 }
 
@@ -234,19 +233,61 @@ where
     for assignment in set {
         apply_set(&mut value, assignment)?;
     }
+    check_f32_range(&value, "")?;
     let config: RunConfig<M> = value
         .try_into()
         .map_err(|e: toml::de::Error| anyhow!("{source}: {}", one_line(&e.to_string())))?;
     if config.family != preset.family {
         crate::usage_bail!("{source}: family must stay \"{}\"", preset.family);
     }
+    match crate::presets::find(&config.preset) {
+        _ if config.preset == preset.name => {}
+        Some(p) if p.family == config.family => {}
+        _ => crate::usage_bail!(
+            "{source}: preset = \"{}\" is not a {} preset; choose the preset with --preset (see `genlab presets`)",
+            config.preset,
+            config.family
+        ),
+    }
     Ok(config)
+}
+
+/// Refuses numbers that f32, in which genlab computes, cannot hold (such as
+/// 1e39): they would become infinite in the first step. Errors name the key.
+pub fn check_f32_range(value: &toml::Value, key: &str) -> Result<()> {
+    match value {
+        toml::Value::Float(v) if v.is_finite() && v.abs() > f32::MAX as f64 => {
+            crate::usage_bail!(
+                "{key} = {v:e}: beyond the range of f32 (about 3.4e38), in which genlab computes; give a smaller number"
+            )
+        }
+        toml::Value::Float(v) if !v.is_finite() => {
+            crate::usage_bail!("{key} = {v}: must be a finite number")
+        }
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let path = if key.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{key}.{k}")
+                };
+                check_f32_range(v, &path)?;
+            }
+            Ok(())
+        }
+        toml::Value::Array(a) => {
+            for (i, v) in a.iter().enumerate() {
+                check_f32_range(v, &format!("{key}[{i}]"))?;
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Parses a run's `config.toml`.
 pub fn parse_config<M: DeserializeOwned>(path: &Path) -> Result<RunConfig<M>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = crate::bounded::read_text(path, crate::bounded::CONFIG_LIMIT, "config file")?;
     toml::from_str(&text).map_err(|e| anyhow!("{}: {}", path.display(), one_line(&e.to_string())))
 }
 

@@ -15,6 +15,11 @@ use crate::rng::{Purpose, stream};
 use crate::run::RunDir;
 use crate::viz::save_grid;
 
+/// The most images one picture holds (a 100 x 100 grid).
+pub const MAX_GRID_IMAGES: usize = 10_000;
+/// The most Gibbs steps or encode-decode iterations of `sample` and `inpaint`.
+pub const MAX_STEPS: usize = 1_000_000;
+
 /// Options of `genlab sample`.
 #[derive(Debug, Clone)]
 pub struct SampleOptions {
@@ -32,6 +37,8 @@ pub fn sample(run_root: &Path, opts: &SampleOptions) -> Result<(PathBuf, String)
     if opts.n == 0 {
         crate::usage_bail!("-n 0: ask for at least one sample");
     }
+    crate::bounded::check_count("-n", opts.n, MAX_GRID_IMAGES, "samples in one grid")?;
+    crate::bounded::check_count("--steps", opts.steps, MAX_STEPS, "steps")?;
     let run = RunDir::open(run_root)?;
     let family = run.family()?;
     let cols = (opts.n as f64).sqrt().ceil() as usize;
@@ -144,6 +151,8 @@ pub fn inpaint(run_root: &Path, opts: &InpaintOptions) -> Result<InpaintReport> 
     if opts.n == 0 {
         crate::usage_bail!("--n 0: inpaint at least one digit");
     }
+    crate::bounded::check_count("--n", opts.n, MAX_GRID_IMAGES, "digits")?;
+    crate::bounded::check_count("--steps", opts.steps, MAX_STEPS, "steps")?;
     if opts.remove.is_empty() {
         crate::usage_bail!("--remove: give at least one fraction, such as 0.2,0.5,0.8");
     }
@@ -153,6 +162,7 @@ pub fn inpaint(run_root: &Path, opts: &InpaintOptions) -> Result<InpaintReport> 
         }
     }
     let run = RunDir::open(run_root)?;
+    let _lock = crate::run::RunLock::acquire(&run.root, "inpainting")?;
     let family = run.family()?;
     if opts.steps == 0 {
         crate::usage_bail!("--steps 0: use at least one step");

@@ -1,12 +1,17 @@
-//! Graceful interruption: the CLI's Ctrl-C / SIGTERM handler calls
-//! [`request`]; training loops poll [`requested`] after every batch, write a
-//! checkpoint and stop with [`Interrupted`].
+//! Graceful interruption. Training runs inside a [`graceful`] scope: a first
+//! Ctrl-C or SIGTERM only sets a flag, which training loops poll after every
+//! batch to write a checkpoint and stop with [`Interrupted`]. Everywhere else
+//! (evaluating, sampling, inpainting, reporting) nothing is worth finishing,
+//! so the signal handler stops the process at once, after deleting the
+//! temporary files of writes in progress (see [`crate::atomic`]): every file
+//! is renamed into place whole, so nothing is left half-written.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use thiserror::Error;
 
 static REQUESTED: AtomicBool = AtomicBool::new(false);
+static GRACEFUL_DEPTH: AtomicUsize = AtomicUsize::new(0);
 
 /// Asks running loops to stop after their current batch. Returns whether a
 /// stop had already been requested.
@@ -17,6 +22,53 @@ pub fn request() -> bool {
 /// Whether a stop has been requested.
 pub fn requested() -> bool {
     REQUESTED.load(Ordering::Relaxed)
+}
+
+/// While alive, a first signal lets the work stop at its next checkpoint.
+#[must_use = "the scope ends when this guard is dropped"]
+pub struct GracefulScope(());
+
+/// Marks the work until the guard drops as able to stop gracefully.
+pub fn graceful() -> GracefulScope {
+    GRACEFUL_DEPTH.fetch_add(1, Ordering::SeqCst);
+    GracefulScope(())
+}
+
+impl Drop for GracefulScope {
+    fn drop(&mut self) {
+        GRACEFUL_DEPTH.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// What a signal handler should do with a Ctrl-C or SIGTERM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignalAction {
+    /// Training will checkpoint and stop after its batch.
+    Graceful,
+    /// Stop now: call [`stop_now`].
+    ExitNow,
+}
+
+/// Records a signal and says what to do with it.
+pub fn on_signal() -> SignalAction {
+    let second = request();
+    if second || GRACEFUL_DEPTH.load(Ordering::SeqCst) == 0 {
+        SignalAction::ExitNow
+    } else {
+        SignalAction::Graceful
+    }
+}
+
+/// Deletes the temporaries of writes in progress and exits with status 130.
+pub fn stop_now() -> ! {
+    crate::atomic::remove_pending_temporaries();
+    std::process::exit(130)
+}
+
+/// `Err(Stopped)` once a stop has been requested: for code between steps
+/// of a longer job (`reproduce` after a training that ended normally).
+pub fn check() -> Result<(), Stopped> {
+    if requested() { Err(Stopped) } else { Ok(()) }
 }
 
 /// Training stopped on request, after writing a checkpoint.
@@ -30,9 +82,15 @@ pub struct Interrupted {
     pub run: String,
 }
 
+/// Work stopped on request between two steps; what was finished stays.
+#[derive(Debug, Error)]
+#[error("stopped on request (Ctrl-C or SIGTERM); every finished step is kept")]
+pub struct Stopped;
+
 /// Whether an error (or anything in its chain) is an interruption.
 pub fn is_interrupted(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| c.is::<Interrupted>())
+    e.chain()
+        .any(|c| c.is::<Interrupted>() || c.is::<Stopped>())
 }
 
 #[cfg(test)]
@@ -51,5 +109,6 @@ mod tests {
         let e = e.context("while training");
         assert!(is_interrupted(&e));
         assert!(!is_interrupted(&anyhow::anyhow!("other")));
+        assert!(is_interrupted(&anyhow::Error::new(Stopped).context("x")));
     }
 }

@@ -11,6 +11,7 @@
 
 pub mod atomic;
 pub mod bench_util;
+pub mod bounded;
 pub mod config;
 pub mod cpu;
 pub mod data;

@@ -177,17 +177,99 @@ fn matches_plan(opts: &ReproduceOptions, preset: &str, run: &Path) -> Result<boo
 
 /// Runs the reproduction; `say` gets one line per thing done.
 pub fn reproduce(opts: &ReproduceOptions, say: &mut dyn FnMut(&str)) -> Result<Reproduction> {
-    let start = Instant::now();
     let picked = opts.presets()?;
+    check_out_dir(&opts.out)?;
+    let created = !opts.out.exists();
     std::fs::create_dir_all(&opts.out).map_err(|e| {
         crate::error::usage(anyhow::anyhow!(
             "cannot create {} ({e}); choose another --out",
             opts.out.display()
         ))
     })?;
+    let marker = opts.out.join(MARKER);
+    if !marker.is_file() {
+        crate::atomic::write_atomic(
+            &marker,
+            b"# This directory is a genlab reproduction: `genlab reproduce --out` reuses it.\n",
+        )?;
+    }
+    let result = reproduce_into(opts, &picked, say);
+    // A reproduction that failed before making anything leaves no directory behind.
+    if result.is_err() && created && only_marker(&opts.out) {
+        let _ = std::fs::remove_file(&marker);
+        let _ = std::fs::remove_dir(&opts.out);
+    }
+    result
+}
+
+/// The file that marks a directory as a genlab reproduction.
+pub const MARKER: &str = "reproduction.toml";
+
+/// What a reproduction writes at the top of its directory.
+const OWN_ENTRIES: &[&str] = &[MARKER, "compare.md", "compare.csv", "report"];
+
+fn only_marker(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.flatten().all(|e| {
+            e.file_name() == MARKER
+                || e.file_name()
+                    .to_string_lossy()
+                    .starts_with(crate::atomic::TEMP_PREFIX)
+        })
+    })
+}
+
+/// Refuses an output directory that holds anything but a genlab
+/// reproduction, so that no file a user made is overwritten or mixed in.
+fn check_out_dir(out: &Path) -> Result<()> {
+    if !out.exists() {
+        return Ok(());
+    }
+    if !out.is_dir() {
+        crate::usage_bail!(
+            "--out {} is a file, not a directory; choose another --out",
+            out.display()
+        );
+    }
+    if out.join(MARKER).is_file() {
+        return Ok(());
+    }
+    let entries: Vec<String> = std::fs::read_dir(out)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", out.display()))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    // A reproduction made before the marker existed holds only its own entries.
+    let foreign: Vec<&String> = entries
+        .iter()
+        .filter(|name| {
+            let seed_run = SEED_PRESETS.contains(&name.as_str())
+                && out.join(name.as_str()).join("config.toml").is_file();
+            !seed_run && !OWN_ENTRIES.contains(&name.as_str())
+        })
+        .collect();
+    if !foreign.is_empty() {
+        let mut names: Vec<&str> = foreign.iter().map(|s| s.as_str()).collect();
+        names.sort_unstable();
+        let shown = names.iter().take(3).copied().collect::<Vec<_>>().join(", ");
+        crate::usage_bail!(
+            "{} exists and is not a genlab reproduction (it holds {shown}{}); choose another --out (genlab never writes into a directory it did not create)",
+            out.display(),
+            if names.len() > 3 { ", ..." } else { "" }
+        );
+    }
+    Ok(())
+}
+
+fn reproduce_into(
+    opts: &ReproduceOptions,
+    picked: &[&'static str],
+    say: &mut dyn FnMut(&str),
+) -> Result<Reproduction> {
+    let start = Instant::now();
     // Check every finished or half-finished run before spending any time.
     let mut plans = Vec::new();
-    for &preset in &picked {
+    for &preset in picked {
         let request = opts.request(preset);
         let run = opts.out.join(preset);
         if run.join("config.toml").is_file() && !matches_plan(opts, preset, &run)? {
@@ -221,6 +303,8 @@ pub fn reproduce(opts: &ReproduceOptions, say: &mut dyn FnMut(&str)) -> Result<R
             "trained"
         };
         let train_seconds = t.elapsed().as_secs_f64();
+        // A signal that came as training ended normally stops before the next step.
+        crate::interrupt::check()?;
 
         let t = Instant::now();
         let eval_json = run.join("eval.json");
@@ -238,6 +322,7 @@ pub fn reproduce(opts: &ReproduceOptions, say: &mut dyn FnMut(&str)) -> Result<R
             }
             "evaluated"
         };
+        crate::interrupt::check()?;
         let family = RunDir::open(&run)?.family()?;
         if family != "gan" && !up_to_date(&run.join("inpaint.json"), &run) {
             say(&format!("{tag}: inpainting"));

@@ -33,6 +33,10 @@ pub enum IdxError {
         found: u64,
     },
     #[error(
+        "{file}: longer than its header says ({expected} bytes); the file is corrupt or not an IDX file of this dataset"
+    )]
+    Oversized { file: String, expected: u64 },
+    #[error(
         "{file}: bad magic number, expected 0x0000080{expected_dims:x} ({what}), found 0x{found:08x}"
     )]
     BadMagic {
@@ -80,27 +84,66 @@ fn display_name(path: &Path) -> String {
 /// Reads the whole file, decompressing it if it starts with the gzip magic bytes.
 pub fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>, IdxError> {
     let file = display_name(path);
-    let raw = std::fs::read(path).map_err(|source| IdxError::Io {
+    let io = |source| IdxError::Io {
         file: file.clone(),
         source,
-    })?;
+    };
+    let mut raw = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(crate::bounded::DATA_LIMIT + 1).read_to_end(&mut raw))
+        .map_err(io)?;
+    if raw.len() as u64 > crate::bounded::DATA_LIMIT {
+        return Err(IdxError::Oversized {
+            file,
+            expected: crate::bounded::DATA_LIMIT,
+        });
+    }
     decompress_if_gzip(&file, raw)
 }
 
-/// Decompresses `raw` if it starts with the gzip magic bytes; `file` names it in errors.
+/// Decompresses `raw` if it starts with the gzip magic bytes; `file` names it
+/// in errors. Only as many bytes are decompressed as the IDX header inside
+/// claims (plus one, to see trailing data), so a small file that inflates
+/// without end is refused early.
 pub fn decompress_if_gzip(file: &str, raw: Vec<u8>) -> Result<Vec<u8>, IdxError> {
-    if raw.len() >= 2 && raw[0] == 0x1f && raw[1] == 0x8b {
-        let mut out = Vec::with_capacity(raw.len() * 6);
-        flate2::read::MultiGzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| IdxError::Gzip {
-                file: file.to_string(),
-                reason: e.to_string(),
-            })?;
-        Ok(out)
-    } else {
-        Ok(raw)
+    if !(raw.len() >= 2 && raw[0] == 0x1f && raw[1] == 0x8b) {
+        return Ok(raw);
     }
+    let gzip = |e: std::io::Error| IdxError::Gzip {
+        file: file.to_string(),
+        reason: e.to_string(),
+    };
+    let mut decoder = flate2::read::MultiGzDecoder::new(&raw[..]);
+    let mut out = Vec::new();
+    (&mut decoder).take(4).read_to_end(&mut out).map_err(gzip)?;
+    let rank = out.get(3).copied().unwrap_or(0) as u64;
+    (&mut decoder)
+        .take(4 * rank)
+        .read_to_end(&mut out)
+        .map_err(gzip)?;
+    let claimed = out
+        .get(4..)
+        .filter(|dims| dims.len() as u64 == 4 * rank)
+        .map(|dims| {
+            dims.chunks_exact(4)
+                .map(|d| u32::from_be_bytes(d.try_into().expect("4 bytes")) as u64)
+                .fold(1u64, |a, d| a.saturating_mul(d))
+                .saturating_add(4 + 4 * rank)
+        })
+        .unwrap_or(out.len() as u64)
+        .min(crate::bounded::DATA_LIMIT);
+    let rest = claimed.saturating_sub(out.len() as u64);
+    (&mut decoder)
+        .take(rest + 1)
+        .read_to_end(&mut out)
+        .map_err(gzip)?;
+    if out.len() as u64 > claimed {
+        return Err(IdxError::Oversized {
+            file: file.to_string(),
+            expected: claimed,
+        });
+    }
+    Ok(out)
 }
 
 /// Parses IDX bytes, checking the magic number, the rank and the byte count.

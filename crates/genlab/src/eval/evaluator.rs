@@ -533,8 +533,8 @@ pub fn load(
     rows: usize,
 ) -> Result<(Evaluator, String)> {
     if let Some(path) = file {
-        let bytes = std::fs::read(path)
-            .map_err(|e| anyhow::anyhow!("--evaluator {}: cannot read: {e}", path.display()))?;
+        let bytes = crate::bounded::read_file(path, crate::bounded::EVALUATOR_LIMIT, "--evaluator")
+            .map_err(crate::error::usage)?;
         let ck = Checkpoint::from_bytes(&bytes)
             .map_err(|e| anyhow::anyhow!("--evaluator {}: {e}", path.display()))?;
         let net = Evaluator::from_checkpoint(&ck, rows)

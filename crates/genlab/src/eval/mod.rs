@@ -60,6 +60,14 @@ impl Default for EvalOptions {
     }
 }
 
+/// Limits of `genlab eval`'s work sizes: each is a hundred times its default
+/// or more, and far beyond what a figure gains from.
+pub const MAX_AIS_RUNS: usize = 10_000;
+pub const MAX_AIS_STEPS: usize = 1_000_000;
+pub const MAX_IMPORTANCE_SAMPLES: usize = 100_000;
+pub const MAX_SAMPLES: usize = 100_000;
+pub const MAX_CHAIN_STEPS: usize = 100_000;
+
 /// The largest hidden layer whose partition function is summed exactly.
 pub const EXACT_MAX_HIDDEN: usize = 24;
 
@@ -84,7 +92,29 @@ pub fn evaluate(run_root: &Path, opts: &EvalOptions) -> Result<Report> {
             opts.ais_steps
         );
     }
+    use crate::bounded::check_count;
+    check_count("--ais-runs", opts.ais_runs, MAX_AIS_RUNS, "chains")?;
+    check_count(
+        "--ais-steps",
+        opts.ais_steps,
+        MAX_AIS_STEPS,
+        "inverse temperatures",
+    )?;
+    check_count(
+        "--k",
+        opts.k.unwrap_or(0),
+        MAX_IMPORTANCE_SAMPLES,
+        "importance samples per image",
+    )?;
+    check_count("--samples", opts.samples, MAX_SAMPLES, "generated images")?;
+    check_count(
+        "--sample-steps",
+        opts.sample_steps,
+        MAX_CHAIN_STEPS,
+        "Gibbs steps",
+    )?;
     let run = RunDir::open(run_root)?;
+    let _lock = crate::run::RunLock::acquire(&run.root, "evaluating")?;
     let family = run.family()?;
     let (mut json, mut lines) = match family.as_str() {
         "rbm" => evaluate_rbm(&run, opts)?,

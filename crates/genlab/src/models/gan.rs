@@ -114,6 +114,26 @@ impl ModelConfig for GanConfig {
         self.batch_size
     }
 
+    fn training_memory(&self) -> (f64, &'static str) {
+        let mut widths = vec![self.latent];
+        widths.extend(&self.generator_hidden);
+        widths.push(PIXELS);
+        widths.extend(&self.discriminator_hidden);
+        widths.push(1);
+        let params: f64 = widths
+            .windows(2)
+            .map(|w| w[0] as f64 * w[1] as f64 + w[1] as f64)
+            .sum();
+        let units: f64 = widths.iter().map(|&w| w as f64).sum();
+        // Weights, gradients, two Adam moments and host copies of both
+        // networks; activations and dropout masks of a doubled batch.
+        let floats = 8.0 * params + 12.0 * self.batch_size as f64 * units;
+        (
+            4.0 * floats,
+            "model.latent, model.generator_hidden, model.discriminator_hidden or model.batch_size",
+        )
+    }
+
     fn validate(&self) -> Result<()> {
         for (key, v) in [
             ("model.latent", self.latent),
@@ -601,8 +621,18 @@ impl HostGan {
         (stats, finite)
     }
 
-    pub fn apply_d(&mut self) {
+    /// Applies the discriminator's update. Returns false when it made a
+    /// parameter non-finite; with `undo`, the parameters and optimiser state
+    /// from before are then put back.
+    pub fn apply_d(&mut self, undo: bool) -> bool {
+        let before = undo.then(|| (self.d.params.clone(), self.opt_d.clone()));
         self.opt_d.update(&mut self.d.params, &self.d.grads);
+        let finite = super::host::all_finite(&self.d.params);
+        if let (false, Some((params, opt))) = (finite, before) {
+            self.d.params = params;
+            self.opt_d = opt;
+        }
+        finite
     }
 
     /// A generator step's loss and gradients (apply with [`HostGan::apply_g`]).
@@ -641,8 +671,16 @@ impl HostGan {
         )
     }
 
-    pub fn apply_g(&mut self) {
+    /// [`HostGan::apply_d`] for the generator.
+    pub fn apply_g(&mut self, undo: bool) -> bool {
+        let before = undo.then(|| (self.g.params.clone(), self.opt_g.clone()));
         self.opt_g.update(&mut self.g.params, &self.g.grads);
+        let finite = super::host::all_finite(&self.g.params);
+        if let (false, Some((params, opt))) = (finite, before) {
+            self.g.params = params;
+            self.opt_g = opt;
+        }
+        finite
     }
 }
 
@@ -858,25 +896,33 @@ impl Family for GanFamily {
                 fill_batch(train, idx, PixelView::Signed, &mut rng, &mut xbuf);
                 let mut d_loss = f64::NAN;
                 for _ in 0..c.d_steps {
-                    let (stats, finite) = match fast.as_mut() {
-                        Some(h) => h.d_step(&gan, &xbuf, &mut rng),
+                    // An update is good when its loss and gradients are finite and so
+                    // are the parameters it leaves; a bad one is undone under skip-batch.
+                    let (stats, good) = match fast.as_mut() {
+                        Some(h) => {
+                            let (stats, finite) = h.d_step(&gan, &xbuf, &mut rng);
+                            (stats, finite && h.apply_d(skip_bad))
+                        }
                         None => {
                             let (stats, finite, g) = burn_d_step(&gan, &xbuf, &mut rng)?;
-                            if finite {
+                            let good = finite && {
+                                let before = skip_bad.then(|| (gan.d.clone(), opt_d.clone()));
                                 opt_d.update(&mut gan.d, g);
-                            }
-                            (stats, finite)
+                                let ok = params_finite(&gan.d)?;
+                                if let (false, Some(b)) = (ok, before) {
+                                    (gan.d, opt_d) = b;
+                                }
+                                ok
+                            };
+                            (stats, good)
                         }
                     };
-                    if !finite {
+                    if !good {
                         if skip_bad {
                             skipped += 1;
                             continue;
                         }
                         bail!(nan_message(ctx, epoch, b, "discriminator", stats[0]));
-                    }
-                    if let Some(h) = fast.as_mut() {
-                        h.apply_d();
                     }
                     d_loss = stats[0];
                     sums[0] += d_loss;
@@ -885,21 +931,27 @@ impl Family for GanFamily {
                     sums[4] += 1.0;
                 }
                 // The generator's step sees the discriminator just updated.
-                let (loss, finite) = match fast.as_mut() {
-                    Some(h) => h.g_step(&gan, rows, &mut rng),
+                let (loss, good) = match fast.as_mut() {
+                    Some(h) => {
+                        let (loss, finite) = h.g_step(&gan, rows, &mut rng);
+                        (loss, finite && h.apply_g(skip_bad))
+                    }
                     None => {
                         let (loss, finite, g) = burn_g_step(&gan, rows, &mut rng)?;
-                        if finite {
+                        let good = finite && {
+                            let before = skip_bad.then(|| (gan.g.clone(), opt_g.clone()));
                             opt_g.update(&mut gan.g, g);
-                        }
-                        (loss, finite)
+                            let ok = params_finite(&gan.g)?;
+                            if let (false, Some(b)) = (ok, before) {
+                                (gan.g, opt_g) = b;
+                            }
+                            ok
+                        };
+                        (loss, good)
                     }
                 };
                 let mut g_loss = f64::NAN;
-                if finite {
-                    if let Some(h) = fast.as_mut() {
-                        h.apply_g();
-                    }
+                if good {
                     g_loss = loss;
                     sums[1] += g_loss;
                     sums[5] += 1.0;
@@ -943,7 +995,18 @@ impl Family for GanFamily {
                 h.store(&mut gan, &mut opt_g, &mut opt_d);
             }
             let eval_start = Instant::now();
-            let (nd, ng) = (sums[4].max(1.0), sums[5].max(1.0));
+            if sums[4] == 0.0 || sums[5] == 0.0 {
+                bail!(
+                    "epoch {epoch}: every {} step of the epoch was skipped (a loss, gradient or parameter was NaN or infinite each time); training stopped and {}; lower model.lr_d / model.lr_g",
+                    if sums[4] == 0.0 {
+                        "discriminator"
+                    } else {
+                        "generator"
+                    },
+                    super::kept_checkpoint(ctx)
+                );
+            }
+            let (nd, ng) = (sums[4], sums[5]);
             let (dl, gl, dx, dgz) = (sums[0] / nd, sums[1] / ng, sums[2] / nd, sums[3] / nd);
             progress.finish(
                 timing,
@@ -968,8 +1031,15 @@ impl Family for GanFamily {
             );
             row.insert("d_loss".into(), json!(dl));
             row.insert("g_loss".into(), json!(gl));
-            row.insert("d_loss_last".into(), json!(last_losses[0]));
-            row.insert("g_loss_last".into(), json!(last_losses[1]));
+            // A last step that was skipped has no loss: the key is left out, not null.
+            for (key, v) in [
+                ("d_loss_last", last_losses[0]),
+                ("g_loss_last", last_losses[1]),
+            ] {
+                if v.is_finite() {
+                    row.insert(key.into(), json!(v));
+                }
+            }
             row.insert("d_x".into(), json!(dx));
             row.insert("d_g_z".into(), json!(dgz));
             row.insert(
@@ -1012,15 +1082,18 @@ impl Family for GanFamily {
     }
 }
 
+/// Whether every parameter tensor is finite.
+fn params_finite(params: &[Tensor<1>]) -> Result<bool> {
+    for p in params {
+        if !download(p.clone())?.iter().all(|v| v.is_finite()) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 fn nan_message(ctx: &TrainContext, epoch: usize, b: usize, net: &str, loss: f64) -> String {
-    let kept = if ctx.run.latest_checkpoint().exists() {
-        format!(
-            "the last good checkpoint ({}) is kept",
-            ctx.run.latest_checkpoint().display()
-        )
-    } else {
-        "no checkpoint had been written yet".to_string()
-    };
+    let kept = super::kept_checkpoint(ctx);
     format!(
         "epoch {epoch}, batch {}: the {net} loss or a gradient became NaN or infinite (loss {loss}); training stopped and {kept}; lower model.lr_d / model.lr_g or pass --on-nan skip-batch",
         b + 1

@@ -15,7 +15,7 @@ use crate::config::{Overrides, RunConfig, resolve};
 use crate::data::Dataset;
 use crate::error::usage;
 use crate::presets::{self, Preset};
-use crate::run::{Checkpoint, RunDir};
+use crate::run::{Checkpoint, RunDir, RunLock};
 
 pub mod gan;
 pub mod host;
@@ -34,6 +34,21 @@ pub trait ModelConfig: Serialize + DeserializeOwned + Default + Clone + Debug {
     fn batch_size(&self) -> usize;
     /// Checks every value before any work starts; errors name the key.
     fn validate(&self) -> Result<()>;
+    /// About how many bytes training needs (parameters, optimiser state,
+    /// a batch's activations, the per-epoch evaluation), and the keys that
+    /// set it, so that an impossible size is refused before anything is
+    /// allocated or written.
+    fn training_memory(&self) -> (f64, &'static str);
+}
+
+/// What a process of genlab holds before any model: the data set, the
+/// evaluator, the code.
+pub const BASE_MEMORY: f64 = 256.0 * (1u64 << 20) as f64;
+
+/// Refuses a configuration whose training cannot fit in memory.
+pub fn check_training_memory<C: ModelConfig>(config: &C) -> Result<()> {
+    let (bytes, keys) = config.training_memory();
+    crate::bounded::check_memory(BASE_MEMORY + bytes, "training this configuration", keys)
 }
 
 /// Everything a training loop gets.
@@ -63,6 +78,17 @@ pub trait Family {
         config: &RunConfig<Self::Config>,
         resume: Option<&Checkpoint>,
     ) -> Result<()>;
+}
+
+/// What a divergence message says about the run's checkpoint.
+pub fn kept_checkpoint(ctx: &TrainContext) -> String {
+    let latest = ctx.run.latest_checkpoint();
+    if latest.exists() {
+        format!("the last good checkpoint ({}) is kept", latest.display())
+    } else {
+        "no checkpoint had been written yet (the run starts afresh with `genlab train --resume`)"
+            .to_string()
+    }
 }
 
 /// Names of the families this build can train.
@@ -115,6 +141,7 @@ pub fn planned_config(request: &TrainRequest) -> Result<String> {
         let preset = preset_for(F::NAME, F::SEED_PRESET, request.preset.as_deref())?;
         let config: RunConfig<F::Config> = resolve(preset, &request.overrides).map_err(usage)?;
         config.model.validate().map_err(usage)?;
+        check_training_memory(&config.model)?;
         crate::config::to_toml(&config)
     }
     match request.family.as_str() {
@@ -157,6 +184,7 @@ pub fn train_family<F: Family>(request: &TrainRequest) -> Result<PathBuf> {
     let preset = preset_for(F::NAME, F::SEED_PRESET, request.preset.as_deref())?;
     let config: RunConfig<F::Config> = resolve(preset, &request.overrides).map_err(usage)?;
     config.model.validate().map_err(usage)?;
+    check_training_memory(&config.model)?;
     let device = config.device.device().map_err(usage)?;
     F::check(&config).map_err(usage)?;
     config.data.validate()?;
@@ -179,6 +207,7 @@ pub fn train_family<F: Family>(request: &TrainRequest) -> Result<PathBuf> {
         .clone()
         .unwrap_or_else(|| RunDir::default_path(F::NAME, &config.preset));
     let run = RunDir::create(&root)?;
+    let _lock = RunLock::acquire(&run.root, "training")?;
     run.write_config(&config)?;
     device.seed(config.seed);
     let ctx = TrainContext {
@@ -187,6 +216,7 @@ pub fn train_family<F: Family>(request: &TrainRequest) -> Result<PathBuf> {
         device,
         interactive,
     };
+    let _graceful = crate::interrupt::graceful();
     F::train(&ctx, &config, None)?;
     Ok(root)
 }
@@ -199,6 +229,7 @@ pub fn resume(
     data_dir: Option<PathBuf>,
 ) -> Result<PathBuf> {
     let run = RunDir::open(run_root).map_err(usage)?;
+    let _lock = RunLock::acquire(&run.root, "training (resumed)")?;
     run.remove_stale_temporaries()?;
     match run.family().map_err(usage)?.as_str() {
         "rbm" => resume_family::<rbm::RbmFamily>(run, epochs, data_dir),
@@ -232,11 +263,16 @@ fn resume_family<F: Family>(
         let done: usize = ck.meta("genlab.epoch").map_err(usage)?.parse().unwrap_or(0);
         let in_epoch: usize = ck.meta("genlab.batch").map_err(usage)?.parse().unwrap_or(0);
         if done >= config.model.epochs() && in_epoch == 0 {
-            crate::usage_bail!(
-                "{} has finished its {} epochs; pass --epochs N with N > {done} to train it further",
-                run.root.display(),
-                config.model.epochs()
-            );
+            match epochs {
+                Some(e) => crate::usage_bail!(
+                    "{} has already trained {done} epochs, so --epochs {e} adds none; pass --epochs N with N > {done} to train it further",
+                    run.root.display()
+                ),
+                None => crate::usage_bail!(
+                    "{} has finished its {done} epochs; pass --epochs N with N > {done} to train it further",
+                    run.root.display()
+                ),
+            }
         }
         Some(ck)
     } else {
@@ -256,6 +292,7 @@ fn resume_family<F: Family>(
         device,
         interactive,
     };
+    let _graceful = crate::interrupt::graceful();
     F::train(&ctx, &config, checkpoint.as_ref())?;
     Ok(root)
 }

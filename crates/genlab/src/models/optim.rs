@@ -45,6 +45,7 @@ pub enum OptimizerKind {
 }
 
 /// An optimiser's state for one list of parameters.
+#[derive(Clone)]
 pub struct Optimizer {
     pub rule: Rule,
     /// Updates applied so far (the t of the bias correction).

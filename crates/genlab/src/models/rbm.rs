@@ -89,6 +89,15 @@ impl ModelConfig for RbmConfig {
         self.batch_size
     }
 
+    fn training_memory(&self) -> (f64, &'static str) {
+        let (v, h, b) = (PIXELS as f64, self.hidden as f64, self.batch_size as f64);
+        // W, its velocity and gradient, on the device and in the host kernel's
+        // scratch; the Gibbs chains' states and probabilities; the per-epoch
+        // evaluation's 1,000-image batches.
+        let floats = 6.0 * (v * h + v + h) + 8.0 * b * (v + h) + 4.0 * 1000.0 * (v + h);
+        (4.0 * floats, "model.hidden or model.batch_size")
+    }
+
     fn validate(&self) -> Result<()> {
         let positive = [
             ("model.hidden", self.hidden),
@@ -890,14 +899,7 @@ impl Family for RbmFamily {
                             skipped += 1;
                         }
                         None => {
-                            let kept = if ctx.run.latest_checkpoint().exists() {
-                                format!(
-                                    "the last good checkpoint ({}) is kept",
-                                    ctx.run.latest_checkpoint().display()
-                                )
-                            } else {
-                                "no checkpoint had been written yet".to_string()
-                            };
+                            let kept = super::kept_checkpoint(ctx);
                             bail!(
                                 "epoch {epoch}, batch {}: parameter W, hb or vb became NaN or infinite (lr {lr}); training stopped and {kept}; lower model.lr or pass --on-nan skip-batch",
                                 b + 1
@@ -925,6 +927,12 @@ impl Family for RbmFamily {
                 }
             }
             on_device.download_into(&mut rbm, &mut state)?;
+            if skipped > 0 && skipped == order.num_batches() - skip {
+                bail!(
+                    "epoch {epoch}: every batch of the epoch was skipped (a parameter became NaN or infinite each time); training stopped and {}; lower model.lr",
+                    super::kept_checkpoint(ctx)
+                );
+            }
             let timing = progress.timing();
             let eval_start = std::time::Instant::now();
             let metrics = epoch_metrics(&rbm, &test, &pl_set, &train_subset);

@@ -120,6 +120,23 @@ impl ModelConfig for VaeConfig {
         self.batch_size
     }
 
+    fn training_memory(&self) -> (f64, &'static str) {
+        let (v, h, l, b) = (
+            PIXELS as f64,
+            self.hidden as f64,
+            self.latent as f64,
+            self.batch_size as f64,
+        );
+        let params = 2.0 * (v * h + v + h) + 3.0 * (h * l + l);
+        // Weights, two halves' gradients, two moments and host copies; a
+        // batch's activations; the validation pass over 10,000 test images.
+        let floats = 8.0 * params + 6.0 * b * (v + h + l) + 3.0 * 10_000.0 * (v + h + l);
+        (
+            4.0 * floats,
+            "model.hidden, model.latent or model.batch_size",
+        )
+    }
+
     fn validate(&self) -> Result<()> {
         for (key, v) in [
             ("model.latent", self.latent),
@@ -1098,14 +1115,7 @@ impl Family for VaeFamily {
                         progress.batch(rows, None);
                         continue;
                     }
-                    let kept = if ctx.run.latest_checkpoint().exists() {
-                        format!(
-                            "the last good checkpoint ({}) is kept",
-                            ctx.run.latest_checkpoint().display()
-                        )
-                    } else {
-                        "no checkpoint had been written yet".to_string()
-                    };
+                    let kept = super::kept_checkpoint(ctx);
                     bail!(
                         "epoch {epoch}, batch {}: the loss or a gradient became NaN or infinite (loss {:.4}); training stopped and {kept}; lower model.lr or pass --on-nan skip-batch",
                         b + 1,
@@ -1149,10 +1159,17 @@ impl Family for VaeFamily {
             let val = val_recon + val_kl;
             if !val.is_finite() {
                 bail!(
-                    "epoch {epoch}: the validation loss is {val}; the model diverged (lower model.lr); the last good checkpoint is kept"
+                    "epoch {epoch}: the validation loss is {val}; the model diverged (lower model.lr); {}",
+                    super::kept_checkpoint(ctx)
                 );
             }
-            let n = sums[3].max(1.0);
+            if sums[3] == 0.0 {
+                bail!(
+                    "epoch {epoch}: every batch of the epoch was skipped (the loss or a gradient was NaN or infinite each time); training stopped and {}; lower model.lr",
+                    super::kept_checkpoint(ctx)
+                );
+            }
+            let n = sums[3];
             let (tl, tr, tk) = (sums[0] / n, sums[1] / n, sums[2] / n);
             progress.finish(
                 timing,

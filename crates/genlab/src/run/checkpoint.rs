@@ -74,6 +74,46 @@ fn canonical_header(bytes: &mut [u8]) {
     }
 }
 
+/// Reads a safetensors stream only as far as its header says it goes: the
+/// 8-byte header length, the JSON header, then the data up to the last
+/// tensor's end offset (one byte more is read to catch trailing data).
+fn read_claimed(mut file: impl std::io::Read) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).map_err(|_| {
+        anyhow!("not a valid safetensors file (shorter than its 8-byte header length)")
+    })?;
+    let header_len = u64::from_le_bytes(len);
+    if header_len > 100 << 20 {
+        bail!("not a valid safetensors file (it claims a {header_len}-byte header)");
+    }
+    let mut header = vec![0u8; header_len as usize];
+    file.read_exact(&mut header)
+        .map_err(|_| anyhow!("not a valid safetensors file (truncated header)"))?;
+    let value: serde_json::Value = serde_json::from_slice(&header)
+        .map_err(|e| anyhow!("not a valid safetensors file (header: {e})"))?;
+    let data_len = value
+        .as_object()
+        .map(|o| {
+            o.values()
+                .filter_map(|t| t.get("data_offsets")?.get(1)?.as_u64())
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0);
+    if data_len > crate::bounded::DATA_LIMIT {
+        bail!(
+            "its header claims {data_len} bytes of tensors, more than genlab reads ({} bytes)",
+            crate::bounded::DATA_LIMIT
+        );
+    }
+    let mut bytes = Vec::with_capacity(8 + header.len() + data_len as usize);
+    bytes.extend_from_slice(&len);
+    bytes.extend_from_slice(&header);
+    file.take(data_len + 1).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 /// Named tensors and metadata, saved as one safetensors file.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Checkpoint {
@@ -140,13 +180,14 @@ impl Checkpoint {
 
     /// Reads a checkpoint; every tensor must be f32.
     pub fn load(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| {
+        let file = std::fs::File::open(path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 anyhow!("{}: no such checkpoint", path.display())
             } else {
                 anyhow!("{}: cannot read: {e}", path.display())
             }
         })?;
+        let bytes = read_claimed(file).map_err(|e| anyhow!("{}: {e}", path.display()))?;
         Self::from_bytes(&bytes).map_err(|e| anyhow!("{}: {e}", path.display()))
     }
 

@@ -1,6 +1,7 @@
 //! Run directories: `config.toml`, `metrics.jsonl`, `checkpoints/`, `images/`.
 
 pub mod checkpoint;
+pub mod lock;
 pub mod metrics;
 
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use crate::atomic::write_atomic;
 use crate::config::{RunConfig, parse_config, to_toml};
 
 pub use checkpoint::{Checkpoint, TensorData};
+pub use lock::RunLock;
 pub use metrics::MetricsLog;
 
 /// A run directory on disk.
@@ -37,14 +39,14 @@ impl RunDir {
     /// so nothing a user made is overwritten.
     pub fn create(root: &Path) -> Result<Self> {
         if root.exists() {
-            // A genlab temporary left by a killed first write does not count.
+            // A genlab temporary or lock file left by a killed first try does not count.
             let occupied = std::fs::read_dir(root)
                 .with_context(|| format!("cannot read {}", root.display()))?
                 .flatten()
                 .any(|e| {
-                    !e.file_name()
-                        .to_string_lossy()
-                        .starts_with(crate::atomic::TEMP_PREFIX)
+                    let name = e.file_name();
+                    let name = name.to_string_lossy();
+                    !name.starts_with(crate::atomic::TEMP_PREFIX) && name != lock::LOCK_FILE
                 });
             if occupied {
                 if root.join("config.toml").is_file() {
@@ -132,17 +134,35 @@ impl RunDir {
         let final_weights = self.root.join("weights.safetensors");
         let path = if final_weights.is_file() {
             final_weights
-        } else {
+        } else if self.latest_checkpoint().is_file() {
             self.latest_checkpoint()
+        } else {
+            crate::usage_bail!(
+                "{} has no weights yet (neither weights.safetensors nor checkpoints/latest.safetensors); train it first",
+                self.root.display()
+            );
         };
         let ck = Checkpoint::load(&path)
-            .with_context(|| {
-                format!(
-                    "{} has no weights yet (train it first)",
+            .map_err(|e| {
+                e.context(format!(
+                    "{} cannot be used (its weights file is damaged; retrain the run or restore the file)",
                     self.root.display()
-                )
+                ))
             })
             .map_err(crate::error::usage)?;
+        let bad: Vec<&str> = ck
+            .tensors
+            .iter()
+            .filter(|(_, t)| t.data.iter().any(|v| !v.is_finite()))
+            .map(|(name, _)| name.as_str())
+            .collect();
+        if !bad.is_empty() {
+            crate::usage_bail!(
+                "{}: the weights hold NaN or infinite values (in {}); the run diverged, so retrain it with a lower learning rate",
+                path.display(),
+                bad.join(", ")
+            );
+        }
         Ok((ck, path))
     }
 
@@ -164,17 +184,19 @@ impl RunDir {
         Ok(())
     }
 
+    /// Reads config.toml; a damaged one is a usage error naming the file.
     pub fn read_config<M: DeserializeOwned>(&self) -> Result<RunConfig<M>> {
-        parse_config(&self.config_path())
+        parse_config(&self.config_path()).map_err(crate::error::usage)
     }
 
     /// The model family recorded in `config.toml`, read without knowing its schema.
     pub fn family(&self) -> Result<String> {
-        let value = crate::config::read_toml(&self.config_path())?;
+        let value = crate::config::read_toml(&self.config_path()).map_err(crate::error::usage)?;
         value
             .get("family")
             .and_then(|f| f.as_str())
             .map(str::to_string)
             .with_context(|| format!("{}: no family key", self.config_path().display()))
+            .map_err(crate::error::usage)
     }
 }
