@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 
 use common::genlab;
 
-/// A tiny RBM run (one epoch of 10 CD-1 batches on 640 images), well under a second.
-fn tiny_rbm(out: &Path, epochs: &str) -> Output {
-    genlab(&[
+/// `genlab train` of a tiny RBM (10 CD-1 batches of 640 images an epoch,
+/// well under a second each) into `out`, with `extra` arguments after.
+fn tiny_rbm_command(out: &Path, epochs: &str, extra: &[&str]) -> std::process::Command {
+    let mut args = vec![
         "train",
         "rbm-20",
         "--epochs",
@@ -33,9 +34,13 @@ fn tiny_rbm(out: &Path, epochs: &str) -> Output {
         "model.sample_steps=5",
         "--out",
         out.to_str().unwrap(),
-    ])
-    .output()
-    .unwrap()
+    ];
+    args.extend(extra);
+    genlab(&args)
+}
+
+fn tiny_rbm(out: &Path, epochs: &str) -> Output {
+    tiny_rbm_command(out, epochs, &[]).output().unwrap()
 }
 
 fn trained(dir: &Path) -> PathBuf {
@@ -297,24 +302,10 @@ fn a_run_in_use_is_refused_to_a_second_process_and_a_dead_holder_frees_it() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     // Long enough to be caught in training: 300 epochs of the tiny run.
-    let mut first = spawn(&[
-        "train",
-        "rbm-20",
-        "--epochs",
-        "300",
-        "--train-limit",
-        "640",
-        "--test-limit",
-        "100",
-        "--set",
-        "model.k=1",
-        "--set",
-        "model.pl_images=10",
-        "--set",
-        "model.sample_steps=5",
-        "--out",
-        s(&run),
-    ]);
+    let mut first = tiny_rbm_command(&run, "300", &[])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
     let lock = run.join(".genlab-lock");
     wait_for(
         || std::fs::read_to_string(&lock).is_ok_and(|t| t.contains("training")),
@@ -574,24 +565,7 @@ fn reproduce_stops_during_an_evaluation_without_starting_the_next_run() {
 fn written_files_get_the_mode_the_umask_gives() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let mut cmd = genlab(&[
-        "train",
-        "rbm-20",
-        "--epochs",
-        "1",
-        "--train-limit",
-        "640",
-        "--test-limit",
-        "100",
-        "--set",
-        "model.k=1",
-        "--set",
-        "model.pl_images=10",
-        "--set",
-        "model.sample_steps=5",
-        "--out",
-        s(&run),
-    ]);
+    let mut cmd = tiny_rbm_command(&run, "1", &[]);
     // SAFETY: umask is async-signal-safe and only affects the child.
     unsafe {
         cmd.pre_exec(|| {
@@ -696,20 +670,11 @@ fn errors_say_what_is_true_and_bad_input_exits_2() {
     assert!(!nan.join("eval.json").exists());
 
     // Divergence before the first checkpoint says there is none.
-    let out = genlab(&[
-        "train",
-        "rbm-20",
-        "--epochs",
+    let out = tiny_rbm_command(
+        &dir.path().join("diverges"),
         "1",
-        "--train-limit",
-        "640",
-        "--test-limit",
-        "100",
-        "--set",
-        "model.lr=3e38",
-        "--out",
-        s(&dir.path().join("diverges")),
-    ])
+        &["--set", "model.lr=3e38"],
+    )
     .output()
     .unwrap();
     let err = stderr(&out);
