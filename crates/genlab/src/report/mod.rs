@@ -17,6 +17,11 @@ use crate::atomic::{TEMP_PREFIX, write_atomic};
 use crate::eval::compare::{Table, compare};
 use crate::run::RunDir;
 
+mod server;
+mod style;
+pub use server::serve;
+use style::{FAVICON, STYLE};
+
 /// Marks a directory as a genlab report (the only kind `report` replaces).
 const GENERATOR: &str = "genlab report";
 
@@ -353,47 +358,6 @@ fn slugs(runs: &[&Path]) -> Vec<String> {
         })
         .collect()
 }
-
-/// A 3x3 grid of grey pixels, the report's icon.
-const FAVICON: &str = r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 3 3" shape-rendering="crispEdges"><rect width="3" height="3" fill="#111"/><rect x="1" width="1" height="3" fill="#eee"/><rect y="1" x="0" width="1" height="1" fill="#888"/><rect y="2" x="2" width="1" height="1" fill="#888"/></svg>"##;
-
-const STYLE: &str = r#"
-:root { --fg: #1d2430; --muted: #5b6473; --line: #d9dee6; --bg: #ffffff; --panel: #f5f7fa; --accent: #2a5db0; }
-* { box-sizing: border-box; }
-body { margin: 0; font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--fg); background: var(--bg); }
-header, main, footer { max-width: 1200px; margin: 0 auto; padding: 0 16px; }
-header { padding-top: 20px; }
-h1 { font-size: 1.6em; margin: 0 0 4px; }
-h2 { font-size: 1.3em; margin: 32px 0 8px; padding-top: 8px; border-top: 2px solid var(--line); }
-h3 { font-size: 1.05em; margin: 20px 0 8px; }
-p.meta, .muted { color: var(--muted); }
-nav ul { list-style: none; padding: 0; margin: 8px 0; display: flex; flex-wrap: wrap; gap: 6px 14px; }
-a { color: var(--accent); }
-.scroll { overflow-x: auto; border: 1px solid var(--line); border-radius: 6px; }
-table { border-collapse: collapse; font-size: 0.9em; min-width: 100%; }
-th, td { padding: 5px 8px; border-bottom: 1px solid var(--line); text-align: right; white-space: nowrap; }
-th { background: var(--panel); position: sticky; top: 0; }
-th:first-child, td:first-child, td.text, th.text { text-align: left; }
-tr.reference td { font-style: italic; background: var(--panel); }
-.figures { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(100%, 260px), 1fr)); gap: 16px; }
-.figures.wide { grid-template-columns: repeat(auto-fill, minmax(min(100%, 420px), 1fr)); }
-.strip { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(45%, 150px), 1fr)); gap: 10px; }
-figure { margin: 0; }
-figure.wide { grid-column: 1 / -1; }
-figure.wide img { max-width: 960px; }
-figure img { display: block; width: 100%; height: auto; border: 1px solid var(--line); background: #000; }
-figure img.chart { background: #fff; }
-img.px { image-rendering: pixelated; }
-figcaption { font-size: 0.85em; color: var(--muted); margin-top: 4px; }
-details { margin: 8px 0; }
-summary { cursor: pointer; color: var(--accent); }
-pre { background: var(--panel); padding: 10px; border-radius: 6px; overflow-x: auto; font-size: 0.85em; }
-dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: 2px 14px; margin: 8px 0; }
-dl.facts dt { color: var(--muted); }
-dl.facts dd { margin: 0; }
-footer { margin-top: 40px; padding-bottom: 30px; color: var(--muted); font-size: 0.85em; }
-@media (max-width: 600px) { body { font-size: 14px; } h1 { font-size: 1.3em; } }
-"#;
 
 /// Writes the report of `runs` into the directory `out` (created, or
 /// replaced if it holds an earlier genlab report) and returns what it wrote.
@@ -883,114 +847,6 @@ fn run_section(info: &RunInfo) -> String {
     s
 }
 
-/// Serves the report directory `root` on 127.0.0.1:`port` until Ctrl-C.
-/// `on_ready` gets the address actually bound (port 0 picks a free one).
-///
-/// A few lines over `std::net` rather than a server crate: with tiny_http,
-/// headless Chromium at times never finished loading a report (a request on
-/// a kept-alive connection went unanswered). Here every response carries its
-/// length and closes its connection, which every browser handles.
-pub fn serve(root: &Path, port: u16, on_ready: impl FnOnce(&str)) -> Result<()> {
-    if !root.join("index.html").is_file() {
-        crate::usage_bail!(
-            "{} holds no report (no index.html); write one with `genlab report RUN... --out {}`",
-            root.display(),
-            root.display()
-        );
-    }
-    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).map_err(|e| {
-        crate::error::usage(anyhow::anyhow!(
-            "cannot listen on 127.0.0.1:{port} ({e}); choose another --port"
-        ))
-    })?;
-    listener.set_nonblocking(true)?;
-    on_ready(&format!("http://{}/", listener.local_addr()?));
-    let root = root
-        .canonicalize()
-        .with_context(|| format!("cannot open {}", root.display()))?;
-    while !crate::interrupt::requested() {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                let root = root.clone();
-                // A client that goes away mid-answer is not our error.
-                std::thread::spawn(move || {
-                    let _ = answer(&root, stream);
-                });
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-            Err(e) => return Err(e).context("accepting a connection"),
-        }
-    }
-    Ok(())
-}
-
-/// Reads one GET (or HEAD) request from `stream` and answers it.
-fn answer(root: &Path, mut stream: std::net::TcpStream) -> std::io::Result<()> {
-    use std::io::{Read, Write};
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
-    let mut head = Vec::new();
-    let mut buf = [0u8; 2048];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut buf)?;
-        if n == 0 || head.len() > 16 * 1024 {
-            return Ok(());
-        }
-        head.extend_from_slice(&buf[..n]);
-    }
-    let head = String::from_utf8_lossy(&head);
-    let mut words = head.split_whitespace();
-    let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-    let found = resolve_request(root, target).and_then(|p| Some((std::fs::read(&p).ok()?, p)));
-    let (status, content_type, body) = match found {
-        _ if method != "GET" && method != "HEAD" => {
-            ("405 Method Not Allowed", "text/plain", b"GET only".to_vec())
-        }
-        Some((bytes, path)) => ("200 OK", content_type(&path), bytes),
-        None => ("404 Not Found", "text/plain", b"not found".to_vec()),
-    };
-    write!(
-        stream,
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
-         Cache-Control: no-cache\r\nConnection: close\r\n\r\n",
-        body.len()
-    )?;
-    if method != "HEAD" {
-        stream.write_all(&body)?;
-    }
-    stream.flush()
-}
-
-/// Maps a request path to a file under `root`, refusing anything outside it.
-fn resolve_request(root: &Path, url: &str) -> Option<PathBuf> {
-    let path = url.split(['?', '#']).next().unwrap_or("/");
-    let mut file = root.to_path_buf();
-    for part in path.split('/').filter(|p| !p.is_empty()) {
-        if part == ".." || part == "." || part.contains('\\') || part.starts_with('.') {
-            return None;
-        }
-        file.push(part);
-    }
-    if file.is_dir() {
-        file.push("index.html");
-    }
-    let canonical = file.canonicalize().ok()?;
-    (canonical.starts_with(root) && canonical.is_file()).then_some(canonical)
-}
-
-fn content_type(path: &Path) -> &'static str {
-    match path.extension().and_then(|e| e.to_str()) {
-        Some("html") => "text/html; charset=utf-8",
-        Some("png") => "image/png",
-        Some("svg") => "image/svg+xml",
-        Some("json") => "application/json",
-        Some("css") => "text/css",
-        _ => "text/plain; charset=utf-8",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1009,23 +865,5 @@ mod tests {
         let b = Path::new("/tmp/y/vae 2");
         let c = Path::new("/tmp/z/.hidden");
         assert_eq!(slugs(&[a, b, c]), vec!["vae-2", "vae-2-2", "hidden"]);
-    }
-
-    #[test]
-    fn requests_cannot_leave_the_report() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("report");
-        std::fs::create_dir_all(root.join("runs")).unwrap();
-        std::fs::write(root.join("index.html"), "x").unwrap();
-        std::fs::write(dir.path().join("secret"), "s").unwrap();
-        let root = root.canonicalize().unwrap();
-        assert_eq!(resolve_request(&root, "/"), Some(root.join("index.html")));
-        assert_eq!(
-            resolve_request(&root, "/index.html?x=1"),
-            Some(root.join("index.html"))
-        );
-        assert_eq!(resolve_request(&root, "/../secret"), None);
-        assert_eq!(resolve_request(&root, "/runs/../../secret"), None);
-        assert_eq!(resolve_request(&root, "/missing.png"), None);
     }
 }
