@@ -1,5 +1,5 @@
 //! Interruption, resume, divergence, bad input and determinism, on real runs
-//! of the `genlab` binary (issue: nothing a user made is lost).
+//! of the `genlab` binary: nothing a user made is lost.
 
 mod common;
 

@@ -1,5 +1,5 @@
 //! The shipped evaluator networks: their hashes, their accuracy on the real
-//! test sets, and their features' sanity (issue 6).
+//! test sets, and their features' sanity.
 
 use std::path::PathBuf;
 

@@ -1,4 +1,4 @@
-//! The evaluator network of issue 6: a small CNN classifier whose
+//! The evaluator network: a small CNN classifier whose
 //! penultimate layer gives the features for FID, KID and precision/recall,
 //! and whose class probabilities give the Inception Score and class coverage.
 //! Trained by genlab with a fixed recipe and seed on a dataset's training

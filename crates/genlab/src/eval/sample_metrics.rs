@@ -1,11 +1,9 @@
-//! Sample-quality metrics on feature vectors (issue 6): Fréchet distance
+//! Sample-quality metrics on feature vectors: Fréchet distance
 //! (FID), kernel inception distance (KID, unbiased, cubic polynomial kernel),
 //! the classifier Inception Score, k-nearest-neighbour precision and recall
 //! (Kynkäänniemi et al. 2019) and class coverage. Features and
 //! probabilities are row-major `n x d` f32 matrices; statistics are in f64.
-//!
-//! Not yet wired into `genlab eval`: that needs the shipped evaluator
-//! network (issue 6).
+//! `genlab eval` computes them on the features of [`super::evaluator`].
 
 use nalgebra::{DMatrix, DVector, SymmetricEigen};
 use rand::seq::index::sample;

@@ -541,8 +541,8 @@ impl HostGan {
         Ok(HostGan {
             g: super::host::HostMlp::new(gan.g_shape.widths.clone(), get(&gan.g)?, slope, rows),
             d: super::host::HostMlp::new(gan.d_shape.widths.clone(), get(&gan.d)?, slope, 2 * rows),
-            opt_g: opt_g.to_host()?,
-            opt_d: opt_d.to_host()?,
+            opt_g: super::host::HostOptimizer::from_device(opt_g)?,
+            opt_d: super::host::HostOptimizer::from_device(opt_d)?,
             both: vec![0.0; 2 * rows * PIXELS],
             d_logits: vec![0.0; 2 * rows],
             d_fake: vec![0.0; rows * PIXELS],
@@ -559,8 +559,8 @@ impl HostGan {
         };
         gan.g = put(&self.g.params);
         gan.d = put(&self.d.params);
-        *opt_g = Optimizer::from_host(&self.opt_g, &gan.device);
-        *opt_d = Optimizer::from_host(&self.opt_d, &gan.device);
+        *opt_g = self.opt_g.to_device(&gan.device);
+        *opt_d = self.opt_d.to_device(&gan.device);
     }
 
     /// Generator output (tanh) for noise `z` into `self.fake`.

@@ -3,7 +3,7 @@
 //! `gemm` (as flex does) and every elementwise step fused into one pass.
 //! burn's generic path pays for a tensor allocation, a dispatch and a
 //! separate sweep per elementwise operation, plus autodiff bookkeeping; for
-//! these small networks that was about 40% of an epoch (see issue notes).
+//! these small networks that was about 40% of an epoch.
 //! The same models run on any burn device through the generic path; this
 //! one is used when the device is the CPU.
 
@@ -287,6 +287,38 @@ pub struct HostOptimizer {
     pub step: u64,
     pub first: Vec<Vec<f32>>,
     pub second: Vec<Vec<f32>>,
+}
+
+impl HostOptimizer {
+    /// A host copy of a device optimiser's state, for the CPU fast path.
+    pub fn from_device(opt: &super::optim::Optimizer) -> anyhow::Result<Self> {
+        let get = |v: &[burn::tensor::Tensor<1>]| -> anyhow::Result<Vec<Vec<f32>>> {
+            v.iter()
+                .map(|t| super::tensors::download(t.clone()))
+                .collect()
+        };
+        Ok(HostOptimizer {
+            rule: opt.rule,
+            step: opt.step,
+            first: get(&opt.first)?,
+            second: get(&opt.second)?,
+        })
+    }
+
+    /// The device optimiser holding this state, on `device`.
+    pub fn to_device(&self, device: &burn::tensor::Device) -> super::optim::Optimizer {
+        let put = |v: &[Vec<f32>]| {
+            v.iter()
+                .map(|x| super::tensors::upload(x.clone(), [x.len()], device))
+                .collect()
+        };
+        super::optim::Optimizer {
+            rule: self.rule,
+            step: self.step,
+            first: put(&self.first),
+            second: put(&self.second),
+        }
+    }
 }
 
 /// Below this many parameters in all the update runs on the calling thread.

@@ -5,13 +5,10 @@
 //! (c, h, w) order, Keras 'same' geometry (odd padding at the end, the
 //! transposed convolutions cropped to 2n).
 
-use anyhow::Result;
 use rayon::prelude::*;
 
 use super::host::{HostOptimizer, add_bias, add_bias_relu, dense, dense_backward, relu_backward};
-use super::optim::Optimizer;
-use super::tensors::upload;
-use super::vae::{Likelihood, Vae};
+use super::likelihood::Likelihood;
 use crate::cpu::{column_sums, matmul};
 use crate::data::PIXELS;
 
@@ -357,9 +354,15 @@ struct ConvShard {
 }
 
 impl HostConvVae {
-    pub fn new(vae: &Vae, opt: &Optimizer, rows: usize) -> Result<Self> {
-        let (l, h) = (vae.net.latent, vae.net.hidden);
-        let params = super::host::download_all(&vae.params)?;
+    /// The host path for these parameters (in the conv VAE's order), latent
+    /// and hidden sizes, optimiser state, and batches of `rows` rows.
+    pub fn with_params(
+        params: Vec<Vec<f32>>,
+        l: usize,
+        h: usize,
+        opt: HostOptimizer,
+        rows: usize,
+    ) -> Self {
         let lens: Vec<usize> = params.iter().map(Vec::len).collect();
         let geom = |img: usize, channels: usize, grid: usize, stride: usize, pad: usize| Geom {
             img_h: img,
@@ -415,10 +418,10 @@ impl HostConvVae {
             da1: z(14 * 14 * C1),
         };
         let shards = vec![shard(), shard()];
-        Ok(HostConvVae {
+        HostConvVae {
             latent: l,
             hidden: h,
-            opt: opt.to_host()?,
+            opt,
             w_conv2: vec![0.0; lens[2]],
             w_up1: vec![0.0; lens[12]],
             w_up2: vec![0.0; lens[14]],
@@ -429,14 +432,7 @@ impl HostConvVae {
             g_up1,
             g_up2,
             g_out,
-        })
-    }
-
-    pub fn store(&self, vae: &mut Vae, opt: &mut Optimizer) {
-        for (t, p) in vae.params.iter_mut().zip(&self.params) {
-            *t = upload(p.clone(), [p.len()], &vae.device);
         }
-        *opt = Optimizer::from_host(&self.opt, &vae.device);
     }
 
     /// The gradients of the last forward_backward (the two halves' summed into a copy).

@@ -20,9 +20,9 @@ use crate::run::{Checkpoint, RunDir, RunLock};
 pub mod gan;
 pub mod host;
 pub mod host_conv;
+pub mod likelihood;
 pub mod optim;
 pub mod rbm;
-pub mod rbm_backend;
 pub mod tensors;
 pub mod vae;
 

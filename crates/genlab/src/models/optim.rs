@@ -51,9 +51,9 @@ pub struct Optimizer {
     /// Updates applied so far (the t of the bias correction).
     pub step: u64,
     /// First moments (Adam only; empty for RMSprop).
-    first: Vec<Tensor<1>>,
+    pub(super) first: Vec<Tensor<1>>,
     /// Second moments.
-    second: Vec<Tensor<1>>,
+    pub(super) second: Vec<Tensor<1>>,
 }
 
 impl Optimizer {
@@ -138,36 +138,6 @@ impl Optimizer {
         self.first[i] = m.clone();
         self.second[i] = v.clone();
         (m, v)
-    }
-
-    /// A host copy of the state, for the CPU fast path.
-    pub fn to_host(&self) -> Result<super::host::HostOptimizer> {
-        let get = |v: &[Tensor<1>]| -> Result<Vec<Vec<f32>>> {
-            v.iter()
-                .map(|t| super::tensors::download(t.clone()))
-                .collect()
-        };
-        Ok(super::host::HostOptimizer {
-            rule: self.rule,
-            step: self.step,
-            first: get(&self.first)?,
-            second: get(&self.second)?,
-        })
-    }
-
-    /// The state of a host copy, on `device`.
-    pub fn from_host(h: &super::host::HostOptimizer, device: &Device) -> Self {
-        let put = |v: &[Vec<f32>]| -> Vec<Tensor<1>> {
-            v.iter()
-                .map(|x| super::tensors::upload(x.clone(), [x.len()], device))
-                .collect()
-        };
-        Optimizer {
-            rule: h.rule,
-            step: h.step,
-            first: put(&h.first),
-            second: put(&h.second),
-        }
     }
 
     /// Adds the state to a checkpoint as `{prefix}.m.{name}`, `{prefix}.v.{name}`

@@ -49,15 +49,27 @@ pub enum Architecture {
     Conv,
 }
 
-/// The decoder's likelihood, which fixes the reconstruction term of the loss.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Likelihood {
-    /// The seed's: sum over pixels of (x - sigmoid(logit))^2 on pixel / 255.
-    Mse,
-    /// Bernoulli: binary cross-entropy summed over pixels, on images
-    /// binarised by a fresh Bernoulli(pixel / 255) draw each epoch.
-    Bernoulli,
+pub use super::likelihood::Likelihood;
+
+impl super::host_conv::HostConvVae {
+    /// The conv VAE's host path, started from `vae`'s weights and `opt`'s state.
+    pub fn new(vae: &Vae, opt: &Optimizer, rows: usize) -> Result<Self> {
+        Ok(Self::with_params(
+            super::host::download_all(&vae.params)?,
+            vae.net.latent,
+            vae.net.hidden,
+            super::host::HostOptimizer::from_device(opt)?,
+            rows,
+        ))
+    }
+
+    /// Writes the host weights and optimiser state back into `vae` and `opt`.
+    pub fn store(&self, vae: &mut Vae, opt: &mut Optimizer) {
+        for (t, p) in vae.params.iter_mut().zip(&self.params) {
+            *t = upload(p.clone(), [p.len()], &vae.device);
+        }
+        *opt = self.opt.to_device(&vae.device);
+    }
 }
 
 /// VAE configuration. Defaults are the seed preset `vae-2`.
@@ -798,7 +810,7 @@ impl HostMlpVae {
             latent: l,
             hidden: h,
             params,
-            opt: opt.to_host()?,
+            opt: super::host::HostOptimizer::from_device(opt)?,
             shards,
         })
     }
@@ -808,7 +820,7 @@ impl HostMlpVae {
         for (t, p) in vae.params.iter_mut().zip(&self.params) {
             *t = upload(p.clone(), [p.len()], &vae.device);
         }
-        *opt = Optimizer::from_host(&self.opt, &vae.device);
+        *opt = self.opt.to_device(&vae.device);
     }
 
     /// Computes the loss and the gradients of a batch `x` (`rows x 784`) with

@@ -14,7 +14,7 @@ use burn::backend::{
 use burn::tensor::{Shape, TensorData};
 use burn_flex::FlexTensor;
 
-use super::rbm::{CdBuffers, CdParams, UpdateRule, cd_update_host};
+use super::kernel::{CdBuffers, CdParams, UpdateRule, cd_update_host};
 
 /// An RBM's parameters and optimiser state as backend tensors: `w` is
 /// visible x hidden; the velocities have the shapes of their parameters.
