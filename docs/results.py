@@ -7,6 +7,9 @@ Reads OUT/<preset>/{config.toml,metrics.jsonl,eval.json} and OUT/compare.md
 (plus OUT/rbm-500-pcd/ when docs/results.sh trained it) and replaces each
 block between `<!-- results:NAME -->` and `<!-- /results:NAME -->` in the
 README. Standard library only; every figure comes from those files.
+Timings are left out on purpose: they depend on what else the machine was
+doing, while every other figure here is deterministic (same seed, same
+build, same numbers); speed is measured by bench/compare.sh.
 """
 
 import json
@@ -27,14 +30,10 @@ def evaluation(run):
     return json.loads((run / "eval.json").read_text())
 
 
-def seconds_per_epoch(rows):
-    return sum(r["seconds"] for r in rows) / len(rows)
-
-
 def rbm_table(out):
     lines = [
-        "| preset | epochs | s/epoch | test log-likelihood | train log-likelihood | log Z |",
-        "|---|---|---|---|---|---|",
+        "| preset | epochs | test log-likelihood | train log-likelihood | log Z |",
+        "|---|---|---|---|---|",
     ]
     for preset in ["rbm-20", "rbm-100", "rbm-500", "rbm-500-pcd"]:
         run = out / preset
@@ -51,7 +50,7 @@ def rbm_table(out):
                 f"from the model's biases {mid2:.2f})"
             )
         lines.append(
-            f"| `{preset}` | {len(rows)} | {seconds_per_epoch(rows):.1f} | "
+            f"| `{preset}` | {len(rows)} | "
             f"{ev['test_log_likelihood']:.2f} | {ev['train_log_likelihood']:.2f} | {log_z} |"
         )
     return "\n".join(lines)
@@ -62,8 +61,8 @@ SEED_VAL_LOSS = {"vae-2": "38.33", "vae-8": "29.62", "vae-16": "29.53", "conv-va
 
 def vae_table(out):
     lines = [
-        "| preset | epochs | s/epoch | train loss | val loss | seed's val loss | ELBO | log p(x) (k) | eval s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| preset | epochs | train loss | val loss | seed's val loss | ELBO | log p(x) (k) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for preset in ["vae-2", "vae-8", "vae-16", "conv-vae"]:
         run = out / preset
@@ -72,9 +71,9 @@ def vae_table(out):
         rows, ev = metrics(run), evaluation(run)["likelihood"]
         last = rows[-1]
         lines.append(
-            f"| `{preset}` | {len(rows)} | {seconds_per_epoch(rows):.1f} | {last['loss']:.2f} | "
+            f"| `{preset}` | {len(rows)} | {last['loss']:.2f} | "
             f"{last['val_loss']:.2f} | {SEED_VAL_LOSS[preset]} | {ev['elbo']:.2f} | "
-            f"{ev['test_log_likelihood']:.2f} ({ev['importance_samples']:,}) | {ev['seconds']:.0f} |"
+            f"{ev['test_log_likelihood']:.2f} ({ev['importance_samples']:,}) |"
         )
     return "\n".join(lines)
 
@@ -87,8 +86,7 @@ def gan_summary(out):
     g = [r["g_loss"] for r in later]
     last = rows[-1]
     return (
-        f"The seed preset trained for its {len(rows)} epochs (`genlab reproduce`, "
-        f"{seconds_per_epoch(rows):.1f} s per epoch): from epoch {min(5, len(rows))} on, the epoch "
+        f"The seed preset trained for its {len(rows)} epochs (`genlab reproduce`): from epoch {min(5, len(rows))} on, the epoch "
         f"means stayed within d_loss {min(d):.2f}-{max(d):.2f} and g_loss {min(g):.2f}-{max(g):.2f}, "
         f"ending at d {last['d_loss']:.2f}, g {last['g_loss']:.2f}, D(x) {last['d_x']:.2f}, "
         f"D(G(z)) {last['d_g_z']:.2f} (the seed reported d 1.2-1.4, g 0.9-1.3)."
@@ -97,9 +95,11 @@ def gan_summary(out):
 
 def quality_table(out):
     text = (out / "compare.md").read_text()
-    rows = [l for l in text.splitlines() if l.startswith("|")]
+    rows = [[c.strip() for c in l.strip().strip("|").split("|")] for l in text.splitlines() if l.startswith("|")]
+    timing = {i for i, name in enumerate(rows[0]) if name in ("training s", "samples/s")}
+    kept = ["| " + " | ".join(c for i, c in enumerate(r) if i not in timing) + " |" for r in rows]
     # Runs are named by their directory inside OUT, as in the reproduction's own table.
-    return "\n".join(rows).replace(f"{out}/", "")
+    return "\n".join(kept).replace(f"{out}/", "")
 
 
 def replace_block(readme, name, body):

@@ -277,7 +277,12 @@ fn sample(args: SampleArgs) -> Result<()> {
             data_dir: args.data_dir,
         },
     )?;
-    println!("{} samples ({how}) written to {}", args.n, path.display());
+    // With --out -, standard output carries the PNG alone.
+    if path == std::path::Path::new("-") {
+        eprintln!("{} samples ({how}) written to standard output", args.n);
+    } else {
+        println!("{} samples ({how}) written to {}", args.n, path.display());
+    }
     Ok(())
 }
 
@@ -332,7 +337,12 @@ fn eval(args: EvalArgs) -> Result<()> {
             data_dir: args.data_dir,
         },
     )?;
-    if args.json {
+    if report.path == std::path::Path::new("-") {
+        // The JSON report went to standard output; the table goes to standard error.
+        for line in &report.lines {
+            eprintln!("{line}");
+        }
+    } else if args.json {
         println!("{}", serde_json::to_string_pretty(&report.json)?);
     } else {
         for line in &report.lines {

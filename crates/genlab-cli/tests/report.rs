@@ -401,7 +401,8 @@ fn report_serve_serves_the_report_and_nothing_else() {
     assert!(status.success(), "{status:?}");
 }
 
-/// The browser, or None with a note (CI sets GENLAB_REQUIRE_BROWSER=1 and installs it).
+/// The browser, or None with a one-line note (CI installs it and sets
+/// GENLAB_REQUIRE_OPTIONAL=1, which makes a missing one a failure).
 fn browser_or_skip() -> Option<PathBuf> {
     match browser::chromium() {
         Some(b) => Some(b),
@@ -409,12 +410,12 @@ fn browser_or_skip() -> Option<PathBuf> {
             || std::env::var_os("GENLAB_REQUIRE_OPTIONAL").is_some_and(|v| v == "1") =>
         {
             panic!(
-                "GENLAB_REQUIRE_BROWSER is set but no chromium was found (apt-get install chromium)"
+                "GENLAB_REQUIRE_OPTIONAL (or GENLAB_REQUIRE_BROWSER) is set but no chromium was found (apt-get install chromium)"
             )
         }
         None => {
             eprintln!(
-                "skipped: no chromium on PATH (apt-get install chromium, or set GENLAB_CHROMIUM)"
+                "SKIPPED: no chromium on PATH (apt-get install chromium, or set GENLAB_CHROMIUM)"
             );
             None
         }

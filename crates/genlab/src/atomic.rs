@@ -23,11 +23,11 @@ pub const TEMP_PREFIX: &str = ".genlab-tmp-";
 /// Temporary files of writes in progress, deleted by [`remove_pending_temporaries`].
 static PENDING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
-/// Registers a temporary file for the lifetime of the guard.
-struct Pending(PathBuf);
+/// Registers a temporary file or directory for the lifetime of the guard.
+pub struct Pending(PathBuf);
 
 impl Pending {
-    fn new(path: &Path) -> Self {
+    pub fn new(path: &Path) -> Self {
         if let Ok(mut p) = PENDING.lock() {
             p.push(path.to_path_buf());
         }
@@ -43,12 +43,16 @@ impl Drop for Pending {
     }
 }
 
-/// Deletes the temporary files of every write in progress: called by a
+/// Deletes the temporaries of every write in progress: called by a
 /// signal handler just before the process exits, which runs no destructors.
 pub fn remove_pending_temporaries() {
     if let Ok(p) = PENDING.lock() {
         for path in p.iter() {
-            let _ = std::fs::remove_file(path);
+            if path.is_dir() {
+                let _ = std::fs::remove_dir_all(path);
+            } else {
+                let _ = std::fs::remove_file(path);
+            }
         }
     }
 }

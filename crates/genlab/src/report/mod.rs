@@ -384,6 +384,7 @@ pub fn write_report(runs: &[&Path], out: &Path, title: &str) -> Result<ReportSum
         .prefix(TEMP_PREFIX)
         .tempdir_in(&parent)
         .with_context(|| format!("cannot create a directory in {}", parent.display()))?;
+    let _pending = crate::atomic::Pending::new(staging.path());
     let mut images = 0;
     let mut html = String::new();
     html += &head(title);
