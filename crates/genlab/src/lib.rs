@@ -21,6 +21,7 @@ pub mod eval;
 pub mod inspect;
 pub mod interrupt;
 pub mod models;
+pub mod nn;
 pub mod presets;
 pub mod progress;
 pub mod report;

@@ -1,0 +1,167 @@
+//! The host executor: a [`Network`] run forward and backward on host
+//! buffers, one forward and one backward per layer kind, with the matrix
+//! products through [`crate::cpu::matmul`] (gemm). Activations are kept per
+//! layer in buffers the executor owns and reuses from batch to batch.
+
+use super::{Layer, Network};
+use crate::cpu::{column_sums, matmul};
+
+/// A network's host executor and its buffers.
+pub struct HostNetwork {
+    pub net: Network,
+    /// Each layer's output for the last forward pass (`rows x size`).
+    acts: Vec<Vec<f32>>,
+    /// The gradient flowing backward, and the next one (swapped per layer).
+    grad: Vec<f32>,
+    grad_next: Vec<f32>,
+}
+
+impl HostNetwork {
+    pub fn new(net: Network) -> Self {
+        let acts = net.layers.iter().map(|_| Vec::new()).collect();
+        HostNetwork {
+            net,
+            acts,
+            grad: Vec::new(),
+            grad_next: Vec::new(),
+        }
+    }
+
+    /// The output for `rows` examples `x` with parameters `params` (in
+    /// [`Network::params`] order) and one mask per dropout layer.
+    pub fn forward(
+        &mut self,
+        params: &[Vec<f32>],
+        x: &[f32],
+        rows: usize,
+        masks: &[&[f32]],
+    ) -> &[f32] {
+        assert_eq!(x.len(), rows * self.net.input_size(), "input size");
+        let mut mask = masks.iter();
+        for i in 0..self.net.layers.len() {
+            let (done, rest) = self.acts.split_at_mut(i);
+            let input: &[f32] = if i == 0 { x } else { &done[i - 1] };
+            let layer = &self.net.layers[i];
+            let n: usize = layer.output.iter().product();
+            let out = &mut rest[0];
+            out.resize(rows * n, 0.0);
+            match &layer.layer {
+                Layer::Dense { .. } => {
+                    let (w, b) = layer.params.expect("dense layers have parameters");
+                    let k = layer.input[0];
+                    matmul(out, input, &params[w], (rows, k, n), false, false, 0.0, 1.0);
+                    for row in out.chunks_exact_mut(n) {
+                        for (y, bias) in row.iter_mut().zip(&params[b]) {
+                            *y += bias;
+                        }
+                    }
+                }
+                Layer::Relu => map(out, input, |v| v.max(0.0)),
+                Layer::LeakyRelu { slope } => {
+                    let s = *slope as f32;
+                    map(out, input, |v| if v > 0.0 { v } else { s * v })
+                }
+                Layer::Tanh => map(out, input, crate::cpu::tanh),
+                Layer::Sigmoid => map(out, input, crate::cpu::sigmoid),
+                Layer::Dropout { .. } => {
+                    let m = mask.next().expect("one mask per dropout layer");
+                    assert_eq!(m.len(), rows * n, "dropout mask size");
+                    for ((y, &v), &k) in out.iter_mut().zip(input).zip(m.iter()) {
+                        *y = v * k;
+                    }
+                }
+                Layer::Identity | Layer::Flatten | Layer::Reshape { .. } => {
+                    out.copy_from_slice(&input[..rows * n])
+                }
+            }
+        }
+        self.acts.last().expect("a network has at least one layer")
+    }
+
+    /// Gradients of the last [`HostNetwork::forward`] (same `x`, `rows`,
+    /// `masks`) given `d_out`, the loss's gradient at the output: every
+    /// parameter's into `grads` (overwritten, [`Network::params`] order) and,
+    /// when asked, the input's into `d_input`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &mut self,
+        params: &[Vec<f32>],
+        x: &[f32],
+        rows: usize,
+        d_out: &[f32],
+        masks: &[&[f32]],
+        grads: &mut [Vec<f32>],
+        d_input: Option<&mut [f32]>,
+    ) {
+        assert_eq!(
+            d_out.len(),
+            rows * self.net.output_size(),
+            "output gradient size"
+        );
+        for (g, p) in grads.iter_mut().zip(&self.net.params) {
+            g.resize(p.len(), 0.0);
+        }
+        self.grad.clear();
+        self.grad.extend_from_slice(d_out);
+        let mut mask = masks.len();
+        for i in (0..self.net.layers.len()).rev() {
+            let layer = &self.net.layers[i];
+            let input: &[f32] = if i == 0 { x } else { &self.acts[i - 1] };
+            let output = &self.acts[i];
+            let k: usize = layer.input.iter().product();
+            let need_input_grad = i > 0 || d_input.is_some();
+            let dy = &self.grad;
+            let dx = &mut self.grad_next;
+            dx.resize(rows * k, 0.0);
+            match &layer.layer {
+                Layer::Dense { .. } => {
+                    let (w, b) = layer.params.expect("dense layers have parameters");
+                    let n = layer.output[0];
+                    matmul(
+                        &mut grads[w],
+                        input,
+                        dy,
+                        (k, rows, n),
+                        true,
+                        false,
+                        0.0,
+                        1.0,
+                    );
+                    column_sums(dy, n, &mut grads[b]);
+                    if need_input_grad {
+                        matmul(dx, dy, &params[w], (rows, n, k), false, true, 0.0, 1.0);
+                    }
+                }
+                // For slopes >= 0 the output's sign is the input's.
+                Layer::Relu => zip_map(dx, dy, output, |d, y| if y > 0.0 { d } else { 0.0 }),
+                Layer::LeakyRelu { slope } => {
+                    let s = *slope as f32;
+                    zip_map(dx, dy, output, |d, y| if y > 0.0 { d } else { s * d })
+                }
+                Layer::Tanh => zip_map(dx, dy, output, |d, y| d * (1.0 - y * y)),
+                Layer::Sigmoid => zip_map(dx, dy, output, |d, y| d * y * (1.0 - y)),
+                Layer::Dropout { .. } => {
+                    mask -= 1;
+                    zip_map(dx, dy, masks[mask], |d, m| d * m)
+                }
+                Layer::Identity | Layer::Flatten | Layer::Reshape { .. } => dx.copy_from_slice(dy),
+            }
+            std::mem::swap(&mut self.grad, &mut self.grad_next);
+        }
+        if let Some(d) = d_input {
+            d[..self.grad.len()].copy_from_slice(&self.grad);
+        }
+    }
+}
+
+fn map(out: &mut [f32], input: &[f32], f: impl Fn(f32) -> f32) {
+    for (y, &v) in out.iter_mut().zip(input) {
+        *y = f(v);
+    }
+}
+
+fn zip_map(out: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) {
+    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+        *o = f(x, y);
+    }
+}

@@ -1,0 +1,304 @@
+//! Networks described as data. A network is a named list of layers, built
+//! against the shape of one example (from the data, never from constants);
+//! building it checks every layer's input, derives the output shapes and
+//! names the parameters after the layers (`{network}.{layer}.weight`).
+//!
+//! Two executors run one description: [`host`] on host buffers (one
+//! forward and one backward per layer kind, buffers owned and reused) and
+//! [`tensor`] on burn tensors, where burn's autodiff gives the backward pass
+//! on any device. Both take dropout masks from the caller, so that they see
+//! the same draws and can be tested equal.
+
+pub mod host;
+pub mod tensor;
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+/// One layer of the vocabulary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Layer {
+    /// `y = x @ W + b`, `W` stored `[in, out]` as in Keras.
+    Dense {
+        units: usize,
+    },
+    Relu,
+    LeakyRelu {
+        slope: f64,
+    },
+    Tanh,
+    Sigmoid,
+    Identity,
+    /// Inverted dropout: the caller's mask holds 0 or 1/(1 - rate) per unit.
+    Dropout {
+        rate: f64,
+    },
+    /// Any shape to one dimension (row-major, so (c, h, w) stays in that order).
+    Flatten,
+    /// To `shape`, which must hold as many values.
+    Reshape {
+        shape: Vec<usize>,
+    },
+}
+
+impl Layer {
+    /// The output shape for one example of shape `input`, or why it does not fit.
+    fn output(&self, input: &[usize]) -> std::result::Result<Vec<usize>, String> {
+        let size: usize = input.iter().product();
+        match self {
+            Layer::Dense { units } => {
+                if input.len() != 1 {
+                    return Err(format!(
+                        "a dense layer needs a flat input, this one gets {input:?} (add a flatten layer)"
+                    ));
+                }
+                if *units == 0 {
+                    return Err("units = 0: a dense layer needs at least one unit".into());
+                }
+                Ok(vec![*units])
+            }
+            Layer::Dropout { rate } if !(0.0..1.0).contains(rate) => {
+                Err(format!("rate = {rate}: must be in [0, 1)"))
+            }
+            Layer::LeakyRelu { slope } if !slope.is_finite() || *slope < 0.0 => {
+                Err(format!("slope = {slope}: must be a finite number >= 0"))
+            }
+            Layer::Flatten => Ok(vec![size]),
+            Layer::Reshape { shape } => {
+                if shape.iter().product::<usize>() != size || shape.is_empty() {
+                    return Err(format!(
+                        "cannot reshape {input:?} ({size} values) to {shape:?}"
+                    ));
+                }
+                Ok(shape.clone())
+            }
+            _ => Ok(input.to_vec()),
+        }
+    }
+}
+
+/// A parameter's name and shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamSpec {
+    pub name: String,
+    pub shape: Vec<usize>,
+}
+
+impl ParamSpec {
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A layer in a built network, with the shapes it maps between.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuiltLayer {
+    pub name: String,
+    pub layer: Layer,
+    pub input: Vec<usize>,
+    pub output: Vec<usize>,
+    /// Indices of its weight and bias in [`Network::params`] (dense layers).
+    pub params: Option<(usize, usize)>,
+}
+
+/// A network description checked against its input shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Network {
+    pub name: String,
+    pub input: Vec<usize>,
+    pub layers: Vec<BuiltLayer>,
+    pub params: Vec<ParamSpec>,
+}
+
+impl Network {
+    /// Builds `layers` (name, layer) for examples of shape `input`; errors
+    /// name the network and the layer.
+    pub fn build(name: &str, input: &[usize], layers: &[(String, Layer)]) -> Result<Network> {
+        if input.is_empty() || input.contains(&0) {
+            crate::usage_bail!(
+                "network {name}: input shape {input:?} must be non-empty and positive"
+            );
+        }
+        if layers.is_empty() {
+            crate::usage_bail!("network {name}: give at least one layer");
+        }
+        let mut shape = input.to_vec();
+        let mut built = Vec::with_capacity(layers.len());
+        let mut params = Vec::new();
+        for (layer_name, layer) in layers {
+            if built.iter().any(|b: &BuiltLayer| &b.name == layer_name) {
+                crate::usage_bail!("network {name}: two layers are named {layer_name}");
+            }
+            let output = layer
+                .output(&shape)
+                .map_err(|e| anyhow::anyhow!("network {name}, layer {layer_name}: {e}"))
+                .map_err(crate::error::usage)?;
+            let own = match layer {
+                Layer::Dense { units } => {
+                    let w = params.len();
+                    params.push(ParamSpec {
+                        name: format!("{name}.{layer_name}.weight"),
+                        shape: vec![shape[0], *units],
+                    });
+                    params.push(ParamSpec {
+                        name: format!("{name}.{layer_name}.bias"),
+                        shape: vec![*units],
+                    });
+                    Some((w, w + 1))
+                }
+                _ => None,
+            };
+            built.push(BuiltLayer {
+                name: layer_name.clone(),
+                layer: layer.clone(),
+                input: shape.clone(),
+                output: output.clone(),
+                params: own,
+            });
+            shape = output;
+        }
+        Ok(Network {
+            name: name.to_string(),
+            input: input.to_vec(),
+            layers: built,
+            params,
+        })
+    }
+
+    /// Values per example going in.
+    pub fn input_size(&self) -> usize {
+        self.input.iter().product()
+    }
+
+    /// Values per example coming out.
+    pub fn output_size(&self) -> usize {
+        self.layers
+            .last()
+            .map_or(self.input_size(), |l| l.output.iter().product())
+    }
+
+    /// The index of the parameter called `name`.
+    pub fn param_index(&self, name: &str) -> Option<usize> {
+        self.params.iter().position(|p| p.name == name)
+    }
+
+    /// Units per example of each dropout layer, in order: the masks' widths.
+    pub fn dropout_widths(&self) -> Vec<usize> {
+        self.layers
+            .iter()
+            .filter(|l| matches!(l.layer, Layer::Dropout { .. }))
+            .map(|l| l.input.iter().product())
+            .collect()
+    }
+
+    /// An MLP as the families describe one: dense layers of `widths` (the
+    /// last is the output), each hidden one followed by `activation` and,
+    /// with `dropout > 0`, a dropout layer. Layers are named `layer{k}`
+    /// (dense), `act{k}` and `drop{k}`.
+    pub fn mlp(
+        name: &str,
+        input: usize,
+        widths: &[usize],
+        activation: &Layer,
+        dropout: f64,
+    ) -> Result<Network> {
+        let mut layers = Vec::new();
+        for (k, &w) in widths.iter().enumerate() {
+            layers.push((format!("layer{k}"), Layer::Dense { units: w }));
+            if k + 1 < widths.len() {
+                layers.push((format!("act{k}"), activation.clone()));
+                if dropout > 0.0 {
+                    layers.push((format!("drop{k}"), Layer::Dropout { rate: dropout }));
+                }
+            }
+        }
+        Network::build(name, &[input], &layers)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn building_names_parameters_after_layers_and_checks_shapes() {
+        let net = Network::build(
+            "encoder",
+            &[1, 28, 28],
+            &[
+                ("flat".into(), Layer::Flatten),
+                ("hidden".into(), Layer::Dense { units: 256 }),
+                ("act".into(), Layer::Relu),
+                ("mean".into(), Layer::Dense { units: 2 }),
+            ],
+        )
+        .unwrap();
+        let names: Vec<&str> = net.params.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "encoder.hidden.weight",
+                "encoder.hidden.bias",
+                "encoder.mean.weight",
+                "encoder.mean.bias"
+            ]
+        );
+        assert_eq!(net.params[0].shape, [784, 256]);
+        assert_eq!(net.output_size(), 2);
+        assert_eq!(net.param_index("encoder.mean.bias"), Some(3));
+
+        let err = Network::build(
+            "d",
+            &[1, 28, 28],
+            &[("fc".into(), Layer::Dense { units: 4 })],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("network d, layer fc") && err.contains("flatten"),
+            "{err}"
+        );
+        let err = Network::build(
+            "d",
+            &[6],
+            &[("r".into(), Layer::Reshape { shape: vec![4] })],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("cannot reshape [6]"), "{err}");
+        let err = Network::build(
+            "d",
+            &[6],
+            &[("a".into(), Layer::Relu), ("a".into(), Layer::Tanh)],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("two layers are named a"), "{err}");
+    }
+
+    #[test]
+    fn layers_read_from_toml() {
+        #[derive(Deserialize)]
+        struct Doc {
+            layers: Vec<Layer>,
+        }
+        let doc: Doc = toml::from_str(
+            "layers = [{ kind = \"dense\", units = 512 }, { kind = \"leaky-relu\", slope = 0.2 }, { kind = \"dropout\", rate = 0.3 }]",
+        )
+        .unwrap();
+        assert_eq!(
+            doc.layers,
+            [
+                Layer::Dense { units: 512 },
+                Layer::LeakyRelu { slope: 0.2 },
+                Layer::Dropout { rate: 0.3 }
+            ]
+        );
+        assert!(toml::from_str::<Doc>("layers = [{ kind = \"dense\", unit = 5 }]").is_err());
+    }
+}
