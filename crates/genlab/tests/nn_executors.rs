@@ -6,7 +6,7 @@
 use burn::tensor::{Device, Tensor};
 use genlab::models::tensors::{download, upload};
 use genlab::nn::host::HostNetwork;
-use genlab::nn::{Layer, Network, tensor};
+use genlab::nn::{Layer, Network, Padding, tensor};
 use rand::{RngExt, SeedableRng};
 
 type Rand = rand::rngs::StdRng;
@@ -211,4 +211,177 @@ fn the_mlp_builder_describes_the_seed_gan_discriminator() {
     assert_eq!(d.dropout_widths(), [128, 64, 32]);
     let mut rng = Rand::seed_from_u64(3);
     check(&d, 4, &mut rng);
+}
+
+fn random_padding(rng: &mut Rand) -> Padding {
+    match rng.random_range(0..3) {
+        0 => Padding::Same,
+        1 => Padding::Valid,
+        _ => Padding::Explicit([
+            [rng.random_range(0..3), rng.random_range(0..3)],
+            [rng.random_range(0..3), rng.random_range(0..3)],
+        ]),
+    }
+}
+
+#[test]
+fn convolutions_of_any_kernel_stride_and_padding_agree_with_autodiff() {
+    let mut rng = Rand::seed_from_u64(4);
+    let mut checked = 0;
+    while checked < 40 {
+        let transposed = checked % 2 == 1;
+        let input = [
+            rng.random_range(1..4),
+            rng.random_range(1..9),
+            rng.random_range(1..9),
+        ];
+        let kernel = [rng.random_range(1..6), rng.random_range(1..6)];
+        let stride = [rng.random_range(1..4), rng.random_range(1..4)];
+        let (filters, padding) = (rng.random_range(1..5), random_padding(&mut rng));
+        let layer = if transposed {
+            Layer::ConvTranspose2d {
+                filters,
+                kernel,
+                stride,
+                padding,
+            }
+        } else {
+            Layer::Conv2d {
+                filters,
+                kernel,
+                stride,
+                padding,
+            }
+        };
+        // Some draws do not fit (a kernel larger than the padded input).
+        let Ok(net) = Network::build(
+            "conv",
+            &input,
+            &[
+                ("c".into(), layer),
+                ("act".into(), Layer::Tanh),
+                ("flat".into(), Layer::Flatten),
+            ],
+        ) else {
+            continue;
+        };
+        check(&net, rng.random_range(1..4), &mut rng);
+        checked += 1;
+    }
+}
+
+#[test]
+fn conv_networks_on_32x32x3_and_a_5x5_conv_vae_shape_agree_with_autodiff() {
+    let mut rng = Rand::seed_from_u64(5);
+    let conv = |filters, k, s| Layer::Conv2d {
+        filters,
+        kernel: [k, k],
+        stride: [s, s],
+        padding: Padding::Same,
+    };
+    let up = |filters, k, s| Layer::ConvTranspose2d {
+        filters,
+        kernel: [k, k],
+        stride: [s, s],
+        padding: Padding::Same,
+    };
+    let encoder = Network::build(
+        "encoder",
+        &[3, 32, 32],
+        &[
+            ("conv1".into(), conv(8, 5, 2)),
+            ("a1".into(), Layer::Relu),
+            ("conv2".into(), conv(16, 5, 2)),
+            ("a2".into(), Layer::LeakyRelu { slope: 0.2 }),
+            ("flat".into(), Layer::Flatten),
+            ("mean".into(), Layer::Dense { units: 4 }),
+        ],
+    )
+    .unwrap();
+    assert_eq!(encoder.layers[2].output, [16, 8, 8]);
+    check(&encoder, 2, &mut rng);
+    let decoder = Network::build(
+        "decoder",
+        &[4],
+        &[
+            ("dense".into(), Layer::Dense { units: 16 * 7 * 7 }),
+            (
+                "shape".into(),
+                Layer::Reshape {
+                    shape: vec![16, 7, 7],
+                },
+            ),
+            ("deconv1".into(), up(8, 5, 2)),
+            ("a".into(), Layer::Relu),
+            ("deconv2".into(), up(4, 5, 2)),
+            ("out".into(), up(1, 3, 1)),
+            ("p".into(), Layer::Sigmoid),
+        ],
+    )
+    .unwrap();
+    assert_eq!(decoder.layers.last().unwrap().output, [1, 28, 28]);
+    check(&decoder, 2, &mut rng);
+}
+
+#[test]
+fn the_seed_conv_vae_described_as_data_has_its_parameter_counts() {
+    let same = |filters, stride| Layer::Conv2d {
+        filters,
+        kernel: [3, 3],
+        stride: [stride, stride],
+        padding: Padding::Same,
+    };
+    let up = |filters, stride| Layer::ConvTranspose2d {
+        filters,
+        kernel: [3, 3],
+        stride: [stride, stride],
+        padding: Padding::Same,
+    };
+    let count = |n: &Network| n.params.iter().map(|p| p.len()).sum::<usize>();
+    // The encoder's trunk and one head; the two heads (mean, log-variance) of 2 each.
+    let trunk = Network::build(
+        "encoder",
+        &[1, 28, 28],
+        &[
+            ("conv1".into(), same(32, 2)),
+            ("a1".into(), Layer::Relu),
+            ("conv2".into(), same(64, 2)),
+            ("a2".into(), Layer::Relu),
+            ("flat".into(), Layer::Flatten),
+            ("hidden".into(), Layer::Dense { units: 16 }),
+            ("a3".into(), Layer::Relu),
+        ],
+    )
+    .unwrap();
+    let head = Network::build(
+        "encoder",
+        &[16],
+        &[("mean".into(), Layer::Dense { units: 2 })],
+    )
+    .unwrap();
+    assert_eq!(count(&trunk) + 2 * count(&head), 69_076);
+    let decoder = Network::build(
+        "decoder",
+        &[2],
+        &[
+            ("dense".into(), Layer::Dense { units: 7 * 7 * 64 }),
+            ("a0".into(), Layer::Relu),
+            (
+                "shape".into(),
+                Layer::Reshape {
+                    shape: vec![64, 7, 7],
+                },
+            ),
+            ("deconv1".into(), up(64, 2)),
+            ("a1".into(), Layer::Relu),
+            ("deconv2".into(), up(32, 2)),
+            ("a2".into(), Layer::Relu),
+            ("deconv3".into(), up(1, 1)),
+        ],
+    )
+    .unwrap();
+    assert_eq!(count(&decoder), 65_089);
+    assert_eq!(decoder.layers.last().unwrap().output, [1, 28, 28]);
+    assert_eq!(decoder.params[2].name, "decoder.deconv1.weight");
+    assert_eq!(decoder.params[2].shape, [64, 64, 3, 3]);
 }

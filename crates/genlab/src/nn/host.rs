@@ -3,6 +3,7 @@
 //! products through [`crate::cpu::matmul`] (gemm). Activations are kept per
 //! layer in buffers the executor owns and reuses from batch to batch.
 
+use super::conv::{conv_backward, conv_forward, transposed_backward, transposed_forward};
 use super::{Layer, Network};
 use crate::cpu::{column_sums, matmul};
 
@@ -14,6 +15,8 @@ pub struct HostNetwork {
     /// The gradient flowing backward, and the next one (swapped per layer).
     grad: Vec<f32>,
     grad_next: Vec<f32>,
+    /// Patch matrices of one example (convolutions).
+    cols: Vec<f32>,
 }
 
 impl HostNetwork {
@@ -24,6 +27,7 @@ impl HostNetwork {
             acts,
             grad: Vec::new(),
             grad_next: Vec::new(),
+            cols: Vec::new(),
         }
     }
 
@@ -38,6 +42,7 @@ impl HostNetwork {
     ) -> &[f32] {
         assert_eq!(x.len(), rows * self.net.input_size(), "input size");
         let mut mask = masks.iter();
+        let cols = &mut self.cols;
         for i in 0..self.net.layers.len() {
             let (done, rest) = self.acts.split_at_mut(i);
             let input: &[f32] = if i == 0 { x } else { &done[i - 1] };
@@ -54,6 +59,20 @@ impl HostNetwork {
                         for (y, bias) in row.iter_mut().zip(&params[b]) {
                             *y += bias;
                         }
+                    }
+                }
+                Layer::Conv2d { .. } | Layer::ConvTranspose2d { .. } => {
+                    let (w, b) = layer.params.expect("convolutions have parameters");
+                    let g = layer.geometry.expect("convolutions have a geometry");
+                    let k: usize = layer.input.iter().product();
+                    cols.resize(g.positions() * g.patch(), 0.0);
+                    let forward = if matches!(layer.layer, Layer::Conv2d { .. }) {
+                        conv_forward
+                    } else {
+                        transposed_forward
+                    };
+                    for (x_r, y_r) in input.chunks_exact(k).zip(out.chunks_exact_mut(n)) {
+                        forward(&g, &params[w], &params[b], x_r, cols, y_r);
                     }
                 }
                 Layer::Relu => map(out, input, |v| v.max(0.0)),
@@ -132,6 +151,31 @@ impl HostNetwork {
                         matmul(dx, dy, &params[w], (rows, n, k), false, true, 0.0, 1.0);
                     }
                 }
+                Layer::Conv2d { .. } | Layer::ConvTranspose2d { .. } => {
+                    let (w, b) = layer.params.expect("convolutions have parameters");
+                    let g = layer.geometry.expect("convolutions have a geometry");
+                    let n: usize = layer.output.iter().product();
+                    let cols = &mut self.cols;
+                    let mut dcols = vec![0.0; g.positions() * g.patch()];
+                    cols.resize(dcols.len(), 0.0);
+                    let (gw, gb) = two_mut(grads, w, b);
+                    gw.fill(0.0);
+                    gb.fill(0.0);
+                    let conv = matches!(layer.layer, Layer::Conv2d { .. });
+                    for r in 0..rows {
+                        let x_r = &input[r * k..(r + 1) * k];
+                        let dy_r = &dy[r * n..(r + 1) * n];
+                        let dx_r = need_input_grad.then(|| &mut dx[r * k..(r + 1) * k]);
+                        if conv {
+                            g.im2col(x_r, cols);
+                            conv_backward(&g, &params[w], cols, dy_r, gw, gb, &mut dcols, dx_r);
+                        } else {
+                            transposed_backward(
+                                &g, &params[w], x_r, dy_r, gw, gb, &mut dcols, dx_r,
+                            );
+                        }
+                    }
+                }
                 // For slopes >= 0 the output's sign is the input's.
                 Layer::Relu => zip_map(dx, dy, output, |d, y| if y > 0.0 { d } else { 0.0 }),
                 Layer::LeakyRelu { slope } => {
@@ -152,6 +196,13 @@ impl HostNetwork {
             d[..self.grad.len()].copy_from_slice(&self.grad);
         }
     }
+}
+
+/// Two distinct elements of `v`, both mutable.
+fn two_mut<T>(v: &mut [T], a: usize, b: usize) -> (&mut T, &mut T) {
+    assert!(a < b, "weight before bias");
+    let (left, right) = v.split_at_mut(b);
+    (&mut left[a], &mut right[0])
 }
 
 fn map(out: &mut [f32], input: &[f32], f: impl Fn(f32) -> f32) {

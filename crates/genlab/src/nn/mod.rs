@@ -9,8 +9,11 @@
 //! on any device. Both take dropout masks from the caller, so that they see
 //! the same draws and can be tested equal.
 
+pub mod conv;
 pub mod host;
 pub mod tensor;
+
+pub use conv::Padding;
 
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
@@ -34,6 +37,23 @@ pub enum Layer {
     Dropout {
         rate: f64,
     },
+    /// 2-D convolution over a `[channels, height, width]` input; weights
+    /// `[filters, channels, kh, kw]`.
+    Conv2d {
+        filters: usize,
+        kernel: [usize; 2],
+        #[serde(default = "unit_stride")]
+        stride: [usize; 2],
+        padding: Padding,
+    },
+    /// 2-D transposed convolution; weights `[channels, filters, kh, kw]`.
+    ConvTranspose2d {
+        filters: usize,
+        kernel: [usize; 2],
+        #[serde(default = "unit_stride")]
+        stride: [usize; 2],
+        padding: Padding,
+    },
     /// Any shape to one dimension (row-major, so (c, h, w) stays in that order).
     Flatten,
     /// To `shape`, which must hold as many values.
@@ -42,7 +62,45 @@ pub enum Layer {
     },
 }
 
+fn unit_stride() -> [usize; 2] {
+    [1, 1]
+}
+
 impl Layer {
+    /// The geometry of a convolution layer on `input`, or why it does not fit.
+    pub fn geometry(&self, input: &[usize]) -> std::result::Result<Option<conv::Geometry>, String> {
+        let (filters, kernel, stride, padding, transposed) = match self {
+            Layer::Conv2d {
+                filters,
+                kernel,
+                stride,
+                padding,
+            } => (*filters, *kernel, *stride, *padding, false),
+            Layer::ConvTranspose2d {
+                filters,
+                kernel,
+                stride,
+                padding,
+            } => (*filters, *kernel, *stride, *padding, true),
+            _ => return Ok(None),
+        };
+        let &[channels, h, w] = input else {
+            return Err(format!(
+                "a convolution needs a [channels, height, width] input, this one gets {input:?} (add a reshape layer)"
+            ));
+        };
+        if filters == 0 || kernel.contains(&0) || stride.contains(&0) {
+            return Err("filters, kernel and stride must be positive".into());
+        }
+        let g = if transposed {
+            conv::Geometry::transposed(filters, [h, w], kernel, stride, padding)
+        } else {
+            conv::Geometry::conv(channels, [h, w], kernel, stride, padding)
+        };
+        g.map(Some)
+            .ok_or_else(|| format!("a {kernel:?} kernel with stride {stride:?} and {padding:?} padding does not fit a {h}x{w} input"))
+    }
+
     /// The output shape for one example of shape `input`, or why it does not fit.
     fn output(&self, input: &[usize]) -> std::result::Result<Vec<usize>, String> {
         let size: usize = input.iter().product();
@@ -63,6 +121,14 @@ impl Layer {
             }
             Layer::LeakyRelu { slope } if !slope.is_finite() || *slope < 0.0 => {
                 Err(format!("slope = {slope}: must be a finite number >= 0"))
+            }
+            Layer::Conv2d { filters, .. } => {
+                let g = self.geometry(input)?.expect("a convolution");
+                Ok(vec![*filters, g.grid[0], g.grid[1]])
+            }
+            Layer::ConvTranspose2d { filters, .. } => {
+                let g = self.geometry(input)?.expect("a convolution");
+                Ok(vec![*filters, g.image[0], g.image[1]])
             }
             Layer::Flatten => Ok(vec![size]),
             Layer::Reshape { shape } => {
@@ -102,8 +168,11 @@ pub struct BuiltLayer {
     pub layer: Layer,
     pub input: Vec<usize>,
     pub output: Vec<usize>,
-    /// Indices of its weight and bias in [`Network::params`] (dense layers).
+    /// Indices of its weight and bias in [`Network::params`] (dense and
+    /// convolution layers).
     pub params: Option<(usize, usize)>,
+    /// A convolution's geometry.
+    pub geometry: Option<conv::Geometry>,
 }
 
 /// A network description checked against its input shape.
@@ -151,14 +220,38 @@ impl Network {
                     });
                     Some((w, w + 1))
                 }
+                Layer::Conv2d {
+                    filters, kernel, ..
+                }
+                | Layer::ConvTranspose2d {
+                    filters, kernel, ..
+                } => {
+                    let w = params.len();
+                    let (a, b) = if matches!(layer, Layer::Conv2d { .. }) {
+                        (*filters, shape[0])
+                    } else {
+                        (shape[0], *filters)
+                    };
+                    params.push(ParamSpec {
+                        name: format!("{name}.{layer_name}.weight"),
+                        shape: vec![a, b, kernel[0], kernel[1]],
+                    });
+                    params.push(ParamSpec {
+                        name: format!("{name}.{layer_name}.bias"),
+                        shape: vec![*filters],
+                    });
+                    Some((w, w + 1))
+                }
                 _ => None,
             };
+            let geometry = layer.geometry(&shape).unwrap_or(None);
             built.push(BuiltLayer {
                 name: layer_name.clone(),
                 layer: layer.clone(),
                 input: shape.clone(),
                 output: output.clone(),
                 params: own,
+                geometry,
             });
             shape = output;
         }

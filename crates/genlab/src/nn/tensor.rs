@@ -5,7 +5,8 @@
 
 use burn::tensor::Tensor;
 use burn::tensor::activation::{leaky_relu, relu, sigmoid, tanh};
-use burn::tensor::module::linear;
+use burn::tensor::module::{conv_transpose2d, conv2d, linear};
+use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 
 use super::{Layer, Network};
 
@@ -26,6 +27,46 @@ pub fn forward(
                 let (w, b) = layer.params.expect("dense layers have parameters");
                 let weight = params[w].clone().reshape([layer.input[0], *units]);
                 linear(h, weight, Some(params[b].clone()))
+            }
+            Layer::Conv2d { stride, .. } | Layer::ConvTranspose2d { stride, .. } => {
+                let (w, b) = layer.params.expect("convolutions have parameters");
+                let g = layer.geometry.expect("convolutions have a geometry");
+                let rows = h.dims()[0];
+                let [c, ih, iw] = [layer.input[0], layer.input[1], layer.input[2]];
+                let [f, oh, ow] = [layer.output[0], layer.output[1], layer.output[2]];
+                let x = h.reshape([rows, c, ih, iw]);
+                let weight = params[w].clone().reshape(
+                    net.params[w]
+                        .shape
+                        .clone()
+                        .try_into()
+                        .map(|s: [usize; 4]| s)
+                        .expect("4-D weight"),
+                );
+                let y = if matches!(layer.layer, Layer::Conv2d { .. }) {
+                    // The padding after the image is whatever the grid still reaches.
+                    let end = |d: usize| {
+                        ((g.grid[d] - 1) * stride[d] + g.kernel[d])
+                            .saturating_sub(g.image[d] + g.pad[d])
+                    };
+                    let options = ConvOptions::new_with_padding(
+                        *stride,
+                        [(g.pad[0], end(0)), (g.pad[1], end(1))],
+                        [1, 1],
+                        1,
+                    );
+                    conv2d(x, weight, Some(params[b].clone()), options)
+                } else {
+                    // The full transposed output, then the crop.
+                    let options = ConvTransposeOptions::new(*stride, [0, 0], [0, 0], [1, 1], 1);
+                    conv_transpose2d(x, weight, Some(params[b].clone()), options).slice([
+                        0..rows,
+                        0..f,
+                        g.pad[0]..g.pad[0] + oh,
+                        g.pad[1]..g.pad[1] + ow,
+                    ])
+                };
+                y.reshape([rows, f * oh * ow])
             }
             Layer::Relu => relu(h),
             Layer::LeakyRelu { slope } => leaky_relu(h, *slope),
