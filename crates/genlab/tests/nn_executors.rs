@@ -6,7 +6,7 @@
 use burn::tensor::{Device, Tensor};
 use genlab::models::tensors::{download, upload};
 use genlab::nn::host::HostNetwork;
-use genlab::nn::{Layer, Network, Padding, tensor};
+use genlab::nn::{Layer, Mode, Network, Padding, tensor};
 use rand::{RngExt, SeedableRng};
 
 type Rand = rand::rngs::StdRng;
@@ -384,4 +384,137 @@ fn the_seed_conv_vae_described_as_data_has_its_parameter_counts() {
     assert_eq!(decoder.layers.last().unwrap().output, [1, 28, 28]);
     assert_eq!(decoder.params[2].name, "decoder.deconv1.weight");
     assert_eq!(decoder.params[2].shape, [64, 64, 3, 3]);
+}
+
+/// [`check`] for networks with batch normalisation, in `mode`, from random
+/// running statistics; in training, the updated statistics must agree too.
+fn check_with_statistics(net: &Network, rows: usize, mode: Mode, rng: &mut Rand) {
+    let device = Device::flex();
+    let params: Vec<Vec<f32>> = net
+        .params
+        .iter()
+        .map(|p| uniform(rng, p.len(), 0.8))
+        .collect();
+    let buffers: Vec<Vec<f32>> = net
+        .buffers
+        .iter()
+        .map(|b| {
+            let v = uniform(rng, b.len(), 0.5);
+            if b.name.ends_with("running_var") {
+                v.iter().map(|x| x.abs() + 0.5).collect()
+            } else {
+                v
+            }
+        })
+        .collect();
+    let x = uniform(rng, rows * net.input_size(), 1.0);
+    let r = uniform(rng, rows * net.output_size(), 1.0);
+    let mut host = HostNetwork::new(net.clone());
+    host.mode = mode;
+    host.buffers = buffers.clone();
+    let out = host.forward(&params, &x, rows, &[]).to_vec();
+    let mut grads = vec![Vec::new(); params.len()];
+    let mut dx = vec![0.0; x.len()];
+    host.backward(&params, &x, rows, &r, &[], &mut grads, Some(&mut dx));
+
+    let tracked: Vec<Tensor<1>> = params
+        .iter()
+        .map(|p| {
+            upload(p.clone(), [p.len()], &device)
+                .autodiff()
+                .require_grad()
+        })
+        .collect();
+    let bt: Vec<Tensor<1>> = buffers
+        .iter()
+        .map(|b| upload(b.clone(), [b.len()], &device).autodiff())
+        .collect();
+    let xt = upload(x.clone(), [rows, net.input_size()], &device)
+        .autodiff()
+        .require_grad();
+    let (yt, new_buffers) = tensor::run(net, &tracked, &bt, xt.clone(), &[], mode);
+    let what = format!("{} ({mode:?})", net.name);
+    close(
+        &format!("{what} output"),
+        &out,
+        &download(yt.clone().inner()).unwrap(),
+    );
+    for ((b, spec), host_b) in new_buffers.iter().zip(&net.buffers).zip(&host.buffers) {
+        close(&spec.name, host_b, &download(b.clone().inner()).unwrap());
+    }
+    if mode == Mode::Infer {
+        assert_eq!(
+            host.buffers, buffers,
+            "inference leaves the statistics alone"
+        );
+    } else if !buffers.is_empty() {
+        assert_ne!(host.buffers, buffers, "training moves the statistics");
+    }
+    let rt = upload(r, [rows, net.output_size()], &device).autodiff();
+    let mut g = (yt * rt).sum().backward();
+    for ((p, spec), host_grad) in tracked.iter().zip(&net.params).zip(&grads) {
+        let burn_grad = download(p.grad_remove(&mut g).expect("every parameter is used")).unwrap();
+        close(&format!("{what} {}", spec.name), host_grad, &burn_grad);
+    }
+    let burn_dx = download(xt.grad_remove(&mut g).expect("the input is used")).unwrap();
+    close(&format!("{what} input gradient"), &dx, &burn_dx);
+}
+
+#[test]
+fn batch_normalisation_agrees_with_autodiff_in_training_and_inference() {
+    let mut rng = Rand::seed_from_u64(6);
+    let bn = Layer::BatchNorm {
+        epsilon: 1e-5,
+        momentum: 0.1,
+    };
+    for trial in 0..8 {
+        let rows = rng.random_range(2..7);
+        // Per feature after a dense layer, and per channel after a convolution.
+        let dense = Network::build(
+            "mlp",
+            &[rng.random_range(1..12)],
+            &[
+                (
+                    "fc".into(),
+                    Layer::Dense {
+                        units: rng.random_range(1..10),
+                    },
+                ),
+                ("bn".into(), bn.clone()),
+                ("act".into(), Layer::LeakyRelu { slope: 0.2 }),
+                ("out".into(), Layer::Dense { units: 3 }),
+            ],
+        )
+        .unwrap();
+        let conv = Network::build(
+            "dcgan",
+            &[2, 6, 6],
+            &[
+                (
+                    "conv".into(),
+                    Layer::Conv2d {
+                        filters: rng.random_range(1..5),
+                        kernel: [3, 3],
+                        stride: [2, 2],
+                        padding: Padding::Same,
+                    },
+                ),
+                ("bn".into(), bn.clone()),
+                ("act".into(), Layer::Relu),
+                ("flat".into(), Layer::Flatten),
+            ],
+        )
+        .unwrap();
+        let mode = if trial % 2 == 0 {
+            Mode::Train
+        } else {
+            Mode::Infer
+        };
+        check_with_statistics(&dense, rows, mode, &mut rng);
+        check_with_statistics(&conv, rows, mode, &mut rng);
+    }
+    let net = Network::build("n", &[4], &[("bn".into(), bn)]).unwrap();
+    let names: Vec<&str> = net.buffers.iter().map(|b| b.name.as_str()).collect();
+    assert_eq!(names, ["n.bn.running_mean", "n.bn.running_var"]);
+    assert_eq!(net.initial_buffers(), [vec![0.0; 4], vec![1.0; 4]]);
 }

@@ -4,12 +4,19 @@
 //! layer in buffers the executor owns and reuses from batch to batch.
 
 use super::conv::{conv_backward, conv_forward, transposed_backward, transposed_forward};
-use super::{Layer, Network};
+use super::{Layer, Mode, Network};
 use crate::cpu::{column_sums, matmul};
 
 /// A network's host executor and its buffers.
 pub struct HostNetwork {
     pub net: Network,
+    /// Training (batch statistics) or inference (running statistics).
+    pub mode: Mode,
+    /// Running statistics, in [`Network::buffers`] order; training updates them.
+    pub buffers: Vec<Vec<f32>>,
+    /// Per batch-normalisation layer, the mean and 1/sqrt(var + eps) that its
+    /// last forward pass used.
+    norms: Vec<(Vec<f32>, Vec<f32>)>,
     /// Each layer's output for the last forward pass (`rows x size`).
     acts: Vec<Vec<f32>>,
     /// The gradient flowing backward, and the next one (swapped per layer).
@@ -22,7 +29,15 @@ pub struct HostNetwork {
 impl HostNetwork {
     pub fn new(net: Network) -> Self {
         let acts = net.layers.iter().map(|_| Vec::new()).collect();
+        let norms = net
+            .layers
+            .iter()
+            .map(|_| (Vec::new(), Vec::new()))
+            .collect();
         HostNetwork {
+            mode: Mode::Train,
+            buffers: net.initial_buffers(),
+            norms,
             net,
             acts,
             grad: Vec::new(),
@@ -73,6 +88,59 @@ impl HostNetwork {
                     };
                     for (x_r, y_r) in input.chunks_exact(k).zip(out.chunks_exact_mut(n)) {
                         forward(&g, &params[w], &params[b], x_r, cols, y_r);
+                    }
+                }
+                Layer::BatchNorm { epsilon, momentum } => {
+                    let (w, b) = layer.params.expect("batch normalisation has parameters");
+                    let (rm, rv) = layer.buffers.expect("batch normalisation has buffers");
+                    let (c, plane) = layer.channels();
+                    let (mean, inv) = &mut self.norms[i];
+                    mean.resize(c, 0.0);
+                    inv.resize(c, 0.0);
+                    let count = (rows * plane) as f64;
+                    for ch in 0..c {
+                        let values = || {
+                            input
+                                .chunks_exact(c * plane)
+                                .flat_map(move |e| &e[ch * plane..(ch + 1) * plane])
+                        };
+                        let var = match self.mode {
+                            Mode::Train => {
+                                let m = values().map(|&v| v as f64).sum::<f64>() / count;
+                                let var =
+                                    values().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / count;
+                                let unbiased = if count > 1.0 {
+                                    var * count / (count - 1.0)
+                                } else {
+                                    var
+                                };
+                                let mo = *momentum;
+                                let old_mean = self.buffers[rm][ch] as f64;
+                                self.buffers[rm][ch] = ((1.0 - mo) * old_mean + mo * m) as f32;
+                                let old_var = self.buffers[rv][ch] as f64;
+                                self.buffers[rv][ch] =
+                                    ((1.0 - mo) * old_var + mo * unbiased) as f32;
+                                mean[ch] = m as f32;
+                                var
+                            }
+                            Mode::Infer => {
+                                mean[ch] = self.buffers[rm][ch];
+                                self.buffers[rv][ch] as f64
+                            }
+                        };
+                        inv[ch] = (1.0 / (var + epsilon).sqrt()) as f32;
+                    }
+                    for (x_r, y_r) in input
+                        .chunks_exact(c * plane)
+                        .zip(out.chunks_exact_mut(c * plane))
+                    {
+                        for ch in 0..c {
+                            let (g, sh, m, k) = (params[w][ch], params[b][ch], mean[ch], inv[ch]);
+                            let span = ch * plane..(ch + 1) * plane;
+                            for (y, &v) in y_r[span.clone()].iter_mut().zip(&x_r[span]) {
+                                *y = g * (v - m) * k + sh;
+                            }
+                        }
                     }
                 }
                 Layer::Relu => map(out, input, |v| v.max(0.0)),
@@ -173,6 +241,51 @@ impl HostNetwork {
                             transposed_backward(
                                 &g, &params[w], x_r, dy_r, gw, gb, &mut dcols, dx_r,
                             );
+                        }
+                    }
+                }
+                Layer::BatchNorm { .. } => {
+                    let (w, b) = layer.params.expect("batch normalisation has parameters");
+                    let (c, plane) = layer.channels();
+                    let (mean, inv) = &self.norms[i];
+                    let count = (rows * plane) as f32;
+                    let (gw, gb) = two_mut(grads, w, b);
+                    for ch in 0..c {
+                        let span = ch * plane..(ch + 1) * plane;
+                        let (mut sum_dy, mut sum_dy_xhat) = (0.0f64, 0.0f64);
+                        for (x_r, dy_r) in input
+                            .chunks_exact(c * plane)
+                            .zip(dy.chunks_exact(c * plane))
+                        {
+                            for (&v, &d) in x_r[span.clone()].iter().zip(&dy_r[span.clone()]) {
+                                sum_dy += d as f64;
+                                sum_dy_xhat += (d * (v - mean[ch]) * inv[ch]) as f64;
+                            }
+                        }
+                        gw[ch] = sum_dy_xhat as f32;
+                        gb[ch] = sum_dy as f32;
+                        let (scale, mdy, mdyx) = (
+                            params[w][ch] * inv[ch],
+                            sum_dy as f32 / count,
+                            sum_dy_xhat as f32 / count,
+                        );
+                        for ((x_r, dy_r), dx_r) in input
+                            .chunks_exact(c * plane)
+                            .zip(dy.chunks_exact(c * plane))
+                            .zip(dx.chunks_exact_mut(c * plane))
+                        {
+                            for ((&v, &d), o) in x_r[span.clone()]
+                                .iter()
+                                .zip(&dy_r[span.clone()])
+                                .zip(&mut dx_r[span.clone()])
+                            {
+                                *o = match self.mode {
+                                    Mode::Train => {
+                                        scale * (d - mdy - (v - mean[ch]) * inv[ch] * mdyx)
+                                    }
+                                    Mode::Infer => scale * d,
+                                };
+                            }
                         }
                     }
                 }

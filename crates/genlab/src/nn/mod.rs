@@ -54,6 +54,19 @@ pub enum Layer {
         stride: [usize; 2],
         padding: Padding,
     },
+    /// Batch normalisation per feature (a flat input) or per channel (a
+    /// `[channels, height, width]` input): in training, over the batch's
+    /// statistics, which also update the running ones with `momentum`
+    /// (PyTorch's convention: running = (1 - momentum) running + momentum
+    /// batch, the unbiased variance); in inference, over the running ones.
+    /// Parameters `weight` (scale) and `bias` (shift) per channel; buffers
+    /// `running_mean` and `running_var`.
+    BatchNorm {
+        #[serde(default = "default_bn_epsilon")]
+        epsilon: f64,
+        #[serde(default = "default_bn_momentum")]
+        momentum: f64,
+    },
     /// Any shape to one dimension (row-major, so (c, h, w) stays in that order).
     Flatten,
     /// To `shape`, which must hold as many values.
@@ -64,6 +77,22 @@ pub enum Layer {
 
 fn unit_stride() -> [usize; 2] {
     [1, 1]
+}
+
+fn default_bn_epsilon() -> f64 {
+    1e-5
+}
+
+fn default_bn_momentum() -> f64 {
+    0.1
+}
+
+/// Whether a network runs for training (batch statistics, dropout masks as
+/// given) or for inference (running statistics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Train,
+    Infer,
 }
 
 impl Layer {
@@ -119,6 +148,16 @@ impl Layer {
             Layer::Dropout { rate } if !(0.0..1.0).contains(rate) => {
                 Err(format!("rate = {rate}: must be in [0, 1)"))
             }
+            Layer::BatchNorm { epsilon, momentum }
+                if !(*epsilon > 0.0 && epsilon.is_finite() && (0.0..=1.0).contains(momentum)) =>
+            {
+                Err(format!(
+                    "epsilon = {epsilon}, momentum = {momentum}: epsilon must be > 0 and momentum in [0, 1]"
+                ))
+            }
+            Layer::BatchNorm { .. } if input.len() != 1 && input.len() != 3 => Err(format!(
+                "batch normalisation needs a flat or a [channels, height, width] input, this one gets {input:?}"
+            )),
             Layer::LeakyRelu { slope } if !slope.is_finite() || *slope < 0.0 => {
                 Err(format!("slope = {slope}: must be a finite number >= 0"))
             }
@@ -173,6 +212,17 @@ pub struct BuiltLayer {
     pub params: Option<(usize, usize)>,
     /// A convolution's geometry.
     pub geometry: Option<conv::Geometry>,
+    /// Indices of its running mean and variance in [`Network::buffers`]
+    /// (batch normalisation).
+    pub buffers: Option<(usize, usize)>,
+}
+
+impl BuiltLayer {
+    /// Channels and values per channel of a batch-normalised input.
+    pub fn channels(&self) -> (usize, usize) {
+        let c = self.input[0];
+        (c, self.input.iter().product::<usize>() / c)
+    }
 }
 
 /// A network description checked against its input shape.
@@ -182,6 +232,9 @@ pub struct Network {
     pub input: Vec<usize>,
     pub layers: Vec<BuiltLayer>,
     pub params: Vec<ParamSpec>,
+    /// State that is not trained by gradients (batch normalisation's running
+    /// statistics), saved beside the parameters.
+    pub buffers: Vec<ParamSpec>,
 }
 
 impl Network {
@@ -199,6 +252,7 @@ impl Network {
         let mut shape = input.to_vec();
         let mut built = Vec::with_capacity(layers.len());
         let mut params = Vec::new();
+        let mut buffers = Vec::new();
         for (layer_name, layer) in layers {
             if built.iter().any(|b: &BuiltLayer| &b.name == layer_name) {
                 crate::usage_bail!("network {name}: two layers are named {layer_name}");
@@ -242,8 +296,28 @@ impl Network {
                     });
                     Some((w, w + 1))
                 }
+                Layer::BatchNorm { .. } => {
+                    let w = params.len();
+                    for what in ["weight", "bias"] {
+                        params.push(ParamSpec {
+                            name: format!("{name}.{layer_name}.{what}"),
+                            shape: vec![shape[0]],
+                        });
+                    }
+                    Some((w, w + 1))
+                }
                 _ => None,
             };
+            let own_buffers = matches!(layer, Layer::BatchNorm { .. }).then(|| {
+                let m = buffers.len();
+                for what in ["running_mean", "running_var"] {
+                    buffers.push(ParamSpec {
+                        name: format!("{name}.{layer_name}.{what}"),
+                        shape: vec![shape[0]],
+                    });
+                }
+                (m, m + 1)
+            });
             let geometry = layer.geometry(&shape).unwrap_or(None);
             built.push(BuiltLayer {
                 name: layer_name.clone(),
@@ -252,6 +326,7 @@ impl Network {
                 output: output.clone(),
                 params: own,
                 geometry,
+                buffers: own_buffers,
             });
             shape = output;
         }
@@ -260,6 +335,7 @@ impl Network {
             input: input.to_vec(),
             layers: built,
             params,
+            buffers,
         })
     }
 
@@ -278,6 +354,21 @@ impl Network {
     /// The index of the parameter called `name`.
     pub fn param_index(&self, name: &str) -> Option<usize> {
         self.params.iter().position(|p| p.name == name)
+    }
+
+    /// Fresh buffers: running means 0, running variances 1.
+    pub fn initial_buffers(&self) -> Vec<Vec<f32>> {
+        self.buffers
+            .iter()
+            .map(|b| {
+                let fill = if b.name.ends_with("running_var") {
+                    1.0
+                } else {
+                    0.0
+                };
+                vec![fill; b.len()]
+            })
+            .collect()
     }
 
     /// Units per example of each dropout layer, in order: the masks' widths.

@@ -8,7 +8,7 @@ use burn::tensor::activation::{leaky_relu, relu, sigmoid, tanh};
 use burn::tensor::module::{conv_transpose2d, conv2d, linear};
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 
-use super::{Layer, Network};
+use super::{Layer, Mode, Network};
 
 /// The output of `net` for the rows of `x`, with `params` in
 /// [`Network::params`] order (flat, as checkpoints hold them) and one
@@ -19,6 +19,30 @@ pub fn forward(
     x: Tensor<2>,
     masks: &[Tensor<2>],
 ) -> Tensor<2> {
+    let device = x.device();
+    let buffers: Vec<Tensor<1>> = net
+        .initial_buffers()
+        .into_iter()
+        .map(|b| {
+            let n = b.len();
+            crate::models::tensors::upload(b, [n], &device)
+        })
+        .collect();
+    run(net, params, &buffers, x, masks, Mode::Train).0
+}
+
+/// [`forward`] with the running statistics `buffers` ([`Network::buffers`]
+/// order) in `mode`; returns the output and the buffers after it (updated
+/// in training, as they were in inference).
+pub fn run(
+    net: &Network,
+    params: &[Tensor<1>],
+    buffers: &[Tensor<1>],
+    x: Tensor<2>,
+    masks: &[Tensor<2>],
+    mode: Mode,
+) -> (Tensor<2>, Vec<Tensor<1>>) {
+    let mut buffers = buffers.to_vec();
     let mut h = x;
     let mut mask = masks.iter();
     for layer in &net.layers {
@@ -68,6 +92,41 @@ pub fn forward(
                 };
                 y.reshape([rows, f * oh * ow])
             }
+            Layer::BatchNorm { epsilon, momentum } => {
+                let (w, b) = layer.params.expect("batch normalisation has parameters");
+                let (rm, rv) = layer.buffers.expect("batch normalisation has buffers");
+                let (c, plane) = layer.channels();
+                let rows = h.dims()[0];
+                let x = h.reshape([rows, c, plane]);
+                let (mean, var) = match mode {
+                    Mode::Train => {
+                        let mean = x.clone().mean_dim(0).mean_dim(2);
+                        let var = (x.clone() - mean.clone())
+                            .powf_scalar(2.0)
+                            .mean_dim(0)
+                            .mean_dim(2);
+                        let count = (rows * plane) as f64;
+                        let unbiased = if count > 1.0 {
+                            count / (count - 1.0)
+                        } else {
+                            1.0
+                        };
+                        buffers[rm] = buffers[rm].clone() * (1.0 - momentum)
+                            + mean.clone().reshape([c]).detach() * *momentum;
+                        buffers[rv] = buffers[rv].clone() * (1.0 - momentum)
+                            + var.clone().reshape([c]).detach() * (momentum * unbiased);
+                        (mean, var)
+                    }
+                    Mode::Infer => (
+                        buffers[rm].clone().reshape([1, c, 1]),
+                        buffers[rv].clone().reshape([1, c, 1]),
+                    ),
+                };
+                let xhat = (x - mean) / (var + *epsilon).sqrt();
+                let y = xhat * params[w].clone().reshape([1, c, 1])
+                    + params[b].clone().reshape([1, c, 1]);
+                y.reshape([rows, c * plane])
+            }
             Layer::Relu => relu(h),
             Layer::LeakyRelu { slope } => leaky_relu(h, *slope),
             Layer::Tanh => tanh(h),
@@ -76,5 +135,5 @@ pub fn forward(
             Layer::Identity | Layer::Flatten | Layer::Reshape { .. } => h,
         };
     }
-    h
+    (h, buffers)
 }
