@@ -9,7 +9,8 @@ use std::time::Instant;
 
 use genlab::bench_util::{cpu_seconds, median};
 use genlab::device::DeviceKind;
-use genlab::models::rbm::{CdBuffers, Rbm, RbmConfig, TensorCd, UpdateRule};
+use genlab::models::rbm::train::TensorCd;
+use genlab::models::rbm::{CdBuffers, Rbm, RbmConfig, UpdateRule};
 use genlab::models::tensors::upload;
 use genlab::rng::{Purpose, stream};
 use rand::RngExt;

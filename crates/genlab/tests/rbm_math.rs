@@ -3,7 +3,8 @@
 #![allow(clippy::needless_range_loop)]
 
 use genlab::cpu::uniform;
-use genlab::models::rbm::{CdBuffers, Rbm, RbmConfig, TensorCd, UpdateRule};
+use genlab::models::rbm::train::TensorCd;
+use genlab::models::rbm::{CdBuffers, Rbm, RbmConfig, UpdateRule};
 use genlab::models::tensors::upload;
 use genlab::rng::{Purpose, stream};
 use rand::{Rng, RngExt};

@@ -107,7 +107,7 @@ pub struct TrainRequest {
 /// Trains `request.family`; returns the run directory.
 pub fn train(request: &TrainRequest) -> Result<PathBuf> {
     match request.family.as_str() {
-        "rbm" => train_family::<rbm::RbmFamily>(request),
+        "rbm" => train_family::<rbm::train::RbmFamily>(request),
         "vae" => train_family::<vae::VaeFamily>(request),
         "gan" => train_family::<gan::GanFamily>(request),
         // A preset's name works as the model: `genlab train conv-vae`.
@@ -145,7 +145,7 @@ pub fn planned_config(request: &TrainRequest) -> Result<String> {
         crate::config::to_toml(&config)
     }
     match request.family.as_str() {
-        "rbm" => planned::<rbm::RbmFamily>(request),
+        "rbm" => planned::<rbm::train::RbmFamily>(request),
         "vae" => planned::<vae::VaeFamily>(request),
         "gan" => planned::<gan::GanFamily>(request),
         other => crate::usage_bail!("unknown model '{other}'"),
@@ -232,7 +232,7 @@ pub fn resume(
     let _lock = RunLock::acquire(&run.root, "training (resumed)")?;
     run.remove_stale_temporaries()?;
     match run.family().map_err(usage)?.as_str() {
-        "rbm" => resume_family::<rbm::RbmFamily>(run, epochs, data_dir),
+        "rbm" => resume_family::<rbm::train::RbmFamily>(run, epochs, data_dir),
         "vae" => resume_family::<vae::VaeFamily>(run, epochs, data_dir),
         "gan" => resume_family::<gan::GanFamily>(run, epochs, data_dir),
         other => crate::usage_bail!(
