@@ -8,8 +8,9 @@ use burn::tensor::{Device, Tensor};
 use genlab::eval::importance::{LatentModel, estimate};
 use genlab::models::optim::{Optimizer, Rule};
 use genlab::models::tensors::{download, upload};
+use genlab::models::vae::host_mlp::HostMlpVae;
 use genlab::models::vae::{
-    Architecture, HostMlpVae, Likelihood, Vae, VaeNet, burn_step, conv_same_stride2,
+    Architecture, Likelihood, Vae, VaeNet, burn_step, conv_same_stride2,
     conv_transpose_same_stride2,
 };
 use genlab::rng::{GenRng, Purpose, fill_standard_normal, stream};

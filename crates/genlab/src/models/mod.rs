@@ -108,7 +108,7 @@ pub struct TrainRequest {
 pub fn train(request: &TrainRequest) -> Result<PathBuf> {
     match request.family.as_str() {
         "rbm" => train_family::<rbm::train::RbmFamily>(request),
-        "vae" => train_family::<vae::VaeFamily>(request),
+        "vae" => train_family::<vae::train::VaeFamily>(request),
         "gan" => train_family::<gan::train::GanFamily>(request),
         // A preset's name works as the model: `genlab train conv-vae`.
         other if request.preset.is_none() && presets::find(other).is_some() => {
@@ -146,7 +146,7 @@ pub fn planned_config(request: &TrainRequest) -> Result<String> {
     }
     match request.family.as_str() {
         "rbm" => planned::<rbm::train::RbmFamily>(request),
-        "vae" => planned::<vae::VaeFamily>(request),
+        "vae" => planned::<vae::train::VaeFamily>(request),
         "gan" => planned::<gan::train::GanFamily>(request),
         other => crate::usage_bail!("unknown model '{other}'"),
     }
@@ -233,7 +233,7 @@ pub fn resume(
     run.remove_stale_temporaries()?;
     match run.family().map_err(usage)?.as_str() {
         "rbm" => resume_family::<rbm::train::RbmFamily>(run, epochs, data_dir),
-        "vae" => resume_family::<vae::VaeFamily>(run, epochs, data_dir),
+        "vae" => resume_family::<vae::train::VaeFamily>(run, epochs, data_dir),
         "gan" => resume_family::<gan::train::GanFamily>(run, epochs, data_dir),
         other => crate::usage_bail!(
             "{}: cannot resume a {other} run with this genlab",

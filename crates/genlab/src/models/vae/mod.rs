@@ -1,0 +1,745 @@
+//! Variational autoencoders (SPEC sections 2 and 3): one family with two
+//! bodies, an MLP and a convolutional encoder/decoder, sharing the
+//! reparameterisation, the loss and the training loop.
+//!
+//! Loss per image (`likelihood = "mse"`, the seed's): `784 * MSE(x, x_hat) +
+//! KL`, i.e. the *sum* of squared errors over pixels plus the KL term
+//! `-0.5 sum(1 + logvar - mean^2 - exp(logvar))`; the reported loss is its mean
+//! over the batch, and the gradient is that of the mean. With `likelihood =
+//! "bernoulli"`: binary cross-entropy summed over pixels (decoder logits) on
+//! training images binarised afresh each epoch, plus the same KL.
+//!
+//! Parameters are plain named tensors (see [`VaeNet::specs`] for the names
+//! and shapes written to `weights.safetensors`); dense kernels are stored
+//! `[in, out]` as Keras does, convolution kernels `[out, in, kh, kw]`,
+//! transposed-convolution kernels `[in, out, kh, kw]`, and the flatten between
+//! the convolutions and the dense layers reads channels first (c, h, w).
+//! Initialisation is Keras's: Glorot-uniform kernels, zero biases.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::tensor::activation::{log_sigmoid, relu, sigmoid};
+use burn::tensor::module::{conv_transpose2d, conv2d, linear};
+use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
+use burn::tensor::{Device, Tensor};
+use rand::RngExt;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, json};
+
+use super::optim::{Optimizer, OptimizerKind, Rule};
+use super::tensors::{download, from_checkpoint, to_checkpoint, upload};
+use super::{Family, ModelConfig, TrainContext};
+use crate::config::{OnNan, RunConfig};
+use crate::data::batches::{fill_batch, split_to_f32};
+use crate::data::{EpochOrder, PIXELS, PixelView, SIDE, Split};
+use crate::progress::EpochProgress;
+use crate::rng::{GenRng, Purpose, RngState, fill_standard_normal, stream};
+use crate::run::{Checkpoint, RunDir, TensorData};
+use crate::viz::{Series, latent_scatter, line_plot, manifold_plot, save_grid};
+
+pub mod figures;
+pub mod host_mlp;
+pub mod train;
+
+/// Encoder/decoder bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Architecture {
+    /// 784 -> hidden (relu) -> mean, logvar; latent -> hidden (relu) -> 784.
+    Mlp,
+    /// Two stride-2 convolutions, a dense layer of `hidden` units, the heads;
+    /// the decoder mirrors it with transposed convolutions (SPEC section 3).
+    Conv,
+}
+
+pub use super::likelihood::Likelihood;
+
+impl super::host_conv::HostConvVae {
+    /// The conv VAE's host path, started from `vae`'s weights and `opt`'s state.
+    pub fn new(vae: &Vae, opt: &Optimizer, rows: usize) -> Result<Self> {
+        Ok(Self::with_params(
+            super::host::download_all(&vae.params)?,
+            vae.net.latent,
+            vae.net.hidden,
+            super::host::HostOptimizer::from_device(opt)?,
+            rows,
+        ))
+    }
+
+    /// Writes the host weights and optimiser state back into `vae` and `opt`.
+    pub fn store(&self, vae: &mut Vae, opt: &mut Optimizer) {
+        for (t, p) in vae.params.iter_mut().zip(&self.params) {
+            *t = upload(p.clone(), [p.len()], &vae.device);
+        }
+        *opt = self.opt.to_device(&vae.device);
+    }
+}
+
+/// VAE configuration. Defaults are the seed preset `vae-2`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VaeConfig {
+    pub architecture: Architecture,
+    /// Latent dimensions.
+    pub latent: usize,
+    /// Units of the hidden dense layer (MLP: both sides; conv: the encoder's
+    /// layer before the heads).
+    pub hidden: usize,
+    pub likelihood: Likelihood,
+    /// `adam` (the MLP seed) or `rmsprop` (the conv seed); Keras semantics.
+    pub optimizer: OptimizerKind,
+    pub lr: f64,
+    /// Adam's first-moment decay.
+    pub beta1: f64,
+    /// Adam's second-moment decay.
+    pub beta2: f64,
+    /// RMSprop's decay.
+    pub rho: f64,
+    /// Keras's epsilon (1e-7), in both optimisers.
+    pub epsilon: f64,
+    pub batch_size: usize,
+    pub epochs: usize,
+    /// The manifold figure of a 2-D latent spans [-extent, extent]^2.
+    pub manifold_extent: f64,
+    /// Tiles per side of the manifold figure.
+    pub manifold_size: usize,
+}
+
+impl Default for VaeConfig {
+    fn default() -> Self {
+        VaeConfig {
+            architecture: Architecture::Mlp,
+            latent: 2,
+            hidden: 256,
+            likelihood: Likelihood::Mse,
+            optimizer: OptimizerKind::Adam,
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            rho: 0.9,
+            epsilon: 1e-7,
+            batch_size: 128,
+            epochs: 30,
+            manifold_extent: 3.0,
+            manifold_size: 30,
+        }
+    }
+}
+
+impl ModelConfig for VaeConfig {
+    fn epochs(&self) -> usize {
+        self.epochs
+    }
+
+    fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    fn training_memory(&self) -> (f64, &'static str) {
+        let (v, h, l, b) = (
+            PIXELS as f64,
+            self.hidden as f64,
+            self.latent as f64,
+            self.batch_size as f64,
+        );
+        let params = 2.0 * (v * h + v + h) + 3.0 * (h * l + l);
+        // Weights, two halves' gradients, two moments and host copies; a
+        // batch's activations; the validation pass over 10,000 test images.
+        let floats = 8.0 * params + 6.0 * b * (v + h + l) + 3.0 * 10_000.0 * (v + h + l);
+        (
+            4.0 * floats,
+            "model.hidden, model.latent or model.batch_size",
+        )
+    }
+
+    fn validate(&self) -> Result<()> {
+        for (key, v) in [
+            ("model.latent", self.latent),
+            ("model.hidden", self.hidden),
+            ("model.batch_size", self.batch_size),
+            ("model.epochs", self.epochs),
+            ("model.manifold_size", self.manifold_size),
+        ] {
+            if v == 0 {
+                crate::usage_bail!("{key} = 0: must be a positive integer");
+            }
+        }
+        if !self.lr.is_finite() || self.lr <= 0.0 {
+            crate::usage_bail!(
+                "model.lr = {}: must be a finite number > 0, such as 0.001",
+                self.lr
+            );
+        }
+        for (key, v) in [
+            ("model.beta1", self.beta1),
+            ("model.beta2", self.beta2),
+            ("model.rho", self.rho),
+        ] {
+            if !(0.0..1.0).contains(&v) {
+                crate::usage_bail!("{key} = {v}: must be in [0, 1)");
+            }
+        }
+        if !self.epsilon.is_finite() || self.epsilon <= 0.0 {
+            crate::usage_bail!(
+                "model.epsilon = {}: must be a finite number > 0 (Keras: 1e-7)",
+                self.epsilon
+            );
+        }
+        if !self.manifold_extent.is_finite() || self.manifold_extent <= 0.0 {
+            crate::usage_bail!(
+                "model.manifold_extent = {}: must be a finite number > 0",
+                self.manifold_extent
+            );
+        }
+        Ok(())
+    }
+}
+
+impl VaeConfig {
+    fn rule(&self) -> Rule {
+        match self.optimizer {
+            OptimizerKind::Adam => Rule::AdamKeras {
+                lr: self.lr,
+                beta1: self.beta1,
+                beta2: self.beta2,
+                eps: self.epsilon,
+            },
+            OptimizerKind::Rmsprop => Rule::RmspropKeras {
+                lr: self.lr,
+                rho: self.rho,
+                eps: self.epsilon,
+            },
+        }
+    }
+
+    /// The pixels the encoder sees during training.
+    fn train_view(&self) -> PixelView {
+        match self.likelihood {
+            Likelihood::Mse => PixelView::Unit,
+            Likelihood::Bernoulli => PixelView::Dynamic,
+        }
+    }
+}
+
+/// One parameter: its name in checkpoints, its shape, and its Glorot fans
+/// (`None`: initialised to zero).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamSpec {
+    pub name: &'static str,
+    pub shape: Vec<usize>,
+    pub fans: Option<(usize, usize)>,
+}
+
+impl ParamSpec {
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Channels after the second convolution and the side of its output (7x7x64 = 3136).
+const CONV_CHANNELS: [usize; 2] = [32, 64];
+const CONV_SIDE: usize = SIDE / 4;
+
+/// The architecture without its values: shapes, names and the forward pass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VaeNet {
+    pub architecture: Architecture,
+    pub latent: usize,
+    pub hidden: usize,
+    pub specs: Vec<ParamSpec>,
+    /// Parameters of the encoder (the first `encoder_params` specs).
+    pub encoder_params: usize,
+}
+
+fn dense(name: &'static str, bias: &'static str, i: usize, o: usize) -> [ParamSpec; 2] {
+    [
+        ParamSpec {
+            name,
+            shape: vec![i, o],
+            fans: Some((i, o)),
+        },
+        ParamSpec {
+            name: bias,
+            shape: vec![o],
+            fans: None,
+        },
+    ]
+}
+
+fn kernel(name: &'static str, bias: &'static str, shape: [usize; 4], out: usize) -> [ParamSpec; 2] {
+    let receptive = shape[2] * shape[3];
+    [
+        ParamSpec {
+            name,
+            shape: shape.to_vec(),
+            fans: Some((shape[1] * receptive, shape[0] * receptive)),
+        },
+        ParamSpec {
+            name: bias,
+            shape: vec![out],
+            fans: None,
+        },
+    ]
+}
+
+impl VaeNet {
+    pub fn new(architecture: Architecture, latent: usize, hidden: usize) -> Self {
+        let (l, h) = (latent, hidden);
+        let mut specs = Vec::new();
+        match architecture {
+            Architecture::Mlp => {
+                specs.extend(dense(
+                    "encoder.hidden.weight",
+                    "encoder.hidden.bias",
+                    PIXELS,
+                    h,
+                ));
+                specs.extend(dense("encoder.mean.weight", "encoder.mean.bias", h, l));
+                specs.extend(dense("encoder.logvar.weight", "encoder.logvar.bias", h, l));
+                specs.extend(dense("decoder.hidden.weight", "decoder.hidden.bias", l, h));
+                specs.extend(dense("decoder.out.weight", "decoder.out.bias", h, PIXELS));
+            }
+            Architecture::Conv => {
+                let [c1, c2] = CONV_CHANNELS;
+                let flat = c2 * CONV_SIDE * CONV_SIDE;
+                specs.extend(kernel(
+                    "encoder.conv1.weight",
+                    "encoder.conv1.bias",
+                    [c1, 1, 3, 3],
+                    c1,
+                ));
+                specs.extend(kernel(
+                    "encoder.conv2.weight",
+                    "encoder.conv2.bias",
+                    [c2, c1, 3, 3],
+                    c2,
+                ));
+                specs.extend(dense(
+                    "encoder.hidden.weight",
+                    "encoder.hidden.bias",
+                    flat,
+                    h,
+                ));
+                specs.extend(dense("encoder.mean.weight", "encoder.mean.bias", h, l));
+                specs.extend(dense("encoder.logvar.weight", "encoder.logvar.bias", h, l));
+                specs.extend(dense(
+                    "decoder.hidden.weight",
+                    "decoder.hidden.bias",
+                    l,
+                    flat,
+                ));
+                // Transposed kernels are [in, out, kh, kw]; Keras's Glorot fans
+                // for them are (kh kw out, kh kw in), which sum the same.
+                specs.extend(kernel(
+                    "decoder.deconv1.weight",
+                    "decoder.deconv1.bias",
+                    [c2, c2, 3, 3],
+                    c2,
+                ));
+                specs.extend(kernel(
+                    "decoder.deconv2.weight",
+                    "decoder.deconv2.bias",
+                    [c2, c1, 3, 3],
+                    c1,
+                ));
+                specs.extend(kernel(
+                    "decoder.deconv3.weight",
+                    "decoder.deconv3.bias",
+                    [c1, 1, 3, 3],
+                    1,
+                ));
+            }
+        }
+        let encoder_params = specs
+            .iter()
+            .take_while(|s| s.name.starts_with("encoder."))
+            .count();
+        VaeNet {
+            architecture,
+            latent,
+            hidden,
+            specs,
+            encoder_params,
+        }
+    }
+
+    pub fn from_config(c: &VaeConfig) -> Self {
+        VaeNet::new(c.architecture, c.latent, c.hidden)
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        self.specs.iter().map(|s| s.name).collect()
+    }
+
+    pub fn sizes(&self) -> Vec<usize> {
+        self.specs.iter().map(|s| s.len()).collect()
+    }
+
+    /// (encoder, decoder) parameter counts.
+    pub fn parameter_counts(&self) -> (usize, usize) {
+        let sizes = self.sizes();
+        let enc = sizes[..self.encoder_params].iter().sum();
+        (enc, sizes[self.encoder_params..].iter().sum())
+    }
+
+    fn w2(&self, p: &[Tensor<1>], i: usize) -> Tensor<2> {
+        let s = &self.specs[i].shape;
+        p[i].clone().reshape([s[0], s[1]])
+    }
+
+    fn w4(&self, p: &[Tensor<1>], i: usize) -> Tensor<4> {
+        let s = &self.specs[i].shape;
+        p[i].clone().reshape([s[0], s[1], s[2], s[3]])
+    }
+
+    fn dense(&self, p: &[Tensor<1>], i: usize, x: Tensor<2>) -> Tensor<2> {
+        linear(x, self.w2(p, i), Some(p[i + 1].clone()))
+    }
+
+    /// Mean and log-variance of q(z|x) for images `x` (rows of 784 values).
+    pub fn encode(&self, p: &[Tensor<1>], x: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
+        match self.architecture {
+            Architecture::Mlp => {
+                let h = relu(self.dense(p, 0, x));
+                (self.dense(p, 2, h.clone()), self.dense(p, 4, h))
+            }
+            Architecture::Conv => {
+                let b = x.dims()[0];
+                let x = x.reshape([b, 1, SIDE, SIDE]);
+                let h = relu(conv_same_stride2(x, self.w4(p, 0), p[1].clone()));
+                let h = relu(conv_same_stride2(h, self.w4(p, 2), p[3].clone()));
+                let h = h.reshape([b, CONV_CHANNELS[1] * CONV_SIDE * CONV_SIDE]);
+                let h = relu(self.dense(p, 4, h));
+                (self.dense(p, 6, h.clone()), self.dense(p, 8, h))
+            }
+        }
+    }
+
+    /// Decoder logits (rows of 784): sigmoid of them is the decoded image.
+    pub fn decode(&self, p: &[Tensor<1>], z: Tensor<2>) -> Tensor<2> {
+        match self.architecture {
+            Architecture::Mlp => {
+                let h = relu(self.dense(p, 6, z));
+                self.dense(p, 8, h)
+            }
+            Architecture::Conv => {
+                let b = z.dims()[0];
+                let [c1, c2] = CONV_CHANNELS;
+                let h = relu(self.dense(p, 10, z)).reshape([b, c2, CONV_SIDE, CONV_SIDE]);
+                let h = relu(conv_transpose_same_stride2(
+                    h,
+                    self.w4(p, 12),
+                    p[13].clone(),
+                ));
+                let h = relu(conv_transpose_same_stride2(
+                    h,
+                    self.w4(p, 14),
+                    p[15].clone(),
+                ));
+                debug_assert_eq!(h.dims(), [b, c1, SIDE, SIDE]);
+                let same1 = ConvTransposeOptions::new([1, 1], [1, 1], [0, 0], [1, 1], 1);
+                conv_transpose2d(h, self.w4(p, 16), Some(p[17].clone()), same1).reshape([b, PIXELS])
+            }
+        }
+    }
+
+    /// Per image: the reconstruction term and the KL term (each `[B]`) for
+    /// images `x` encoded, reparameterised with noise `eps` (`[B, latent]`)
+    /// and decoded.
+    pub fn loss_parts(
+        &self,
+        p: &[Tensor<1>],
+        x: Tensor<2>,
+        eps: Tensor<2>,
+        likelihood: Likelihood,
+    ) -> (Tensor<1>, Tensor<1>) {
+        let b = x.dims()[0];
+        let (mean, logvar) = self.encode(p, x.clone());
+        let z = mean.clone() + logvar.clone().mul_scalar(0.5).exp() * eps;
+        let logits = self.decode(p, z);
+        let recon = match likelihood {
+            Likelihood::Mse => (sigmoid(logits) - x).square().sum_dim(1),
+            // softplus(l) - x l = l (1 - x) - log_sigmoid(l)
+            Likelihood::Bernoulli => {
+                (logits.clone() * x.neg().add_scalar(1.0) - log_sigmoid(logits)).sum_dim(1)
+            }
+        };
+        let kl = (logvar.clone().exp() + mean.square() - logvar)
+            .add_scalar(-1.0)
+            .mul_scalar(0.5)
+            .sum_dim(1);
+        (recon.reshape([b]), kl.reshape([b]))
+    }
+}
+
+/// Keras `Conv2D(3x3, strides=2, padding="same")` on an even side n: output
+/// n/2, padding one row and one column at the end only (TensorFlow puts the
+/// odd padding after). Kernel `[out, in, 3, 3]`.
+pub fn conv_same_stride2(x: Tensor<4>, w: Tensor<4>, b: Tensor<1>) -> Tensor<4> {
+    let same2 = ConvOptions::new_with_padding([2, 2], [(0, 1), (0, 1)], [1, 1], 1);
+    conv2d(x, w, Some(b), same2)
+}
+
+/// Keras `Conv2DTranspose(3x3, strides=2, padding="same")`: output 2n, the
+/// full (2n + 1)-wide transposed convolution cropped to its first 2n rows and
+/// columns (the gradient of [`conv_same_stride2`]). Kernel `[in, out, 3, 3]`.
+pub fn conv_transpose_same_stride2(x: Tensor<4>, w: Tensor<4>, b: Tensor<1>) -> Tensor<4> {
+    let [n, _, h, wd] = x.dims();
+    let out = w.dims()[1];
+    let up = ConvTransposeOptions::new([2, 2], [0, 0], [0, 0], [1, 1], 1);
+    conv_transpose2d(x, w, Some(b), up).slice([0..n, 0..out, 0..2 * h, 0..2 * wd])
+}
+
+/// A VAE with its parameters (on a non-autodiff device).
+#[derive(Debug, Clone)]
+pub struct Vae {
+    pub net: VaeNet,
+    pub params: Vec<Tensor<1>>,
+    pub device: Device,
+}
+
+/// Images per forward pass outside training (validation, figures, evaluation).
+pub const INFERENCE_BATCH: usize = 500;
+
+impl Vae {
+    /// Keras initialisation: Glorot-uniform kernels, zero biases.
+    pub fn init(net: VaeNet, rng: &mut GenRng, device: &Device) -> Self {
+        let params = net
+            .specs
+            .iter()
+            .map(|s| {
+                let data: Vec<f32> = match s.fans {
+                    Some((fi, fo)) => {
+                        let limit = (6.0 / (fi + fo) as f64).sqrt() as f32;
+                        (0..s.len())
+                            .map(|_| rng.random_range(-limit..limit))
+                            .collect()
+                    }
+                    None => vec![0.0; s.len()],
+                };
+                upload(data, [s.len()], device)
+            })
+            .collect();
+        Vae {
+            net,
+            params,
+            device: device.clone(),
+        }
+    }
+
+    /// The weights as a checkpoint (each tensor in its documented shape).
+    pub fn to_checkpoint(&self) -> Result<Checkpoint> {
+        let mut ck = Checkpoint::default();
+        for (s, p) in self.net.specs.iter().zip(&self.params) {
+            let flat = to_checkpoint(p)?;
+            ck.insert(s.name, TensorData::new(s.shape.clone(), flat.data));
+        }
+        ck.set_meta("genlab.family", "vae");
+        ck.set_meta(
+            "genlab.architecture",
+            serde_json::to_value(self.net.architecture)?
+                .as_str()
+                .unwrap_or_default(),
+        );
+        ck.set_meta("genlab.latent", self.net.latent.to_string());
+        ck.set_meta("genlab.hidden", self.net.hidden.to_string());
+        Ok(ck)
+    }
+
+    pub fn from_checkpoint(net: VaeNet, ck: &Checkpoint, device: &Device) -> Result<Self> {
+        let params = net
+            .specs
+            .iter()
+            .map(|s| {
+                ck.tensor(s.name, &s.shape)?;
+                from_checkpoint(ck, s.name, s.len(), device)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Vae {
+            net,
+            params,
+            device: device.clone(),
+        })
+    }
+
+    fn rows(&self, x: &[f32], width: usize) -> Tensor<2> {
+        upload(x.to_vec(), [x.len() / width, width], &self.device)
+    }
+
+    /// Means and log-variances of q(z|x), `[n, latent]` each, in batches.
+    pub fn encode(&self, x: &[f32]) -> Result<(Vec<f32>, Vec<f32>)> {
+        let (mut mean, mut logvar) = (Vec::new(), Vec::new());
+        for chunk in x.chunks(INFERENCE_BATCH * PIXELS) {
+            let (m, v) = self.net.encode(&self.params, self.rows(chunk, PIXELS));
+            mean.extend(download(m)?);
+            logvar.extend(download(v)?);
+        }
+        Ok((mean, logvar))
+    }
+
+    /// Decoder logits for latent rows `z`, in batches.
+    pub fn decode_logits(&self, z: &[f32]) -> Result<Vec<f32>> {
+        let mut out = Vec::with_capacity(z.len() / self.net.latent * PIXELS);
+        for chunk in z.chunks(INFERENCE_BATCH * self.net.latent) {
+            out.extend(download(
+                self.net
+                    .decode(&self.params, self.rows(chunk, self.net.latent)),
+            )?);
+        }
+        Ok(out)
+    }
+
+    /// Decoded images (sigmoid of the logits) for latent rows `z`.
+    pub fn decode(&self, z: &[f32]) -> Result<Vec<f32>> {
+        let mut v = self.decode_logits(z)?;
+        crate::cpu::sigmoid_in_place(&mut v);
+        Ok(v)
+    }
+
+    /// Mean reconstruction and KL terms over images `x` with noise `eps`.
+    pub fn loss_terms(&self, x: &[f32], eps: &[f32], likelihood: Likelihood) -> Result<(f64, f64)> {
+        let n = x.len() / PIXELS;
+        let (mut recon, mut kl) = (0.0f64, 0.0f64);
+        for (xc, ec) in x
+            .chunks(INFERENCE_BATCH * PIXELS)
+            .zip(eps.chunks(INFERENCE_BATCH * self.net.latent))
+        {
+            let (r, k) = self.net.loss_parts(
+                &self.params,
+                self.rows(xc, PIXELS),
+                self.rows(ec, self.net.latent),
+                likelihood,
+            );
+            let v = download(Tensor::cat(vec![r.sum(), k.sum()], 0))?;
+            recon += v[0] as f64;
+            kl += v[1] as f64;
+        }
+        Ok((recon / n as f64, kl / n as f64))
+    }
+}
+
+/// One training step through burn's autodiff (any device): returns the
+/// summed (reconstruction, KL), whether the loss and every gradient are
+/// finite, and the gradients.
+pub fn burn_step(
+    net: &VaeNet,
+    vae: &Vae,
+    x: &[f32],
+    eps: &[f32],
+    likelihood: Likelihood,
+) -> Result<([f64; 2], bool, Vec<Tensor<1>>)> {
+    let rows = x.len() / PIXELS;
+    let xt = upload(x.to_vec(), [rows, PIXELS], &vae.device);
+    let et = upload(eps.to_vec(), [rows, net.latent], &vae.device);
+    let tracked: Vec<Tensor<1>> = vae
+        .params
+        .iter()
+        .map(|p| p.clone().autodiff().require_grad())
+        .collect();
+    let (recon, kl) = net.loss_parts(&tracked, xt, et, likelihood);
+    let stats = Tensor::cat(
+        vec![recon.clone().sum().inner(), kl.clone().sum().inner()],
+        0,
+    );
+    let loss = (recon + kl).mean();
+    let mut grads = loss.backward();
+    let g: Vec<Tensor<1>> = tracked
+        .iter()
+        .map(|p| p.grad_remove(&mut grads).expect("every parameter is used"))
+        .collect();
+    // One read per batch: the two loss sums and the sum of all gradients
+    // (finite exactly when every gradient is).
+    let gsum = g
+        .iter()
+        .map(|t| t.clone().sum())
+        .reduce(|a, b| a + b)
+        .expect("parameters");
+    let host = download(Tensor::cat(vec![stats, gsum], 0))?;
+    Ok(([host[0] as f64, host[1] as f64], all_finite(&host), g))
+}
+
+/// The test images as the loss sees them: pixel / 255 (MSE) or one fixed
+/// Bernoulli draw (seed-determined) for the Bernoulli likelihood.
+pub fn test_pixels(split: &Split, likelihood: Likelihood, seed: u64) -> Vec<f32> {
+    let view = match likelihood {
+        Likelihood::Mse => PixelView::Unit,
+        Likelihood::Bernoulli => PixelView::Dynamic,
+    };
+    split_to_f32(split, view, &mut stream(seed, Purpose::Binarise, 1_000_000))
+}
+
+/// Noise for `n` reparameterisations, the same for every epoch of a run.
+pub(crate) fn fixed_noise(seed: u64, index: u32, n: usize) -> Vec<f32> {
+    let mut eps = vec![0.0f32; n];
+    fill_standard_normal(&mut stream(seed, Purpose::Fixed, index), &mut eps);
+    eps
+}
+
+/// Whether every value is finite.
+fn all_finite(v: &[f32]) -> bool {
+    v.iter().all(|x| x.is_finite())
+}
+
+/// A trained VAE loaded from its run directory.
+pub struct LoadedVae {
+    pub config: RunConfig<VaeConfig>,
+    pub vae: Vae,
+}
+
+/// Loads `weights.safetensors`, or the latest checkpoint while training has
+/// not finished, onto the run's device.
+pub fn load_run(run: &RunDir) -> Result<LoadedVae> {
+    let config: RunConfig<VaeConfig> = run.read_config().map_err(crate::error::usage)?;
+    let (ck, path) = run.load_weights()?;
+    let device = config.device.device().map_err(crate::error::usage)?;
+    let vae = Vae::from_checkpoint(VaeNet::from_config(&config.model), &ck, &device)
+        .with_context(|| format!("{}", path.display()))
+        .map_err(crate::error::usage)?;
+    Ok(LoadedVae { config, vae })
+}
+
+/// Inpainting by iterating encode -> decode with the kept pixels clamped:
+/// starts from the corrupted images and, `steps` times, replaces the missing
+/// pixels by the decoding of the posterior mean. Returns (one plain
+/// reconstruction of the corrupted images, the iterated result).
+pub fn inpaint(
+    vae: &Vae,
+    corrupted: &[f32],
+    missing: &[bool],
+    steps: usize,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let mut x = corrupted.to_vec();
+    let mut first = None;
+    for _ in 0..steps.max(1) {
+        let (mean, _) = vae.encode(&x)?;
+        let decoded = vae.decode(&mean)?;
+        for ((xi, &d), &m) in x.iter_mut().zip(&decoded).zip(missing) {
+            if m {
+                *xi = d;
+            }
+        }
+        if first.is_none() {
+            first = Some(decoded);
+        }
+    }
+    let plain = first.expect("at least one step");
+    let plain = corrupted
+        .iter()
+        .zip(&plain)
+        .zip(missing)
+        .map(|((&c, &d), &m)| if m { d } else { c })
+        .collect();
+    Ok((plain, x))
+}
+
+/// Prior samples: `n` decoded draws of z ~ N(0, I) from `seed`.
+pub fn sample_prior(vae: &Vae, n: usize, seed: u64) -> Result<Vec<f32>> {
+    let mut z = vec![0.0f32; n * vae.net.latent];
+    fill_standard_normal(&mut stream(seed, Purpose::Sample, 0), &mut z);
+    vae.decode(&z)
+}
