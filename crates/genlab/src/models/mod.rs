@@ -1,7 +1,8 @@
-//! Model families. Adding one is adding a file with its model, its
-//! configuration (a serde struct whose defaults are the seed preset) and its
-//! training loop implementing [`Family`], plus a line in [`FAMILIES`] and
-//! in [`train`].
+//! Model families, one folder each: its configuration (a serde struct whose
+//! defaults are the seed preset) and model in `mod.rs`, its training loop
+//! implementing [`Family`] in `train.rs`. A family is registered by a line
+//! in [`FAMILIES`] and in the dispatches of this module (and, until the
+//! family interface exists, in `inspect`, `eval` and `report`).
 
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
