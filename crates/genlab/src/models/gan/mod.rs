@@ -627,14 +627,7 @@ impl HostGan {
     /// parameter non-finite; with `undo`, the parameters and optimiser state
     /// from before are then put back.
     pub fn apply_d(&mut self, undo: bool) -> bool {
-        let before = undo.then(|| (self.d.params.clone(), self.opt_d.clone()));
-        self.opt_d.update(&mut self.d.params, &self.d.grads);
-        let finite = super::host::all_finite(&self.d.params);
-        if let (false, Some((params, opt))) = (finite, before) {
-            self.d.params = params;
-            self.opt_d = opt;
-        }
-        finite
+        apply_checked(&mut self.d, &mut self.opt_d, undo)
     }
 
     /// A generator step's loss and gradients (apply with [`HostGan::apply_g`]).
@@ -675,15 +668,26 @@ impl HostGan {
 
     /// [`HostGan::apply_d`] for the generator.
     pub fn apply_g(&mut self, undo: bool) -> bool {
-        let before = undo.then(|| (self.g.params.clone(), self.opt_g.clone()));
-        self.opt_g.update(&mut self.g.params, &self.g.grads);
-        let finite = super::host::all_finite(&self.g.params);
-        if let (false, Some((params, opt))) = (finite, before) {
-            self.g.params = params;
-            self.opt_g = opt;
-        }
-        finite
+        apply_checked(&mut self.g, &mut self.opt_g, undo)
     }
+}
+
+/// Applies `net`'s update with `opt`. Returns false when it made a parameter
+/// non-finite; with `undo`, the parameters and optimiser state from before
+/// are then put back (copied only then).
+fn apply_checked(
+    net: &mut super::host::HostMlp,
+    opt: &mut super::host::HostOptimizer,
+    undo: bool,
+) -> bool {
+    let before = undo.then(|| (net.params.clone(), opt.clone()));
+    opt.update(&mut net.params, &net.grads);
+    let finite = super::host::all_finite(&net.params);
+    if let (false, Some((params, state))) = (finite, before) {
+        net.params = params;
+        *opt = state;
+    }
+    finite
 }
 
 /// Images in [-1, 1] to [0, 1] for pictures.

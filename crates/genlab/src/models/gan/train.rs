@@ -203,15 +203,8 @@ impl Family for GanFamily {
                         }
                         None => {
                             let (stats, finite, g) = burn_d_step(&gan, &xbuf, &mut rng)?;
-                            let good = finite && {
-                                let before = skip_bad.then(|| (gan.d.clone(), opt_d.clone()));
-                                opt_d.update(&mut gan.d, g);
-                                let ok = params_finite(&gan.d)?;
-                                if let (false, Some(b)) = (ok, before) {
-                                    (gan.d, opt_d) = b;
-                                }
-                                ok
-                            };
+                            let good =
+                                finite && update_checked(&mut gan.d, &mut opt_d, g, skip_bad)?;
                             (stats, good)
                         }
                     };
@@ -236,15 +229,7 @@ impl Family for GanFamily {
                     }
                     None => {
                         let (loss, finite, g) = burn_g_step(&gan, rows, &mut rng)?;
-                        let good = finite && {
-                            let before = skip_bad.then(|| (gan.g.clone(), opt_g.clone()));
-                            opt_g.update(&mut gan.g, g);
-                            let ok = params_finite(&gan.g)?;
-                            if let (false, Some(b)) = (ok, before) {
-                                (gan.g, opt_g) = b;
-                            }
-                            ok
-                        };
+                        let good = finite && update_checked(&mut gan.g, &mut opt_g, g, skip_bad)?;
                         (loss, good)
                     }
                 };
@@ -380,14 +365,28 @@ impl Family for GanFamily {
     }
 }
 
-/// Whether every parameter tensor is finite.
-fn params_finite(params: &[Tensor<1>]) -> Result<bool> {
-    for p in params {
-        if !download(p.clone())?.iter().all(|v| v.is_finite()) {
-            return Ok(false);
-        }
+/// Applies an update on the device with `opt`, as [`HostGan::apply_d`] on
+/// the host: false when it made a parameter non-finite (judged from one value
+/// read back, the sum of all parameters), the state before put back with
+/// `undo`.
+fn update_checked(
+    params: &mut Vec<Tensor<1>>,
+    opt: &mut Optimizer,
+    grads: Vec<Tensor<1>>,
+    undo: bool,
+) -> Result<bool> {
+    let before = undo.then(|| (params.clone(), opt.clone()));
+    opt.update(params, grads);
+    let total = params
+        .iter()
+        .map(|t| t.clone().sum())
+        .reduce(|a, b| a + b)
+        .expect("parameters");
+    let finite = download(total)?.iter().all(|v| v.is_finite());
+    if let (false, Some(b)) = (finite, before) {
+        (*params, *opt) = b;
     }
-    Ok(true)
+    Ok(finite)
 }
 
 fn nan_message(ctx: &TrainContext, epoch: usize, b: usize, net: &str, loss: f64) -> String {
