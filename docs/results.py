@@ -2,6 +2,8 @@
 """Writes the README's results tables from a full `genlab reproduce` directory.
 
 Usage: python3 docs/results.py OUT [README.md]
+       python3 docs/results.py --sweep-file [README.md]    (prints the Sweeps section's file)
+       python3 docs/results.py --sweep DIR [README.md]     (writes its table from DIR/groups.csv)
 
 Reads OUT/<preset>/{config.toml,metrics.jsonl,eval.json} and OUT/compare.md
 (plus OUT/rbm-500-pcd/ when docs/results.sh trained it) and replaces each
@@ -111,7 +113,49 @@ def replace_block(readme, name, body):
     return pattern.sub(lambda m: m.group(1) + body + m.group(2), readme)
 
 
+def sweep_file(readme):
+    section = readme.split("\n## Sweeps", 1)[1]
+    return section.split("```toml\n", 1)[1].split("```", 1)[0]
+
+
+SWEEP_FIGURES = ["val loss", "train loss", "test loss", "ELBO", "test log-likelihood", "FID"]
+
+
+def sweep_table(directory):
+    import csv
+
+    with open(directory / "groups.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    swept = [k for k in rows[0] if k not in ("preset", "runs") and not k.endswith((" mean", " sd"))]
+    header = ["preset", *swept, "runs (seeds)", *SWEEP_FIGURES]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        cells = [r["preset"], *[r[k] for k in swept], r["runs"]]
+        for name in SWEEP_FIGURES:
+            mean, sd = r.get(f"{name} mean", ""), r.get(f"{name} sd", "")
+            cells.append(f"{float(mean):.2f} +- {float(sd):.2f}" if mean else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_readme(readme_path, readme):
+    tmp = readme_path.with_suffix(".md.tmp")
+    tmp.write_text(readme)
+    tmp.replace(readme_path)
+
+
 def main():
+    if len(sys.argv) >= 2 and sys.argv[1] == "--sweep-file":
+        readme_path = Path(sys.argv[2] if len(sys.argv) == 3 else "README.md")
+        sys.stdout.write(sweep_file(readme_path.read_text()))
+        return
+    if len(sys.argv) >= 3 and sys.argv[1] == "--sweep":
+        directory = Path(sys.argv[2])
+        readme_path = Path(sys.argv[3] if len(sys.argv) == 4 else "README.md")
+        readme = replace_block(readme_path.read_text(), "sweep", sweep_table(directory))
+        write_readme(readme_path, readme)
+        print(f"sweep table of {directory} written into {readme_path}")
+        return
     if len(sys.argv) not in (2, 3):
         sys.exit(__doc__)
     out = Path(sys.argv[1])
@@ -124,9 +168,7 @@ def main():
         ("quality", quality_table),
     ]:
         readme = replace_block(readme, name, make(out))
-    tmp = readme_path.with_suffix(".md.tmp")
-    tmp.write_text(readme)
-    tmp.replace(readme_path)
+    write_readme(readme_path, readme)
     print(f"results tables of {out} written into {readme_path}")
 
 

@@ -39,6 +39,8 @@ enum Command {
     Reproduce(ReproduceArgs),
     /// A static, self-contained HTML report of runs (index.html plus the pictures it shows).
     Report(ReportArgs),
+    /// Many runs from one sweep file (presets x grid x seeds), on this machine or as a Slurm job array.
+    Sweep(SweepArgs),
     /// List every preset with a one-line description.
     Presets,
     /// Datasets: where they are found and what they hold.
@@ -101,6 +103,45 @@ struct ReportArgs {
     /// Title of the page.
     #[arg(long, default_value = "genlab report")]
     title: String,
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+struct SweepArgs {
+    #[command(subcommand)]
+    command: Option<SweepCommand>,
+    /// The sweep file (see the README's Sweeps section).
+    #[arg(required = true, value_name = "SWEEP.toml")]
+    file: Option<PathBuf>,
+    /// Sweep directory (default: sweeps/<file name without .toml>).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// local: run here; slurm: write an sbatch script for one job array (and submit it with --submit).
+    #[arg(long, default_value = "local", value_parser = ["local", "slurm"])]
+    executor: String,
+    /// Local executor: runs at a time (their threads share the cores; default: the file's local.jobs, or 1).
+    #[arg(long, value_name = "N", conflicts_with = "submit")]
+    jobs: Option<usize>,
+    /// Print the runs and their states; start nothing, write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Slurm: submit the script with sbatch and print the job id (implies --executor slurm).
+    #[arg(long)]
+    submit: bool,
+    /// Run one task (a run by its index) of a sweep directory made before: what each Slurm array task runs.
+    #[arg(long, value_name = "INDEX", conflicts_with_all = ["submit", "dry_run", "jobs"])]
+    task: Option<usize>,
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum SweepCommand {
+    /// Where every run of a sweep directory stands (and its Slurm tasks, where squeue answers).
+    Status {
+        /// The sweep directory.
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -441,9 +482,8 @@ fn presets() {
 
 fn compare(args: CompareArgs) -> Result<()> {
     let runs: Vec<&std::path::Path> = args.runs.iter().map(PathBuf::as_path).collect();
-    let table = genlab::eval::compare::compare(&runs)?;
-    let md = table.to_markdown();
-    print!("{md}");
+    let comparison = genlab::sweep::aggregate::comparison(&runs)?;
+    print!("{}", comparison.markdown);
     if args.out.exists() && !args.out.is_dir() {
         genlab::usage_bail!(
             "--out {} is a file; give a directory for compare.md and compare.csv",
@@ -456,14 +496,183 @@ fn compare(args: CompareArgs) -> Result<()> {
             args.out.display()
         ))
     })?;
-    let (md_path, csv_path) = (args.out.join("compare.md"), args.out.join("compare.csv"));
-    genlab::atomic::write_atomic(&md_path, md.as_bytes())?;
-    genlab::atomic::write_atomic(&csv_path, table.to_csv().as_bytes())?;
+    let written = genlab::sweep::aggregate::write_comparison(&comparison, &args.out)?;
+    let names: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
+    println!("\nwritten to {}", names.join(", "));
+    Ok(())
+}
+
+fn sweep(args: SweepArgs) -> Result<()> {
+    use genlab::sweep::{Sweep, local, manifest::Manifest, slurm, task};
+    if let Some(SweepCommand::Status { dir }) = args.command {
+        return sweep_status(&dir);
+    }
+    let file = args.file.expect("clap requires the file");
+    let plan = Sweep::plan(&file, args.out, args.data_dir)?;
+    if let Some(index) = args.task {
+        return task::run_task(&plan, index, &mut |line| println!("{line}"));
+    }
+    let slurm = args.submit || args.executor == "slurm";
+    if slurm && args.jobs.is_some() {
+        genlab::usage_bail!(
+            "--jobs is for the local executor; on Slurm, slurm.limit in the sweep file caps the tasks at once"
+        );
+    }
+    if args.dry_run {
+        let exists = genlab::sweep::aggregate::is_sweep(&plan.dir);
+        println!(
+            "{} runs into {} ({}):",
+            plan.runs.len(),
+            plan.dir.display(),
+            if exists { "exists" } else { "new" }
+        );
+        for (k, r) in plan.runs.iter().enumerate() {
+            let state = if plan.is_finished(k) {
+                "finished"
+            } else if plan.run_dir(k).join("config.toml").is_file() {
+                "to resume"
+            } else {
+                "to run"
+            };
+            println!(
+                "  {k:>3}  {:<40} {:<9} {} epochs  --set {}",
+                r.name,
+                state,
+                r.epochs,
+                r.set.join(" --set ")
+            );
+        }
+        return Ok(());
+    }
+    if slurm {
+        plan.prepare()?;
+        let manifest = Manifest::read(&plan.dir)?;
+        let queued = slurm::queue_states(&manifest).unwrap_or_default();
+        let todo: Vec<usize> = (0..plan.runs.len())
+            .filter(|&k| !plan.is_finished(k) && !queued.contains_key(&k))
+            .collect();
+        if todo.is_empty() {
+            println!(
+                "every run of {} is finished or queued ({} queued); nothing to submit",
+                plan.dir.display(),
+                queued.len()
+            );
+            return Ok(());
+        }
+        let exe = std::env::current_exe()?;
+        let script = slurm::write_script(&plan, &todo, &exe)?;
+        println!(
+            "sbatch script for {} of {} runs written to {}",
+            todo.len(),
+            plan.runs.len(),
+            script.display()
+        );
+        if args.submit {
+            let id = slurm::submit(&script)?;
+            Manifest::update(&plan.dir, |m| {
+                m.slurm_jobs.push(id.clone());
+                Ok(())
+            })?;
+            println!(
+                "submitted job array {id} ({} tasks); follow it with `genlab sweep status {}`",
+                todo.len(),
+                plan.dir.display()
+            );
+        } else {
+            println!("submit it with `sbatch {}`", script.display());
+        }
+        return Ok(());
+    }
+    let jobs = args.jobs.or(plan.spec.local.jobs).unwrap_or(1);
+    let summary = local::run_local(
+        &plan,
+        &local::LocalOptions {
+            jobs,
+            exe: std::env::current_exe()?,
+            interactive: genlab::progress::interactive(),
+        },
+        &mut |line| println!("{line}"),
+    )?;
     println!(
-        "\nwritten to {} and {}",
-        md_path.display(),
-        csv_path.display()
+        "\n{} runs finished now, {} before, {} failed; {:.0} s",
+        summary.finished.len(),
+        summary.skipped,
+        summary.failed.len(),
+        summary.seconds
     );
+    if summary.finished.len() + summary.skipped > 0 {
+        let comparison = genlab::sweep::aggregate::comparison(&[plan.dir.as_path()])?;
+        let written = genlab::sweep::aggregate::write_comparison(&comparison, &plan.dir)?;
+        println!("\n{}", comparison.markdown);
+        println!(
+            "written to {}; an HTML report: `genlab report {}`",
+            written
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            plan.dir.display()
+        );
+    }
+    if let Some((name, error, log)) = summary.failed.first() {
+        anyhow::bail!(
+            "{} of {} runs failed (first: {name}: {error}; log {}); fix the cause and run `genlab sweep {}` again",
+            summary.failed.len(),
+            plan.runs.len(),
+            log.display(),
+            file.display()
+        );
+    }
+    Ok(())
+}
+
+fn sweep_status(dir: &std::path::Path) -> Result<()> {
+    use genlab::sweep::{slurm, task};
+    let manifest = task::refresh(dir)?;
+    let queued = slurm::queue_states(&manifest);
+    let mut counts = std::collections::BTreeMap::new();
+    println!(
+        "{:>5}  {:<40} {:<12} {:>7}{}",
+        "task",
+        "run",
+        "state",
+        "epochs",
+        if queued.is_some() { "  slurm" } else { "" }
+    );
+    for r in &manifest.run {
+        let run = dir.join(genlab::sweep::RUNS_DIR).join(&r.name);
+        let done = std::fs::read(run.join("metrics.jsonl"))
+            .map(|b| b.iter().filter(|&&c| c == b'\n').count())
+            .unwrap_or(0);
+        *counts.entry(r.state.as_str()).or_insert(0) += 1;
+        let slurm_state = queued
+            .as_ref()
+            .map(|q| format!("  {}", q.get(&r.index).map_or("-", String::as_str)))
+            .unwrap_or_default();
+        println!(
+            "{:>5}  {:<40} {:<12} {:>7}{slurm_state}",
+            r.index,
+            r.name,
+            r.state.as_str(),
+            done
+        );
+        if let Some(e) = &r.error {
+            println!("       error: {e}");
+        }
+    }
+    let summary: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    println!("\n{} runs: {}", manifest.run.len(), summary.join(", "));
+    if !manifest.slurm_jobs.is_empty() {
+        println!(
+            "Slurm jobs: {}{}",
+            manifest.slurm_jobs.join(", "),
+            if queued.is_none() {
+                " (squeue not reachable here)"
+            } else {
+                ""
+            }
+        );
+    }
     Ok(())
 }
 
@@ -487,7 +696,7 @@ fn reproduce(args: ReproduceArgs) -> Result<()> {
     for s in &done.steps {
         println!(
             "{:<10} {:>9} {:>10.0} {:>10} {:>10.0}",
-            s.preset, s.training, s.train_seconds, s.evaluation, s.eval_seconds
+            s.preset, s.done.training, s.done.train_seconds, s.done.evaluation, s.done.eval_seconds
         );
     }
     println!(
@@ -606,8 +815,18 @@ fn keep_large_allocations() {
     }
 }
 
+/// Rust ignores SIGPIPE, so printing into a closed pipe (`genlab ... | head`)
+/// would panic; die of the signal quietly instead, as Unix tools do.
+fn quiet_broken_pipes() {
+    // SAFETY: resetting a signal's disposition before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     keep_large_allocations();
+    quiet_broken_pipes();
     let cli = Cli::parse();
     // Ctrl-C or SIGTERM: training finishes its batch, writes a checkpoint and stops; anything
     // else stops at once (every file is renamed into place whole, so nothing is torn).
@@ -638,6 +857,7 @@ fn main() -> ExitCode {
         Command::Compare(args) => compare(args),
         Command::Reproduce(args) => reproduce(args),
         Command::Report(args) => report(args),
+        Command::Sweep(args) => sweep(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,6 +6,7 @@
 //! temporary files of writes in progress (see [`crate::atomic`]): every file
 //! is renamed into place whole, so nothing is left half-written.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use thiserror::Error;
@@ -59,9 +60,42 @@ pub fn on_signal() -> SignalAction {
     }
 }
 
-/// Deletes the temporaries of writes in progress and exits with status 130.
+/// Child processes working for this one (a sweep's tasks), which run in
+/// process groups of their own and so see no terminal signal.
+static CHILDREN: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+/// Registers a child process that [`stop_now`] and [`forward`] signal.
+pub fn adopt(pid: u32) {
+    if let Ok(mut c) = CHILDREN.lock() {
+        c.push(pid as i32);
+    }
+}
+
+/// Forgets a child that has exited.
+pub fn release(pid: u32) {
+    if let Ok(mut c) = CHILDREN.lock() {
+        c.retain(|&p| p != pid as i32);
+    }
+}
+
+/// Sends SIGTERM to every registered child: a first one lets a task
+/// checkpoint and stop, a second stops it at once.
+pub fn forward() {
+    if let Ok(c) = CHILDREN.lock() {
+        for &pid in c.iter() {
+            // SAFETY: kill only sends a signal to a process we started.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
+    }
+}
+
+/// Deletes the temporaries of writes in progress, stops the children at
+/// once, and exits with status 130.
 pub fn stop_now() -> ! {
     crate::atomic::remove_pending_temporaries();
+    forward();
     std::process::exit(130)
 }
 

@@ -1,22 +1,21 @@
 //! `genlab reproduce`: every seed preset of `SPEC.md`, trained, evaluated,
 //! inpainted where the model can, compared and reported, in one directory.
 //!
-//! Each preset's run lives in `OUT/<preset>/`. A finished run is reused, an
-//! interrupted one is resumed from its latest checkpoint, and an evaluation
-//! or inpainting older than the run's weights is done again, so running the
-//! command a second time continues where the first stopped.
+//! Each preset's run lives in `OUT/<preset>/` and is taken to its end by
+//! [`crate::pipeline::finish_run`], so running the command a second time
+//! continues where the first stopped.
 
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use anyhow::Result;
 
 use crate::config::Overrides;
-use crate::eval::{EvalOptions, evaluate};
-use crate::inspect::{InpaintOptions, inpaint};
+use crate::eval::EvalOptions;
+use crate::inspect::InpaintOptions;
 use crate::models::{self, TrainRequest};
+use crate::pipeline::{Outcome, Steps, finish_run};
 use crate::presets::{self, SEED_PRESETS};
-use crate::run::RunDir;
 
 /// What `genlab reproduce` was asked to do.
 #[derive(Debug, Clone)]
@@ -94,6 +93,13 @@ impl ReproduceOptions {
         }
     }
 
+    fn steps(&self) -> Steps {
+        Steps {
+            eval: Some(self.eval_options()),
+            inpaint: Some(self.inpaint_options()),
+        }
+    }
+
     fn inpaint_options(&self) -> InpaintOptions {
         InpaintOptions {
             remove: vec![0.2, 0.5, 0.8],
@@ -134,12 +140,7 @@ impl ReproduceOptions {
 pub struct Step {
     pub preset: &'static str,
     pub run: PathBuf,
-    /// "trained", "resumed" or "reused".
-    pub training: &'static str,
-    pub train_seconds: f64,
-    /// "evaluated" or "reused".
-    pub evaluation: &'static str,
-    pub eval_seconds: f64,
+    pub done: Outcome,
 }
 
 /// What a reproduction made.
@@ -149,21 +150,6 @@ pub struct Reproduction {
     pub compare_md: PathBuf,
     pub report: PathBuf,
     pub seconds: f64,
-}
-
-fn modified(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
-}
-
-/// Whether `derived` exists and was written after the run's final weights.
-fn up_to_date(derived: &Path, run: &Path) -> bool {
-    match (
-        modified(derived),
-        modified(&run.join("weights.safetensors")),
-    ) {
-        (Some(d), Some(w)) => d >= w,
-        _ => false,
-    }
 }
 
 /// Whether the run at `run` has exactly the configuration this reproduction gives `preset`.
@@ -286,56 +272,8 @@ fn reproduce_into(
     let mut steps = Vec::new();
     for (k, (preset, request, run)) in plans.into_iter().enumerate() {
         let tag = format!("[{}/{total}] {preset}", k + 1);
-        let t = Instant::now();
-        let training = if run.join("weights.safetensors").is_file() {
-            say(&format!("{tag}: finished run reused ({})", run.display()));
-            "reused"
-        } else if run.join("config.toml").is_file() {
-            say(&format!(
-                "{tag}: resuming the interrupted run {}",
-                run.display()
-            ));
-            models::resume(&run, None, opts.data_dir.clone())?;
-            "resumed"
-        } else {
-            say(&format!("{tag}: training into {}", run.display()));
-            models::train(&request)?;
-            "trained"
-        };
-        let train_seconds = t.elapsed().as_secs_f64();
-        // A signal that came as training ended normally stops before the next step.
-        crate::interrupt::check()?;
-
-        let t = Instant::now();
-        let eval_json = run.join("eval.json");
-        let evaluation = if up_to_date(&eval_json, &run) {
-            say(&format!(
-                "{tag}: evaluation reused ({})",
-                eval_json.display()
-            ));
-            "reused"
-        } else {
-            say(&format!("{tag}: evaluating"));
-            let report = evaluate(&run, &opts.eval_options())?;
-            for line in &report.lines {
-                say(&format!("    {line}"));
-            }
-            "evaluated"
-        };
-        crate::interrupt::check()?;
-        let family = RunDir::open(&run)?.family()?;
-        if family != "gan" && !up_to_date(&run.join("inpaint.json"), &run) {
-            say(&format!("{tag}: inpainting"));
-            inpaint(&run, &opts.inpaint_options())?;
-        }
-        steps.push(Step {
-            preset,
-            run,
-            training,
-            train_seconds,
-            evaluation,
-            eval_seconds: t.elapsed().as_secs_f64(),
-        });
+        let done = finish_run(&request, &run, &opts.steps(), &tag, say)?;
+        steps.push(Step { preset, run, done });
     }
 
     // The report shows every finished seed run in OUT made with these

@@ -19,3 +19,17 @@ pub fn genlab(args: &[&str]) -> Command {
         .stderr(Stdio::piped());
     c
 }
+
+/// Whether a test must skip: prints one `SKIPPED:` line when `present` is
+/// false, or panics instead where `GENLAB_REQUIRE_OPTIONAL=1` (CI).
+#[allow(dead_code)]
+pub fn skip_without(present: bool, what: &str, how: &str) -> bool {
+    if present {
+        return false;
+    }
+    if std::env::var_os("GENLAB_REQUIRE_OPTIONAL").is_some_and(|v| v == "1") {
+        panic!("GENLAB_REQUIRE_OPTIONAL=1 but {what} is missing ({how})");
+    }
+    eprintln!("SKIPPED: {what} is missing ({how})");
+    true
+}

@@ -98,6 +98,124 @@ fn end_of_training(family: &str, last: Option<&serde_json::Map<String, Value>>) 
     }
 }
 
+/// What a run directory says of itself: its configuration, its metrics
+/// rows and its eval.json (null when it has none).
+struct RunRecord {
+    config: toml::Value,
+    rows: Vec<serde_json::Map<String, Value>>,
+    eval: Option<Value>,
+}
+
+impl RunRecord {
+    fn load(root: &Path) -> Result<RunRecord> {
+        let run = RunDir::open(root).map_err(crate::error::usage)?;
+        let config: toml::Value = toml::from_str(&std::fs::read_to_string(run.config_path())?)?;
+        let rows = run.metrics().read()?;
+        let eval_path = run.root.join("eval.json");
+        let eval = if eval_path.is_file() {
+            Some(serde_json::from_str(&std::fs::read_to_string(&eval_path)?)?)
+        } else {
+            None
+        };
+        Ok(RunRecord { config, rows, eval })
+    }
+
+    fn family(&self) -> &str {
+        self.config
+            .get("family")
+            .and_then(|v| v.as_str())
+            .unwrap_or("?")
+    }
+
+    fn training_seconds(&self) -> f64 {
+        self.rows.iter().filter_map(|r| r["seconds"].as_f64()).sum()
+    }
+
+    fn median_rate(&self) -> Option<f64> {
+        let mut rates: Vec<f64> = self
+            .rows
+            .iter()
+            .filter_map(|r| r["samples_per_second"].as_f64())
+            .collect();
+        rates.sort_by(f64::total_cmp);
+        rates.get(rates.len() / 2).copied()
+    }
+}
+
+/// A run's figures as numbers (name, value), in the order the comparison
+/// table shows them: what sweeps average over seeds.
+pub fn run_figures(root: &Path) -> Result<Vec<(&'static str, f64)>> {
+    let record = RunRecord::load(root)?;
+    let mut out = vec![("training s", record.training_seconds())];
+    if let Some(r) = record.median_rate() {
+        out.push(("samples/s", r));
+    }
+    let last = record.rows.last();
+    let keys: &[(&str, &str)] = match record.family() {
+        "vae" => &[("val_loss", "val loss"), ("loss", "train loss")],
+        "gan" => &[("d_loss", "d loss"), ("g_loss", "g loss")],
+        "rbm" => &[
+            ("pseudo_likelihood_test", "pseudo-LL"),
+            ("recon_error_test", "recon error"),
+        ],
+        _ => &[],
+    };
+    for (key, name) in keys {
+        if let Some(v) = last.and_then(|m| m.get(*key)).and_then(Value::as_f64) {
+            out.push((name, v));
+        }
+    }
+    let eval = record.eval.unwrap_or(Value::Null);
+    let q = &eval["sample_quality"]["model"];
+    let evaluated = [
+        (
+            "test log-likelihood",
+            &eval["likelihood"]["test_log_likelihood"],
+        ),
+        ("ELBO", &eval["likelihood"]["elbo"]),
+        ("test loss", &eval["loss"]["test_loss"]),
+        ("FID", &q["fid"]),
+        ("KID", &q["kid"]),
+        ("IS", &q["inception_score"]),
+        ("precision", &q["precision"]),
+        ("recall", &q["recall"]),
+        ("classes >= 5%", &q["classes_covered"]),
+    ];
+    for (name, v) in evaluated {
+        if let Some(x) = v.as_f64() {
+            out.push((name, x));
+        }
+    }
+    Ok(out)
+}
+
+/// The figure SPEC.md publishes for the preset, where the run's model
+/// settings are the preset's (a sweep's `model.latent = 16` on vae-2 is not
+/// the seed's vae-2); its epochs may differ.
+fn seed_figure(family: &str, preset: &str, config: &toml::Value) -> String {
+    let Some(figure) = crate::presets::find(preset).and_then(|p| p.seed_figure) else {
+        return "-".into();
+    };
+    let planned = crate::models::planned_config(&crate::models::TrainRequest {
+        family: family.to_string(),
+        preset: Some(preset.to_string()),
+        ..Default::default()
+    })
+    .ok()
+    .and_then(|text| toml::from_str::<toml::Value>(&text).ok());
+    let model = |c: &toml::Value| {
+        let mut m = c.get("model").cloned();
+        if let Some(toml::Value::Table(t)) = &mut m {
+            t.remove("epochs");
+        }
+        m
+    };
+    match planned {
+        Some(p) if model(&p) == model(config) => figure.to_string(),
+        _ => "- (other settings)".into(),
+    }
+}
+
 /// The comparison table of `runs`.
 pub fn compare(runs: &[&Path]) -> Result<Table> {
     if runs.is_empty() {
@@ -129,28 +247,18 @@ pub fn compare(runs: &[&Path]) -> Result<Table> {
     };
     let mut reference: Option<Value> = None;
     for root in runs {
-        let run = RunDir::open(root).map_err(crate::error::usage)?;
-        let config: toml::Value = toml::from_str(&std::fs::read_to_string(run.config_path())?)?;
-        let rows = run.metrics().read()?;
-        let seconds: f64 = rows.iter().filter_map(|r| r["seconds"].as_f64()).sum();
-        let mut rates: Vec<f64> = rows
-            .iter()
-            .filter_map(|r| r["samples_per_second"].as_f64())
-            .collect();
-        rates.sort_by(f64::total_cmp);
-        let rate = rates.get(rates.len() / 2).copied();
-        let eval_path = run.root.join("eval.json");
-        let eval: Value = if eval_path.is_file() {
-            serde_json::from_str(&std::fs::read_to_string(&eval_path)?)?
-        } else {
+        let record = RunRecord::load(root)?;
+        let (seconds, rate) = (record.training_seconds(), record.median_rate());
+        let family = record.family();
+        let (config, rows) = (&record.config, &record.rows);
+        let eval = record.eval.clone().unwrap_or_else(|| {
             table.notes.push(format!(
                 "{}: no eval.json; run `genlab eval {}` for its metrics",
                 root.display(),
                 root.display()
             ));
             Value::Null
-        };
-        let family = config.get("family").and_then(|v| v.as_str()).unwrap_or("?");
+        });
         let arch = config
             .get("model")
             .and_then(|m| m.get("architecture"))
@@ -177,10 +285,7 @@ pub fn compare(runs: &[&Path]) -> Result<Table> {
             rate.map(|r| format!("{r:.0}"))
                 .unwrap_or_else(|| "-".into()),
             end_of_training(family, rows.last()),
-            crate::presets::find(&preset)
-                .and_then(|p| p.seed_figure)
-                .unwrap_or("-")
-                .to_string(),
+            seed_figure(family, &preset, config),
             num(ll, 2),
             num(&eval["likelihood"]["elbo"], 2),
             num(&eval["loss"]["test_loss"], 3),

@@ -95,6 +95,16 @@ pub fn kept_checkpoint(ctx: &TrainContext) -> String {
 /// Names of the families this build can train.
 pub const FAMILIES: &[&str] = &["rbm", "vae", "gan"];
 
+/// The preset `genlab train FAMILY` uses without `--preset`.
+pub fn seed_preset(family: &str) -> Option<&'static str> {
+    match family {
+        "rbm" => Some(<rbm::train::RbmFamily as Family>::SEED_PRESET),
+        "vae" => Some(<vae::train::VaeFamily as Family>::SEED_PRESET),
+        "gan" => Some(<gan::train::GanFamily as Family>::SEED_PRESET),
+        _ => None,
+    }
+}
+
 /// What `genlab train` was asked to do.
 #[derive(Debug, Clone, Default)]
 pub struct TrainRequest {

@@ -19,6 +19,7 @@ use crate::run::RunDir;
 
 mod server;
 mod style;
+mod sweep;
 pub use server::serve;
 use style::{FAVICON, STYLE};
 
@@ -361,11 +362,15 @@ fn slugs(runs: &[&Path]) -> Vec<String> {
 
 /// Writes the report of `runs` into the directory `out` (created, or
 /// replaced if it holds an earlier genlab report) and returns what it wrote.
-pub fn write_report(runs: &[&Path], out: &Path, title: &str) -> Result<ReportSummary> {
-    if runs.is_empty() {
+pub fn write_report(paths: &[&Path], out: &Path, title: &str) -> Result<ReportSummary> {
+    if paths.is_empty() {
         crate::usage_bail!("genlab report: give one or more run directories");
     }
     check_replaceable(out)?;
+    // A sweep directory stands for its runs, with its groups shown first.
+    let (expanded, sweeps) = crate::sweep::aggregate::expand(paths)?;
+    let runs: Vec<&Path> = expanded.iter().map(PathBuf::as_path).collect();
+    let runs = runs.as_slice();
     let table = compare(runs)?;
     let infos = slugs(runs)
         .into_iter()
@@ -388,8 +393,11 @@ pub fn write_report(runs: &[&Path], out: &Path, title: &str) -> Result<ReportSum
     let mut images = 0;
     let mut html = String::new();
     html += &head(title);
-    html += &header(title, &infos);
+    html += &header(title, &infos, &sweeps);
     html += "<main>\n";
+    for (k, a) in sweeps.iter().enumerate() {
+        html += &sweep::section(a, k, staging.path())?;
+    }
     html += &comparison(&table, &infos);
     for info in &infos {
         let dest = staging.path().join("runs").join(&info.slug);
@@ -512,7 +520,7 @@ fn head(title: &str) -> String {
     )
 }
 
-fn header(title: &str, infos: &[RunInfo]) -> String {
+fn header(title: &str, infos: &[RunInfo], sweeps: &[crate::sweep::aggregate::Aggregate]) -> String {
     let now = time::OffsetDateTime::now_utc()
         .format(time::macros::format_description!(
             "[year]-[month]-[day] [hour]:[minute] UTC"
@@ -531,13 +539,16 @@ fn header(title: &str, infos: &[RunInfo]) -> String {
         .collect();
     let mut s = format!(
         "<header>\n<h1>{}</h1>\n<p class=\"meta\">{} run{} on {} &#183; written {} by genlab {}</p>\n<nav><ul>\n\
-         <li><a href=\"#comparison\">Comparison</a></li>\n",
+         {}<li><a href=\"#comparison\">Comparison</a></li>\n",
         escape(title),
         infos.len(),
         if infos.len() == 1 { "" } else { "s" },
         escape(&datasets.into_iter().collect::<Vec<_>>().join(", ")),
         now,
         env!("CARGO_PKG_VERSION"),
+        (0..sweeps.len())
+            .map(|k| format!("<li><a href=\"#sweep-{k}\">Sweep {}</a></li>\n", k + 1))
+            .collect::<String>(),
     );
     for i in infos {
         let _ = writeln!(

@@ -45,17 +45,29 @@ fn draw<DB: DrawingBackend>(
     x_label: &str,
     y_label: &str,
     series: &[Series],
+    errors: &[Vec<f64>],
 ) -> Result<()>
 where
     DB::ErrorType: 'static,
 {
-    let all = series.iter().flat_map(|s| s.points.iter());
+    let error = |i: usize, j: usize| {
+        errors
+            .get(i)
+            .and_then(|e| e.get(j))
+            .copied()
+            .filter(|e| e.is_finite())
+            .unwrap_or(0.0)
+    };
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for &(x, y) in all.filter(|(x, y)| x.is_finite() && y.is_finite()) {
-        x0 = x0.min(x);
-        x1 = x1.max(x);
-        y0 = y0.min(y);
-        y1 = y1.max(y);
+    for (i, s) in series.iter().enumerate() {
+        for (j, &(x, y)) in s.points.iter().enumerate() {
+            if x.is_finite() && y.is_finite() {
+                x0 = x0.min(x);
+                x1 = x1.max(x);
+                y0 = y0.min(y - error(i, j));
+                y1 = y1.max(y + error(i, j));
+            }
+        }
     }
     if x0 > x1 {
         bail!("plot '{title}': no finite points to draw");
@@ -102,6 +114,18 @@ where
                 .draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))
                 .map_err(err)?;
         }
+        if errors.get(i).is_some() {
+            let bars = s
+                .points
+                .iter()
+                .enumerate()
+                .filter(|(_, (x, y))| x.is_finite() && y.is_finite())
+                .map(|(j, &(x, y))| {
+                    let e = error(i, j);
+                    ErrorBar::new_vertical(x, y - e, y, y + e, color.stroke_width(2), 10)
+                });
+            chart.draw_series(bars).map_err(err)?;
+        }
     }
     chart
         .configure_series_labels()
@@ -123,11 +147,24 @@ pub fn line_plot(
     y_label: &str,
     series: &[Series],
 ) -> Result<()> {
+    error_plot(stem, title, x_label, y_label, series, &[])
+}
+
+/// [`line_plot`] with a vertical error bar of half-height `errors[i][j]` at
+/// point `j` of series `i` (no bars for series past `errors`).
+pub fn error_plot(
+    stem: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+    errors: &[Vec<f64>],
+) -> Result<()> {
     register_font();
     let mut rgb = vec![0u8; (WIDTH * HEIGHT * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut rgb, (WIDTH, HEIGHT)).into_drawing_area();
-        draw(root, title, x_label, y_label, series)?;
+        draw(root, title, x_label, y_label, series, errors)?;
     }
     write_atomic_with(&stem.with_extension("png"), |file| {
         image::codecs::png::PngEncoder::new(std::io::BufWriter::new(file)).write_image(
@@ -141,7 +178,7 @@ pub fn line_plot(
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
-        draw(root, title, x_label, y_label, series)?;
+        draw(root, title, x_label, y_label, series, errors)?;
     }
     write_atomic(&stem.with_extension("svg"), svg.as_bytes())
 }
