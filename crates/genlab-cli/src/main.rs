@@ -428,7 +428,7 @@ fn train(args: TrainArgs) -> Result<()> {
     let Some(model) = args.model else {
         genlab::usage_bail!(
             "give the model to train (one of {}) or --resume RUN",
-            models::FAMILIES.join(", ")
+            models::family::names().join(", ")
         );
     };
     // Flags become --set assignments applied before the user's own --set.

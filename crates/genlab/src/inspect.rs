@@ -1,5 +1,5 @@
 //! Commands that read a trained run and show what the model does:
-//! `genlab sample` and `genlab inpaint`. Each dispatches on the run's family.
+//! `genlab sample` and `genlab inpaint`, through the run's family interface.
 
 use std::path::{Path, PathBuf};
 
@@ -9,8 +9,8 @@ use serde::Serialize;
 use crate::atomic::write_atomic;
 use crate::data::PIXELS;
 use crate::data::corrupt::remove_nonzero_fraction;
+use crate::models::family::{self, SampleSpec};
 use crate::models::rbm::{self, ChainStart};
-use crate::models::{gan, vae};
 use crate::rng::{Purpose, stream};
 use crate::run::RunDir;
 use crate::viz::save_grid;
@@ -40,73 +40,22 @@ pub fn sample(run_root: &Path, opts: &SampleOptions) -> Result<(PathBuf, String)
     crate::bounded::check_count("-n", opts.n, MAX_GRID_IMAGES, "samples in one grid")?;
     crate::bounded::check_count("--steps", opts.steps, MAX_STEPS, "steps")?;
     let run = RunDir::open(run_root)?;
-    let family = run.family()?;
+    let model = family::of_run(&run)?.load(&run)?;
+    let spec = SampleSpec {
+        n: opts.n,
+        steps: opts.steps,
+        from: opts.from,
+        seed: opts.seed,
+        data_dir: opts.data_dir.clone(),
+    };
+    let samples = model.sample(&spec)?;
+    let path = opts
+        .out
+        .clone()
+        .unwrap_or_else(|| run.images().join(model.sample_file(&spec)));
     let cols = (opts.n as f64).sqrt().ceil() as usize;
-    match family.as_str() {
-        "rbm" => {
-            if opts.steps == 0 {
-                crate::usage_bail!("--steps 0: a Gibbs chain needs at least one step");
-            }
-            let loaded = rbm::load_run(&run)?;
-            let data = loaded.config.data.load(opts.data_dir.clone())?;
-            let samples = rbm::sample_chains(
-                &loaded.rbm,
-                &data.test,
-                opts.n,
-                opts.steps,
-                opts.from,
-                opts.seed,
-            );
-            let from = match opts.from {
-                ChainStart::Noise => "noise",
-                ChainStart::Data => "data",
-            };
-            let path = opts.out.clone().unwrap_or_else(|| {
-                run.images().join(format!(
-                    "sample_{from}_{}steps_seed{}.png",
-                    opts.steps, opts.seed
-                ))
-            });
-            save_grid(&path, &samples, opts.n.div_ceil(cols), cols)?;
-            Ok((
-                path,
-                format!(
-                    "{} Gibbs steps from {from}, mean-field visible probabilities",
-                    opts.steps
-                ),
-            ))
-        }
-        "vae" => {
-            let loaded = vae::load_run(&run)?;
-            let samples = vae::sample_prior(&loaded.vae, opts.n, opts.seed)?;
-            let path = opts.out.clone().unwrap_or_else(|| {
-                run.images()
-                    .join(format!("sample_prior_seed{}.png", opts.seed))
-            });
-            save_grid(&path, &samples, opts.n.div_ceil(cols), cols)?;
-            Ok((
-                path,
-                "decoded draws of z ~ N(0, I), decoder means".to_string(),
-            ))
-        }
-        "gan" => {
-            let loaded = gan::load_run(&run)?;
-            let samples = gan::sample(&loaded.gan, opts.n, opts.seed)?;
-            let path = opts.out.clone().unwrap_or_else(|| {
-                run.images()
-                    .join(format!("sample_noise_seed{}.png", opts.seed))
-            });
-            save_grid(&path, &samples, opts.n.div_ceil(cols), cols)?;
-            Ok((
-                path,
-                "generator outputs for fresh noise, dropout off".to_string(),
-            ))
-        }
-        other => crate::usage_bail!(
-            "{}: sampling a {other} run is not supported",
-            run_root.display()
-        ),
-    }
+    save_grid(&path, &samples, opts.n.div_ceil(cols), cols)?;
+    Ok((path, model.sample_how(&spec)))
 }
 
 /// Options of `genlab inpaint`.
@@ -163,30 +112,19 @@ pub fn inpaint(run_root: &Path, opts: &InpaintOptions) -> Result<InpaintReport> 
     }
     let run = RunDir::open(run_root)?;
     let _lock = crate::run::RunLock::acquire(&run.root, "inpainting")?;
-    let family = run.family()?;
     if opts.steps == 0 {
         crate::usage_bail!("--steps 0: use at least one step");
     }
-    enum Model {
-        Rbm(rbm::LoadedRbm),
-        Vae(vae::LoadedVae),
+    let family = family::of_run(&run)?;
+    if !family.inpaints() {
+        crate::usage_bail!(
+            "{}: inpainting a {} run is not supported (it has no encoder or conditional)",
+            run_root.display(),
+            family.name()
+        );
     }
-    let (model, data_config) = match family.as_str() {
-        "rbm" => {
-            let m = rbm::load_run(&run)?;
-            let d = m.config.data.clone();
-            (Model::Rbm(m), d)
-        }
-        "vae" => {
-            let m = vae::load_run(&run)?;
-            let d = m.config.data.clone();
-            (Model::Vae(m), d)
-        }
-        other => crate::usage_bail!(
-            "{}: inpainting a {other} run is not supported",
-            run_root.display()
-        ),
-    };
+    let model = family.load(&run)?;
+    let data_config = model.data().clone();
     let data = data_config.load(opts.data_dir.clone())?;
     let n = opts.n.min(data.test.len());
     let originals = rbm::first_rows(&data.test, n);
@@ -201,24 +139,8 @@ pub fn inpaint(run_root: &Path, opts: &InpaintOptions) -> Result<InpaintReport> 
             corrupted.extend(c);
             missing.extend(m);
         }
-        let (free, clamped) = match &model {
-            Model::Rbm(loaded) => {
-                let mut chain_rng = stream(opts.seed, Purpose::Sample, fi as u32);
-                let free = loaded
-                    .rbm
-                    .gibbs_from_visible(&corrupted, opts.steps, &mut chain_rng);
-                let clamped = rbm::inpaint_clamped(
-                    &loaded.rbm,
-                    &corrupted,
-                    &missing,
-                    opts.steps,
-                    opts.steps / 4,
-                    &mut chain_rng,
-                );
-                (free, clamped)
-            }
-            Model::Vae(loaded) => vae::inpaint(&loaded.vae, &corrupted, &missing, opts.steps)?,
-        };
+        let (free, clamped) =
+            model.inpaint(&corrupted, &missing, opts.steps, opts.seed, fi as u32)?;
         // Rows of 16 digits: original / corrupted / free chain / clamped.
         let per_row = 16.min(n);
         let mut tiles = Vec::new();
@@ -244,18 +166,9 @@ pub fn inpaint(run_root: &Path, opts: &InpaintOptions) -> Result<InpaintReport> 
             picture,
         });
     }
-    let (free_method, clamped_method) = match &model {
-        Model::Rbm(_) => (
-            format!("free chain: the seed's way, {} Gibbs steps from the corrupted image, unclamped", opts.steps),
-            format!("clamped: {} Gibbs steps with the kept pixels fixed, removed ones resampled (mean of the last quarter)", opts.steps),
-        ),
-        Model::Vae(_) => (
-            "free: one encode -> decode of the corrupted image (posterior mean), removed pixels taken from it".to_string(),
-            format!("clamped: encode -> decode iterated {} times, kept pixels fixed, removed ones replaced by the decoding", opts.steps),
-        ),
-    };
+    let (free_method, clamped_method) = model.inpaint_methods(opts.steps);
     let report = InpaintReport {
-        family,
+        family: family.name().to_string(),
         free_method,
         clamped_method,
         rows,

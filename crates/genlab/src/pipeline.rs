@@ -51,7 +51,7 @@ pub fn up_to_date(derived: &Path, run: &Path) -> bool {
 
 /// Whether the family of the run at `run` can inpaint.
 fn inpaints(run: &Path) -> Result<bool> {
-    Ok(RunDir::open(run)?.family()? != "gan")
+    Ok(crate::models::family::of_run(&RunDir::open(run)?)?.inpaints())
 }
 
 /// Whether every step asked for is done for the run at `run`.

@@ -114,12 +114,12 @@ impl ReproduceOptions {
     /// The seed presets picked by `--only`, in SPEC order.
     pub fn presets(&self) -> Result<Vec<&'static str>> {
         for token in &self.only {
-            let known = models::FAMILIES.contains(&token.as_str())
-                || SEED_PRESETS.contains(&token.as_str());
+            let known =
+                models::family::find(token).is_some() || SEED_PRESETS.contains(&token.as_str());
             if !known {
                 crate::usage_bail!(
                     "--only {token}: not a model family ({}) or a seed preset ({})",
-                    models::FAMILIES.join(", "),
+                    models::family::names().join(", "),
                     SEED_PRESETS.join(", ")
                 );
             }

@@ -558,7 +558,7 @@ fn cpu_conv_fast_path_matches_the_autodiff_step() {
 
 #[test]
 fn host_decoder_of_the_evaluation_matches_burn() {
-    use genlab::eval::vae::VaeDensity;
+    use genlab::models::vae::eval::VaeDensity;
     let dev = device();
     for (arch, likelihood) in [
         (Architecture::Mlp, Likelihood::Mse),

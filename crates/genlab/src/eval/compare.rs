@@ -7,6 +7,7 @@ use std::path::Path;
 use anyhow::Result;
 use serde_json::Value;
 
+use crate::models::family::{self, ModelFamily};
 use crate::run::RunDir;
 
 /// A table: a header and rows of cells.
@@ -81,21 +82,25 @@ fn quality_cells(q: &Value) -> Vec<String> {
 }
 
 /// The last epoch's training figures, in the terms the SPEC states the seed's.
-fn end_of_training(family: &str, last: Option<&serde_json::Map<String, Value>>) -> String {
-    let Some(m) = last else {
+fn end_of_training(
+    family: Option<&dyn ModelFamily>,
+    last: Option<&serde_json::Map<String, Value>>,
+) -> String {
+    let (Some(family), Some(m)) = (family, last) else {
         return "-".into();
     };
-    let f = |key: &str, digits: usize| num(m.get(key).unwrap_or(&Value::Null), digits);
-    match family {
-        "vae" => format!("val loss {}, train {}", f("val_loss", 2), f("loss", 2)),
-        "gan" => format!("d {}, g {}", f("d_loss", 2), f("g_loss", 2)),
-        "rbm" => format!(
-            "pseudo-LL {}, recon {}",
-            f("pseudo_likelihood_test", 1),
-            f("recon_error_test", 4)
-        ),
-        _ => "-".into(),
-    }
+    family
+        .training_figures()
+        .iter()
+        .map(|f| {
+            format!(
+                "{} {}",
+                f.short,
+                num(m.get(f.key).unwrap_or(&Value::Null), f.digits)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// What a run directory says of itself: its configuration, its metrics
@@ -151,18 +156,10 @@ pub fn run_figures(root: &Path) -> Result<Vec<(&'static str, f64)>> {
         out.push(("samples/s", r));
     }
     let last = record.rows.last();
-    let keys: &[(&str, &str)] = match record.family() {
-        "vae" => &[("val_loss", "val loss"), ("loss", "train loss")],
-        "gan" => &[("d_loss", "d loss"), ("g_loss", "g loss")],
-        "rbm" => &[
-            ("pseudo_likelihood_test", "pseudo-LL"),
-            ("recon_error_test", "recon error"),
-        ],
-        _ => &[],
-    };
-    for (key, name) in keys {
-        if let Some(v) = last.and_then(|m| m.get(*key)).and_then(Value::as_f64) {
-            out.push((name, v));
+    let figures = family::find(record.family()).map_or(&[][..], |f| f.training_figures());
+    for f in figures {
+        if let Some(v) = last.and_then(|m| m.get(f.key)).and_then(Value::as_f64) {
+            out.push((f.name, v));
         }
     }
     let eval = record.eval.unwrap_or(Value::Null);
@@ -259,17 +256,8 @@ pub fn compare(runs: &[&Path]) -> Result<Table> {
             ));
             Value::Null
         });
-        let arch = config
-            .get("model")
-            .and_then(|m| m.get("architecture"))
-            .and_then(|v| v.as_str());
-        let model = match (family, arch) {
-            ("vae", Some("conv")) => "conv VAE".to_string(),
-            ("vae", _) => "MLP VAE".to_string(),
-            ("rbm", _) => "RBM".to_string(),
-            ("gan", _) => "MLP GAN".to_string(),
-            (other, _) => other.to_string(),
-        };
+        let found = family::find(family);
+        let model = found.map_or(family.to_string(), |f| f.label(config));
         let ll = &eval["likelihood"]["test_log_likelihood"];
         let preset = config
             .get("preset")
@@ -284,7 +272,7 @@ pub fn compare(runs: &[&Path]) -> Result<Table> {
             format!("{seconds:.0}"),
             rate.map(|r| format!("{r:.0}"))
                 .unwrap_or_else(|| "-".into()),
-            end_of_training(family, rows.last()),
+            end_of_training(found, rows.last()),
             seed_figure(family, &preset, config),
             num(ll, 2),
             num(&eval["likelihood"]["elbo"], 2),

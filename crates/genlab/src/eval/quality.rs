@@ -14,8 +14,8 @@ use super::sample_metrics::{class_coverage, fid, inception_score, kid, precision
 use crate::config::{DataConfig, RunConfig};
 use crate::data::batches::split_to_f32;
 use crate::data::{DatasetName, PixelView};
-use crate::models::rbm::{self, ChainStart};
-use crate::models::{gan, vae};
+use crate::models::family::{ModelFamily, SampleSpec};
+use crate::models::rbm::ChainStart;
 use crate::rng::{Purpose, stream};
 use crate::run::RunDir;
 
@@ -57,7 +57,7 @@ fn line(name: &str, m: &Value) -> String {
 /// Generates `opts.samples` images from the run's model and measures them.
 pub fn evaluate_samples(
     run: &RunDir,
-    family: &str,
+    family: &dyn ModelFamily,
     opts: &EvalOptions,
 ) -> Result<(Value, Vec<String>)> {
     let n = opts.samples;
@@ -79,42 +79,16 @@ pub fn evaluate_samples(
     let (mut net, evaluator_desc) =
         evaluator::load(&ds_name, opts.evaluator.as_deref(), 500).map_err(crate::error::usage)?;
     let t0 = Instant::now();
-    let (images, how) = match family {
-        "rbm" => {
-            let loaded = rbm::load_run(run)?;
-            let data = loaded.config.data.load(opts.data_dir.clone())?;
-            let s = rbm::sample_chains(
-                &loaded.rbm,
-                &data.test,
-                n,
-                opts.sample_steps,
-                ChainStart::Noise,
-                opts.seed,
-            );
-            (
-                s,
-                format!(
-                    "{} Gibbs steps from random noise, mean-field visible probabilities",
-                    opts.sample_steps
-                ),
-            )
-        }
-        "vae" => {
-            let loaded = vae::load_run(run)?;
-            (
-                vae::sample_prior(&loaded.vae, n, opts.seed)?,
-                "decoder means of z ~ N(0, I)".to_string(),
-            )
-        }
-        "gan" => {
-            let loaded = gan::load_run(run)?;
-            (
-                gan::sample(&loaded.gan, n, opts.seed)?,
-                "generator outputs for fresh noise, dropout off".to_string(),
-            )
-        }
-        other => crate::usage_bail!("sample metrics for a {other} run are not supported"),
+    let model = family.load(run)?;
+    let spec = SampleSpec {
+        n,
+        steps: opts.sample_steps,
+        from: ChainStart::Noise,
+        seed: opts.seed,
+        data_dir: opts.data_dir.clone(),
     };
+    let images = model.sample(&spec)?;
+    let how = model.sample_how(&spec);
     let sampling_seconds = t0.elapsed().as_secs_f64();
     // The whole test set and the first 10,000 training images, whatever limits the run trained with.
     let full = DataConfig {

@@ -1,8 +1,9 @@
 //! Model families, one folder each: its configuration (a serde struct whose
 //! defaults are the seed preset) and model in `mod.rs`, its training loop
-//! implementing [`Family`] in `train.rs`. A family is registered by a line
-//! in [`FAMILIES`] and in the dispatches of this module (and, until the
-//! family interface exists, in `inspect`, `eval` and `report`).
+//! implementing [`Family`] in `train.rs`, and the rest of what it offers
+//! (loading, sampling, inpainting, evaluation, labels, figures) implementing
+//! [`family::ModelFamily`] in `family.rs`. A family is registered by one
+//! line in [`family::REGISTRY`]; nothing else names it.
 
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,7 @@ use crate::error::usage;
 use crate::presets::{self, Preset};
 use crate::run::{Checkpoint, RunDir, RunLock};
 
+pub mod family;
 pub mod gan;
 pub mod host;
 pub mod host_conv;
@@ -92,19 +94,6 @@ pub fn kept_checkpoint(ctx: &TrainContext) -> String {
     }
 }
 
-/// Names of the families this build can train.
-pub const FAMILIES: &[&str] = &["rbm", "vae", "gan"];
-
-/// The preset `genlab train FAMILY` uses without `--preset`.
-pub fn seed_preset(family: &str) -> Option<&'static str> {
-    match family {
-        "rbm" => Some(<rbm::train::RbmFamily as Family>::SEED_PRESET),
-        "vae" => Some(<vae::train::VaeFamily as Family>::SEED_PRESET),
-        "gan" => Some(<gan::train::GanFamily as Family>::SEED_PRESET),
-        _ => None,
-    }
-}
-
 /// What `genlab train` was asked to do.
 #[derive(Debug, Clone, Default)]
 pub struct TrainRequest {
@@ -117,50 +106,45 @@ pub struct TrainRequest {
 
 /// Trains `request.family`; returns the run directory.
 pub fn train(request: &TrainRequest) -> Result<PathBuf> {
-    match request.family.as_str() {
-        "rbm" => train_family::<rbm::train::RbmFamily>(request),
-        "vae" => train_family::<vae::train::VaeFamily>(request),
-        "gan" => train_family::<gan::train::GanFamily>(request),
-        // A preset's name works as the model: `genlab train conv-vae`.
-        other if request.preset.is_none() && presets::find(other).is_some() => {
-            let preset = presets::find(other).expect("checked");
-            let mut request = request.clone();
-            request.family = preset.family.to_string();
-            request.preset = Some(preset.name.to_string());
-            train(&request)
-        }
-        other => {
-            let hint = presets::closest(other, FAMILIES.iter().copied())
-                .map(|c| format!(" (did you mean {c}?)"))
-                .unwrap_or_default();
-            crate::usage_bail!(
-                "unknown model '{other}'{hint}: this genlab trains {}",
-                if FAMILIES.is_empty() {
-                    "no models yet".to_string()
-                } else {
-                    FAMILIES.join(", ")
-                }
-            )
-        }
+    if let Some(family) = family::find(&request.family) {
+        return family.train(request);
     }
+    // A preset's name works as the model: `genlab train conv-vae`.
+    if request.preset.is_none()
+        && let Some(preset) = presets::find(&request.family)
+    {
+        let mut request = request.clone();
+        request.family = preset.family.to_string();
+        request.preset = Some(preset.name.to_string());
+        return train(&request);
+    }
+    let names = family::names();
+    let hint = presets::closest(&request.family, names.iter().copied())
+        .map(|c| format!(" (did you mean {c}?)"))
+        .unwrap_or_default();
+    crate::usage_bail!(
+        "unknown model '{}'{hint}: this genlab trains {}",
+        request.family,
+        names.join(", ")
+    )
 }
 
 /// The `config.toml` text [`train`] would write for `request`, without
-/// training (how `reproduce` recognises its own runs).
+/// training (how `reproduce` and `sweep` recognise their own runs).
 pub fn planned_config(request: &TrainRequest) -> Result<String> {
-    fn planned<F: Family>(request: &TrainRequest) -> Result<String> {
-        let preset = preset_for(F::NAME, F::SEED_PRESET, request.preset.as_deref())?;
-        let config: RunConfig<F::Config> = resolve(preset, &request.overrides).map_err(usage)?;
-        config.model.validate().map_err(usage)?;
-        check_training_memory(&config.model)?;
-        crate::config::to_toml(&config)
+    match family::find(&request.family) {
+        Some(f) => f.planned_config(request),
+        None => crate::usage_bail!("unknown model '{}'", request.family),
     }
-    match request.family.as_str() {
-        "rbm" => planned::<rbm::train::RbmFamily>(request),
-        "vae" => planned::<vae::train::VaeFamily>(request),
-        "gan" => planned::<gan::train::GanFamily>(request),
-        other => crate::usage_bail!("unknown model '{other}'"),
-    }
+}
+
+/// [`planned_config`] for the family `F`.
+pub fn planned_family_config<F: Family>(request: &TrainRequest) -> Result<String> {
+    let preset = preset_for(F::NAME, F::SEED_PRESET, request.preset.as_deref())?;
+    let config: RunConfig<F::Config> = resolve(preset, &request.overrides).map_err(usage)?;
+    config.model.validate().map_err(usage)?;
+    check_training_memory(&config.model)?;
+    crate::config::to_toml(&config)
 }
 
 /// Finds the preset for a family: the named one (which must belong to it) or the seed preset.
@@ -242,18 +226,11 @@ pub fn resume(
     let run = RunDir::open(run_root).map_err(usage)?;
     let _lock = RunLock::acquire(&run.root, "training (resumed)")?;
     run.remove_stale_temporaries()?;
-    match run.family().map_err(usage)?.as_str() {
-        "rbm" => resume_family::<rbm::train::RbmFamily>(run, epochs, data_dir),
-        "vae" => resume_family::<vae::train::VaeFamily>(run, epochs, data_dir),
-        "gan" => resume_family::<gan::train::GanFamily>(run, epochs, data_dir),
-        other => crate::usage_bail!(
-            "{}: cannot resume a {other} run with this genlab",
-            run_root.display()
-        ),
-    }
+    family::of_run(&run)?.resume(run, epochs, data_dir)
 }
 
-fn resume_family<F: Family>(
+/// [`resume`] for the family `F`.
+pub fn resume_family<F: Family>(
     run: RunDir,
     epochs: Option<usize>,
     data_dir: Option<PathBuf>,

@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use crate::atomic::{TEMP_PREFIX, write_atomic};
 use crate::eval::compare::{Table, compare};
+use crate::models::family::{self, FigureSpec};
 use crate::run::RunDir;
 
 mod server;
@@ -50,28 +51,8 @@ pub struct ReportSummary {
     pub images: usize,
 }
 
-/// One picture of a run: file name under `images/`, caption, and whether it
-/// is a grid of digits (drawn with sharp pixels) or a chart.
-struct Figure {
-    file: String,
-    caption: String,
-    pixels: bool,
-    /// Spans the whole row (strips and large grids).
-    wide: bool,
-}
-
-fn fig(file: &str, caption: impl Into<String>, pixels: bool) -> Figure {
-    Figure {
-        file: file.to_string(),
-        caption: caption.into(),
-        pixels,
-        wide: false,
-    }
-}
-
-fn wide(f: Figure) -> Figure {
-    Figure { wide: true, ..f }
-}
+/// One picture of a run (what its family lists for the report).
+type Figure = FigureSpec;
 
 /// A run as the report sees it.
 struct RunInfo {
@@ -137,23 +118,7 @@ impl RunInfo {
 
     /// Title words: "MLP VAE, latent 2".
     fn kind(&self) -> String {
-        match self.family.as_str() {
-            "rbm" => format!(
-                "binary RBM, {} hidden units",
-                self.model("hidden").map_or("?".into(), ToString::to_string)
-            ),
-            "vae" => format!(
-                "{} VAE, latent {}",
-                if self.model("architecture").and_then(|v| v.as_str()) == Some("conv") {
-                    "convolutional"
-                } else {
-                    "MLP"
-                },
-                self.model("latent").map_or("?".into(), ToString::to_string)
-            ),
-            "gan" => "MLP GAN".to_string(),
-            other => other.to_string(),
-        }
+        family::find(&self.family).map_or(self.family.clone(), |f| f.title(&self.config))
     }
 
     /// Epochs whose per-epoch sample grid exists, thinned to at most `keep`.
@@ -170,149 +135,22 @@ impl RunInfo {
         all
     }
 
-    /// The figures of this run, in reading order.
+    /// The figures of this run, in reading order: its family's groups,
+    /// with the samples over training after the first two.
     fn figures(&self) -> Vec<(String, Vec<Figure>)> {
-        let mut groups = Vec::new();
-        let curves: Vec<Figure> = match self.family.as_str() {
-            "rbm" => vec![
-                fig(
-                    "pseudo_likelihood.png",
-                    "pseudo-log-likelihood of test digits per epoch",
-                    false,
-                ),
-                fig(
-                    "free_energy.png",
-                    "mean free energy of training and test digits per epoch",
-                    false,
-                ),
-                fig(
-                    "reconstruction_error.png",
-                    "reconstruction error of test digits per epoch",
-                    false,
-                ),
-            ],
-            "vae" => vec![
-                fig(
-                    "loss.png",
-                    "loss per epoch: 784 x MSE + KL (training and validation)",
-                    false,
-                ),
-                fig(
-                    "loss_parts.png",
-                    "the loss's two terms: reconstruction and KL",
-                    false,
-                ),
-            ],
-            "gan" => vec![
-                fig(
-                    "loss.png",
-                    "discriminator and generator loss per epoch",
-                    false,
-                ),
-                fig(
-                    "discriminator_outputs.png",
-                    "mean D(x) on real and D(G(z)) on generated images per epoch",
-                    false,
-                ),
-            ],
-            _ => Vec::new(),
+        let Some(family) = family::find(&self.family) else {
+            return Vec::new();
         };
-        groups.push(("Training curves".to_string(), curves));
-
-        let samples = match self.family.as_str() {
-            "rbm" => vec![fig(
-                "samples.png",
-                "final epoch: 64 Gibbs chains run from a fixed training batch (the seed's figure)",
-                true,
-            )],
-            "vae" => vec![
-                fig(
-                    "samples.png",
-                    "64 decodings of z drawn from the prior N(0, I)",
-                    true,
-                ),
-                wide(fig(
-                    "interpolation.png",
-                    "test digit 0, decodings along the line between its posterior mean and test digit 1's, test digit 1",
-                    true,
-                )),
-            ],
-            "gan" => vec![
-                fig("samples.png", "16 samples from fresh noise", true),
-                fig(
-                    "fixed.png",
-                    "the fixed noise drawn before training, after the last epoch",
-                    true,
-                ),
-                wide(fig(
-                    "evolution.png",
-                    "the same fixed noise after epochs 1-10 and every 5th epoch (one row per epoch, top to bottom)",
-                    true,
-                )),
-            ],
-            _ => Vec::new(),
-        };
-        groups.push(("Samples".to_string(), samples));
-
-        let prefix = if self.family == "gan" {
-            "fixed_epoch_"
-        } else {
-            "samples_epoch_"
-        };
+        let mut groups = family.report_figures(&self.config);
         let over_epochs: Vec<Figure> = self
-            .epoch_grids(prefix, 6)
+            .epoch_grids(family.epoch_grid_prefix(), 6)
             .into_iter()
-            .map(|(e, f)| fig(&f, format!("after epoch {e}"), true))
+            .map(|(e, f)| FigureSpec::grid(&f, format!("after epoch {e}")))
             .collect();
-        groups.push(("Samples over training".to_string(), over_epochs));
-
-        if self.family == "vae" {
-            let extent = self
-                .model("manifold_extent")
-                .and_then(|v| v.as_float())
-                .map(|e| format!("[-{e}, {e}]"))
-                .unwrap_or_else(|| "a square".to_string());
-            let latent = self
-                .model("latent")
-                .and_then(|v| v.as_integer())
-                .unwrap_or(0);
-            let mut latent_figs = vec![
-                fig(
-                    "reconstructions.png",
-                    "the first 10 test digits (top) and their reconstructions from the posterior means (bottom)",
-                    true,
-                ),
-                fig(
-                    "latent_scatter.png",
-                    if latent == 2 {
-                        "posterior means of the test digits, coloured by class".to_string()
-                    } else {
-                        format!(
-                            "posterior means of the test digits projected on their first two principal components (latent {latent}), coloured by class"
-                        )
-                    },
-                    false,
-                ),
-            ];
-            if latent == 2 {
-                latent_figs.push(wide(fig(
-                    "manifold.png",
-                    format!("decodings over a grid of z in {extent} squared, axes z[0] and z[1]"),
-                    true,
-                )));
-            }
-            groups.push(("Latent space and reconstructions".to_string(), latent_figs));
-        }
-        if self.family == "rbm" {
-            groups.push((
-                "Filters".to_string(),
-                vec![fig(
-                    "filters.png",
-                    "weights of the first 100 hidden units, each as a 28x28 image",
-                    true,
-                )],
-            ));
-        }
+        groups.insert(
+            groups.len().min(2),
+            ("Samples over training".to_string(), over_epochs),
+        );
         groups
             .into_iter()
             .map(|(title, figs)| {
@@ -781,7 +619,7 @@ fn inpainting(info: &RunInfo) -> String {
     for r in &rows {
         s += &figure_html(
             &info.slug,
-            &fig(
+            &FigureSpec::grid(
                 &r.file,
                 format!(
                     "{:.0}% removed: error {:.4} free, {:.4} clamped",
@@ -789,7 +627,6 @@ fn inpainting(info: &RunInfo) -> String {
                     r.mse_free,
                     r.mse_clamped
                 ),
-                true,
             ),
         );
     }

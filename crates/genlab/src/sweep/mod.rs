@@ -218,7 +218,7 @@ impl SweepSpec {
             anyhow::bail!("presets = []: name at least one preset or model family");
         }
         for p in &self.presets {
-            let known = presets::find(p).is_some() || models::FAMILIES.contains(&p.as_str());
+            let known = presets::find(p).is_some() || models::family::find(p).is_some();
             if !known {
                 let hint = presets::closest(p, presets::PRESETS.iter().map(|p| p.name))
                     .map(|c| format!(" (did you mean {c}?)"))
@@ -592,7 +592,8 @@ impl Sweep {
 
 /// The seed preset of a family name.
 fn seed_preset(family: &str) -> Result<String> {
-    models::seed_preset(family)
+    models::family::find(family)
+        .map(|f| f.seed_preset())
         .map(str::to_string)
         .ok_or_else(|| {
             crate::error::usage(anyhow::anyhow!("presets: '{family}' is not a model family"))

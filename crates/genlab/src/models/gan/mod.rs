@@ -36,6 +36,7 @@ use crate::rng::{GenRng, Purpose, RngState, fill_standard_normal, stream};
 use crate::run::{Checkpoint, RunDir, TensorData};
 use crate::viz::{Series, line_plot, save_grid};
 
+pub mod family;
 pub mod train;
 
 /// The generator's input distribution.

@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 pub mod backend;
+pub mod eval;
+pub mod family;
 pub mod kernel;
 pub mod train;
 

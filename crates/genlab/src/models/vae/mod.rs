@@ -38,6 +38,8 @@ use crate::rng::{GenRng, Purpose, RngState, fill_standard_normal, stream};
 use crate::run::{Checkpoint, RunDir, TensorData};
 use crate::viz::{Series, latent_scatter, line_plot, manifold_plot, save_grid};
 
+pub mod eval;
+pub mod family;
 pub mod figures;
 pub mod host_mlp;
 pub mod train;

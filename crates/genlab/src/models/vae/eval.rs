@@ -7,11 +7,11 @@ use anyhow::Result;
 use rayon::prelude::*;
 use serde_json::{Value, json};
 
-use super::EvalOptions;
-use super::importance::{LatentModel, estimate, std_error};
+use super::{self as vae, Architecture, Likelihood, Vae};
 use crate::cpu::{bernoulli_log_likelihood, sigmoid_squared_error};
 use crate::data::PIXELS;
-use crate::models::vae::{self, Architecture, Likelihood, Vae};
+use crate::eval::importance::{LatentModel, estimate, std_error};
+use crate::eval::options::EvalOptions;
 use crate::rng::{Purpose, fill_standard_normal, stream};
 use crate::run::RunDir;
 
