@@ -27,6 +27,7 @@ pub mod likelihood;
 pub mod optim;
 pub mod rbm;
 pub mod tensors;
+pub mod trainer;
 pub mod vae;
 
 /// A model's own configuration section (`[model]` in config.toml).

@@ -15,8 +15,6 @@
 //! and `generator.layerK.bias` for K = 0..3, likewise `discriminator.layerK.*`;
 //! `y = x @ weight + bias` (PyTorch's `nn.Linear` stores the transpose).
 
-use std::time::Instant;
-
 use anyhow::{Context, Result, bail};
 use burn::tensor::activation::{leaky_relu, log_sigmoid, sigmoid};
 use burn::tensor::module::linear;
@@ -31,8 +29,7 @@ use super::{Family, ModelConfig, TrainContext};
 use crate::config::{OnNan, RunConfig};
 use crate::data::batches::fill_batch;
 use crate::data::{EpochOrder, PIXELS, PixelView};
-use crate::progress::EpochProgress;
-use crate::rng::{GenRng, Purpose, RngState, fill_standard_normal, stream};
+use crate::rng::{GenRng, Purpose, fill_standard_normal, stream};
 use crate::run::{Checkpoint, RunDir, TensorData};
 use crate::viz::{Series, line_plot, save_grid};
 

@@ -3,52 +3,15 @@
 //! evolution and the loss curves.
 
 use super::*;
+use crate::models::trainer::{
+    self, BatchAt, BatchDone, EpochEnd, Plan, Position, Step, non_finite,
+};
 
 /// The GAN family: `genlab train gan`.
 pub struct GanFamily;
 
 /// Sums over an epoch: d_loss, g_loss, D(x), D(G(z)), d steps, g steps.
 type Sums = [f64; 6];
-
-struct Position<'a> {
-    epochs_done: usize,
-    batches_done: usize,
-    rng: Option<&'a GenRng>,
-    sums: Sums,
-    last: [f64; 2],
-}
-
-fn training_checkpoint(
-    gan: &Gan,
-    opt_d: &Optimizer,
-    opt_g: &Optimizer,
-    at: &Position,
-) -> Result<Checkpoint> {
-    let mut ck = gan.to_checkpoint()?;
-    let gn = gan.g_shape.names();
-    let dn = gan.d_shape.names();
-    opt_g.save(
-        &mut ck,
-        "optimizer_g",
-        &gn.iter().map(String::as_str).collect::<Vec<_>>(),
-    )?;
-    opt_d.save(
-        &mut ck,
-        "optimizer_d",
-        &dn.iter().map(String::as_str).collect::<Vec<_>>(),
-    )?;
-    ck.set_meta("genlab.epoch", at.epochs_done.to_string());
-    ck.set_meta("genlab.batch", at.batches_done.to_string());
-    ck.set_meta("genlab.partial_sums", serde_json::to_string(&at.sums)?);
-    ck.set_meta("genlab.last_losses", serde_json::to_string(&at.last)?);
-    if let Some(rng) = at.rng {
-        ck.set_meta(
-            "genlab.rng",
-            serde_json::to_string(&RngState::capture(rng))?,
-        );
-    }
-    Ok(ck)
-}
 
 /// Whether an epoch's fixed-noise samples go into the evolution picture.
 pub fn in_evolution(epoch: usize) -> bool {
@@ -93,6 +56,228 @@ fn update_evolution(run: &RunDir, epoch: usize, samples: &[f32]) -> Result<()> {
     Ok(())
 }
 
+/// The GAN's part of the training loop: per batch, `d_steps` discriminator
+/// steps and one generator step, each with its own optimiser.
+struct GanStep<'a> {
+    ctx: &'a TrainContext,
+    config: &'a GanConfig,
+    seed: u64,
+    gan: Gan,
+    opt_d: Optimizer,
+    opt_g: Optimizer,
+    /// The CPU fast path (GENLAB_CPU_KERNELS=0 forces burn's generic path).
+    fast: Option<HostGan>,
+    /// The fixed noise of the progress pictures, drawn once per run.
+    fixed_z: Vec<f32>,
+    skip_bad: bool,
+    xbuf: Vec<f32>,
+    sums: Sums,
+    /// The last batch's (d, g) losses.
+    last: [f64; 2],
+    /// The sums and last losses of the interrupted epoch a resumed run continues.
+    resumed: (Sums, [f64; 2]),
+}
+
+impl GanStep<'_> {
+    /// Copies the fast path's parameters and optimiser states back.
+    fn sync(&mut self) {
+        if let Some(h) = &self.fast {
+            h.store(&mut self.gan, &mut self.opt_g, &mut self.opt_d);
+        }
+    }
+
+    fn non_finite(&self, at: BatchAt, net: &str, loss: f64) -> anyhow::Error {
+        non_finite(
+            self.ctx,
+            at,
+            &format!("the {net} loss or a gradient became NaN or infinite (loss {loss})"),
+            "model.lr_d / model.lr_g",
+        )
+    }
+}
+
+impl Step for GanStep<'_> {
+    fn order(&self, epoch: usize) -> EpochOrder {
+        let n = self.ctx.dataset.train.len();
+        EpochOrder::new(
+            n,
+            self.config.batch_size,
+            false,
+            true,
+            self.seed,
+            epoch as u32,
+        )
+    }
+
+    fn start_epoch(&mut self, resumed: bool) {
+        (self.sums, self.last) = if resumed {
+            self.resumed
+        } else {
+            ([0.0; 6], [f64::NAN; 2])
+        };
+    }
+
+    fn batch(&mut self, at: BatchAt, idx: &[usize], rng: &mut GenRng) -> Result<BatchDone> {
+        let c = self.config;
+        let rows = idx.len();
+        let skip_bad = self.skip_bad;
+        let mut skipped = 0;
+        fill_batch(
+            &self.ctx.dataset.train,
+            idx,
+            PixelView::Signed,
+            rng,
+            &mut self.xbuf,
+        );
+        let mut d_loss = f64::NAN;
+        for _ in 0..c.d_steps {
+            // An update is good when its loss and gradients are finite and so
+            // are the parameters it leaves; a bad one is undone under skip-batch.
+            let (stats, good) = match self.fast.as_mut() {
+                Some(h) => {
+                    let (stats, finite) = h.d_step(&self.gan, &self.xbuf, rng);
+                    (stats, finite && h.apply_d(skip_bad))
+                }
+                None => {
+                    let (stats, finite, g) = burn_d_step(&self.gan, &self.xbuf, rng)?;
+                    let good =
+                        finite && update_checked(&mut self.gan.d, &mut self.opt_d, g, skip_bad)?;
+                    (stats, good)
+                }
+            };
+            if !good {
+                if skip_bad {
+                    skipped += 1;
+                    continue;
+                }
+                return Err(self.non_finite(at, "discriminator", stats[0]));
+            }
+            d_loss = stats[0];
+            self.sums[0] += d_loss;
+            self.sums[2] += stats[1];
+            self.sums[3] += stats[2];
+            self.sums[4] += 1.0;
+        }
+        // The generator's step sees the discriminator just updated.
+        let (loss, good) = match self.fast.as_mut() {
+            Some(h) => {
+                let (loss, finite) = h.g_step(&self.gan, rows, rng);
+                (loss, finite && h.apply_g(skip_bad))
+            }
+            None => {
+                let (loss, finite, g) = burn_g_step(&self.gan, rows, rng)?;
+                let good = finite && update_checked(&mut self.gan.g, &mut self.opt_g, g, skip_bad)?;
+                (loss, good)
+            }
+        };
+        let mut g_loss = f64::NAN;
+        if good {
+            g_loss = loss;
+            self.sums[1] += g_loss;
+            self.sums[5] += 1.0;
+        } else if skip_bad {
+            skipped += 1;
+        } else {
+            return Err(self.non_finite(at, "generator", loss));
+        }
+        self.last = [d_loss, g_loss];
+        // The seed's progress line.
+        let line = (at.batch + 1).is_multiple_of(c.print_every).then(|| {
+            format!(
+                "Epoch [{:5}/{:5}] | d_loss: {d_loss:6.4} | g_loss: {g_loss:6.4}",
+                at.epoch, c.epochs
+            )
+        });
+        Ok(BatchDone {
+            rows,
+            loss: Some(g_loss),
+            skipped,
+            line,
+        })
+    }
+
+    fn checkpoint(&mut self, at: &Position) -> Result<Checkpoint> {
+        self.sync();
+        let gan = &self.gan;
+        let mut ck = gan.to_checkpoint()?;
+        let (gn, dn) = (gan.g_shape.names(), gan.d_shape.names());
+        let gn: Vec<&str> = gn.iter().map(String::as_str).collect();
+        let dn: Vec<&str> = dn.iter().map(String::as_str).collect();
+        self.opt_g.save(&mut ck, "optimizer_g", &gn)?;
+        self.opt_d.save(&mut ck, "optimizer_d", &dn)?;
+        let partial = if at.batches_done > 0 {
+            self.sums
+        } else {
+            [0.0; 6]
+        };
+        ck.set_meta("genlab.partial_sums", serde_json::to_string(&partial)?);
+        ck.set_meta("genlab.last_losses", serde_json::to_string(&self.last)?);
+        Ok(ck)
+    }
+
+    fn end_epoch(&mut self, epoch: usize, _skipped: usize, _batches: usize) -> Result<EpochEnd> {
+        self.sync();
+        let sums = self.sums;
+        if sums[4] == 0.0 || sums[5] == 0.0 {
+            bail!(
+                "epoch {epoch}: every {} step of the epoch was skipped (a loss, gradient or parameter was NaN or infinite each time); training stopped and {}; lower model.lr_d / model.lr_g",
+                if sums[4] == 0.0 {
+                    "discriminator"
+                } else {
+                    "generator"
+                },
+                crate::models::kept_checkpoint(self.ctx)
+            );
+        }
+        let (nd, ng) = (sums[4], sums[5]);
+        let (dl, gl, dx, dgz) = (sums[0] / nd, sums[1] / ng, sums[2] / nd, sums[3] / nd);
+        let run = &self.ctx.run;
+        let fixed = self.gan.generate(&self.fixed_z)?;
+        save_grid(
+            &run.images().join(format!("fixed_epoch_{epoch:03}.png")),
+            &to_unit(&fixed),
+            4,
+            4,
+        )?;
+        save_grid(&run.images().join("fixed.png"), &to_unit(&fixed), 4, 4)?;
+        update_evolution(run, epoch, &fixed)?;
+        let mut metrics = Map::new();
+        metrics.insert("d_loss".into(), json!(dl));
+        metrics.insert("g_loss".into(), json!(gl));
+        // A last step that was skipped has no loss: the key is left out, not null.
+        for (key, v) in [("d_loss_last", self.last[0]), ("g_loss_last", self.last[1])] {
+            if v.is_finite() {
+                metrics.insert(key.into(), json!(v));
+            }
+        }
+        metrics.insert("d_x".into(), json!(dx));
+        metrics.insert("d_g_z".into(), json!(dgz));
+        Ok(EpochEnd {
+            metrics,
+            summary: format!("d_loss {dl:.4}  g_loss {gl:.4}  D(x) {dx:.3}  D(G(z)) {dgz:.3}"),
+            // The GAN has no validation figure, so no best checkpoint.
+            improved: false,
+        })
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        let run = &self.ctx.run;
+        self.gan
+            .to_checkpoint()?
+            .save(&run.root.join("weights.safetensors"))?;
+        let noise = self
+            .gan
+            .noise(16, &mut stream(self.seed, Purpose::Sample, 0));
+        let samples = self.gan.generate(&noise)?;
+        save_grid(&run.images().join("samples.png"), &to_unit(&samples), 4, 4)?;
+        plot_metrics(run).context("drawing the loss curves")
+    }
+
+    fn skipped_key(&self) -> &'static str {
+        "skipped_steps"
+    }
+}
+
 impl Family for GanFamily {
     const NAME: &'static str = "gan";
     const SEED_PRESET: &'static str = "gan";
@@ -113,46 +298,32 @@ impl Family for GanFamily {
             gn.iter().map(String::as_str).collect(),
             dn.iter().map(String::as_str).collect(),
         );
-        let (mut gan, mut opt_d, mut opt_g, epochs_done, batches_done, resumed_rng, partial, last) =
-            match resume {
-                Some(ck) => {
-                    let parse = |key: &str| -> Result<usize> {
-                        ck.meta(key)?
-                            .parse()
-                            .with_context(|| format!("checkpoint entry {key} is not a number"))
-                    };
-                    let gan = Gan::from_checkpoint(c, ck, &device).map_err(crate::error::usage)?;
-                    let opt_d =
-                        Optimizer::load(rule_d, ck, "optimizer_d", &dn, &d_shape.sizes(), &device)
-                            .map_err(crate::error::usage)?;
-                    let opt_g =
-                        Optimizer::load(rule_g, ck, "optimizer_g", &gn, &g_shape.sizes(), &device)
-                            .map_err(crate::error::usage)?;
-                    let rng = match ck.metadata.get("genlab.rng") {
-                        Some(json) => Some(serde_json::from_str::<RngState>(json)?.restore()?),
-                        None => None,
-                    };
-                    let sums: Sums = serde_json::from_str(ck.meta("genlab.partial_sums")?)?;
-                    let last: [f64; 2] = serde_json::from_str(ck.meta("genlab.last_losses")?)?;
-                    (
-                        gan,
-                        opt_d,
-                        opt_g,
-                        parse("genlab.epoch")?,
-                        parse("genlab.batch")?,
-                        rng,
-                        sums,
-                        last,
-                    )
-                }
-                None => {
-                    let gan = Gan::init(c, seed, &device);
-                    let opt_d = Optimizer::new(rule_d, &d_shape.sizes(), &device);
-                    let opt_g = Optimizer::new(rule_g, &g_shape.sizes(), &device);
-                    (gan, opt_d, opt_g, 0, 0, None, [0.0; 6], [f64::NAN; 2])
-                }
-            };
-        ctx.run.metrics().truncate_to_epoch(epochs_done as u64)?;
+        let (gan, opt_d, opt_g, start, resumed) = match resume {
+            Some(ck) => {
+                let gan = Gan::from_checkpoint(c, ck, &device).map_err(crate::error::usage)?;
+                let opt_d =
+                    Optimizer::load(rule_d, ck, "optimizer_d", &dn, &d_shape.sizes(), &device)
+                        .map_err(crate::error::usage)?;
+                let opt_g =
+                    Optimizer::load(rule_g, ck, "optimizer_g", &gn, &g_shape.sizes(), &device)
+                        .map_err(crate::error::usage)?;
+                let sums: Sums = serde_json::from_str(ck.meta("genlab.partial_sums")?)?;
+                let last: [f64; 2] = serde_json::from_str(ck.meta("genlab.last_losses")?)?;
+                (gan, opt_d, opt_g, Position::read(ck)?, (sums, last))
+            }
+            None => {
+                let gan = Gan::init(c, seed, &device);
+                let opt_d = Optimizer::new(rule_d, &d_shape.sizes(), &device);
+                let opt_g = Optimizer::new(rule_g, &g_shape.sizes(), &device);
+                (
+                    gan,
+                    opt_d,
+                    opt_g,
+                    Position::default(),
+                    ([0.0; 6], [f64::NAN; 2]),
+                )
+            }
+        };
         if resume.is_none() {
             println!(
                 "GAN: generator {:?} ({} parameters), discriminator {:?} ({} parameters)",
@@ -162,206 +333,35 @@ impl Family for GanFamily {
                 d_shape.parameter_count()
             );
         }
-        // The fixed noise of the progress pictures, drawn once per run.
         let fixed_z = gan.noise(16, &mut stream(seed, Purpose::Fixed, 5));
-        let train = &ctx.dataset.train;
-        let mut xbuf = Vec::new();
-        let skip_bad = run_config.on_nan == OnNan::SkipBatch;
-        // The CPU fast path (GENLAB_CPU_KERNELS=0 forces burn's generic path).
-        let mut fast = if run_config.device == crate::device::DeviceKind::Cpu
+        let fast = if run_config.device == crate::device::DeviceKind::Cpu
             && crate::cpu::kernels_enabled()
         {
             Some(HostGan::new(&gan, &opt_g, &opt_d, c.batch_size)?)
         } else {
             None
         };
-
-        for epoch in epochs_done + 1..=c.epochs {
-            let order = EpochOrder::new(train.len(), c.batch_size, false, true, seed, epoch as u32);
-            let resuming = epoch == epochs_done + 1 && batches_done > 0;
-            let skip = if resuming { batches_done } else { 0 };
-            let mut rng = match (&resumed_rng, resuming) {
-                (Some(r), true) => r.clone(),
-                _ => stream(seed, Purpose::Train, epoch as u32),
-            };
-            let mut sums: Sums = if resuming { partial } else { [0.0; 6] };
-            let mut last_losses = if resuming { last } else { [f64::NAN; 2] };
-            let mut skipped = 0usize;
-            let mut progress =
-                EpochProgress::start(epoch, c.epochs, order.num_batches() - skip, ctx.interactive);
-            for (b, idx) in order.batches().enumerate().skip(skip) {
-                let rows = idx.len();
-                fill_batch(train, idx, PixelView::Signed, &mut rng, &mut xbuf);
-                let mut d_loss = f64::NAN;
-                for _ in 0..c.d_steps {
-                    // An update is good when its loss and gradients are finite and so
-                    // are the parameters it leaves; a bad one is undone under skip-batch.
-                    let (stats, good) = match fast.as_mut() {
-                        Some(h) => {
-                            let (stats, finite) = h.d_step(&gan, &xbuf, &mut rng);
-                            (stats, finite && h.apply_d(skip_bad))
-                        }
-                        None => {
-                            let (stats, finite, g) = burn_d_step(&gan, &xbuf, &mut rng)?;
-                            let good =
-                                finite && update_checked(&mut gan.d, &mut opt_d, g, skip_bad)?;
-                            (stats, good)
-                        }
-                    };
-                    if !good {
-                        if skip_bad {
-                            skipped += 1;
-                            continue;
-                        }
-                        bail!(nan_message(ctx, epoch, b, "discriminator", stats[0]));
-                    }
-                    d_loss = stats[0];
-                    sums[0] += d_loss;
-                    sums[2] += stats[1];
-                    sums[3] += stats[2];
-                    sums[4] += 1.0;
-                }
-                // The generator's step sees the discriminator just updated.
-                let (loss, good) = match fast.as_mut() {
-                    Some(h) => {
-                        let (loss, finite) = h.g_step(&gan, rows, &mut rng);
-                        (loss, finite && h.apply_g(skip_bad))
-                    }
-                    None => {
-                        let (loss, finite, g) = burn_g_step(&gan, rows, &mut rng)?;
-                        let good = finite && update_checked(&mut gan.g, &mut opt_g, g, skip_bad)?;
-                        (loss, good)
-                    }
-                };
-                let mut g_loss = f64::NAN;
-                if good {
-                    g_loss = loss;
-                    sums[1] += g_loss;
-                    sums[5] += 1.0;
-                } else if skip_bad {
-                    skipped += 1;
-                } else {
-                    bail!(nan_message(ctx, epoch, b, "generator", loss));
-                }
-                last_losses = [d_loss, g_loss];
-                progress.batch(rows, Some(g_loss));
-                if (b + 1) % c.print_every == 0 {
-                    // The seed's progress line.
-                    progress.println(&format!(
-                        "Epoch [{epoch:5}/{:5}] | d_loss: {d_loss:6.4} | g_loss: {g_loss:6.4}",
-                        c.epochs
-                    ));
-                }
-                if crate::interrupt::requested() && b + 1 < order.num_batches() {
-                    if let Some(h) = &fast {
-                        h.store(&mut gan, &mut opt_g, &mut opt_d);
-                    }
-                    let at = Position {
-                        epochs_done: epoch - 1,
-                        batches_done: b + 1,
-                        rng: Some(&rng),
-                        sums,
-                        last: last_losses,
-                    };
-                    training_checkpoint(&gan, &opt_d, &opt_g, &at)?
-                        .save(&ctx.run.latest_checkpoint())?;
-                    return Err(crate::interrupt::Interrupted {
-                        epoch,
-                        batch: b + 1,
-                        run: ctx.run.root.display().to_string(),
-                    }
-                    .into());
-                }
-            }
-            let timing = progress.timing();
-            if let Some(h) = &fast {
-                h.store(&mut gan, &mut opt_g, &mut opt_d);
-            }
-            let eval_start = Instant::now();
-            if sums[4] == 0.0 || sums[5] == 0.0 {
-                bail!(
-                    "epoch {epoch}: every {} step of the epoch was skipped (a loss, gradient or parameter was NaN or infinite each time); training stopped and {}; lower model.lr_d / model.lr_g",
-                    if sums[4] == 0.0 {
-                        "discriminator"
-                    } else {
-                        "generator"
-                    },
-                    crate::models::kept_checkpoint(ctx)
-                );
-            }
-            let (nd, ng) = (sums[4], sums[5]);
-            let (dl, gl, dx, dgz) = (sums[0] / nd, sums[1] / ng, sums[2] / nd, sums[3] / nd);
-            progress.finish(
-                timing,
-                &format!("d_loss {dl:.4}  g_loss {gl:.4}  D(x) {dx:.3}  D(G(z)) {dgz:.3}"),
-            );
-            let fixed = gan.generate(&fixed_z)?;
-            save_grid(
-                &ctx.run.images().join(format!("fixed_epoch_{epoch:03}.png")),
-                &to_unit(&fixed),
-                4,
-                4,
-            )?;
-            save_grid(&ctx.run.images().join("fixed.png"), &to_unit(&fixed), 4, 4)?;
-            update_evolution(&ctx.run, epoch, &fixed)?;
-
-            let mut row = Map::new();
-            row.insert("epoch".into(), json!(epoch));
-            row.insert("seconds".into(), json!(timing.seconds));
-            row.insert(
-                "samples_per_second".into(),
-                json!(timing.samples_per_second),
-            );
-            row.insert("d_loss".into(), json!(dl));
-            row.insert("g_loss".into(), json!(gl));
-            // A last step that was skipped has no loss: the key is left out, not null.
-            for (key, v) in [
-                ("d_loss_last", last_losses[0]),
-                ("g_loss_last", last_losses[1]),
-            ] {
-                if v.is_finite() {
-                    row.insert(key.into(), json!(v));
-                }
-            }
-            row.insert("d_x".into(), json!(dx));
-            row.insert("d_g_z".into(), json!(dgz));
-            row.insert(
-                "eval_seconds".into(),
-                json!(eval_start.elapsed().as_secs_f64()),
-            );
-            if skip_bad {
-                row.insert("skipped_steps".into(), json!(skipped));
-            }
-            let at = Position {
-                epochs_done: epoch,
-                batches_done: 0,
-                rng: None,
-                sums: [0.0; 6],
-                last: last_losses,
-            };
-            let ck = training_checkpoint(&gan, &opt_d, &opt_g, &at)?;
-            ctx.run.metrics().append(&row)?;
-            ck.save(&ctx.run.latest_checkpoint())?;
-            if crate::interrupt::requested() && epoch < c.epochs {
-                return Err(crate::interrupt::Interrupted {
-                    epoch,
-                    batch: order.num_batches(),
-                    run: ctx.run.root.display().to_string(),
-                }
-                .into());
-            }
-        }
-        gan.to_checkpoint()?
-            .save(&ctx.run.root.join("weights.safetensors"))?;
-        let samples = gan.generate(&gan.noise(16, &mut stream(seed, Purpose::Sample, 0)))?;
-        save_grid(
-            &ctx.run.images().join("samples.png"),
-            &to_unit(&samples),
-            4,
-            4,
-        )?;
-        plot_metrics(&ctx.run).context("drawing the loss curves")?;
-        Ok(())
+        let mut step = GanStep {
+            ctx,
+            config: c,
+            seed,
+            gan,
+            opt_d,
+            opt_g,
+            fast,
+            fixed_z,
+            skip_bad: run_config.on_nan == OnNan::SkipBatch,
+            xbuf: Vec::new(),
+            sums: [0.0; 6],
+            last: [f64::NAN; 2],
+            resumed,
+        };
+        let plan = Plan {
+            seed,
+            epochs: c.epochs,
+            on_nan: run_config.on_nan,
+        };
+        trainer::run(ctx, plan, start, &mut step)
     }
 }
 
@@ -387,14 +387,6 @@ fn update_checked(
         (*params, *opt) = b;
     }
     Ok(finite)
-}
-
-fn nan_message(ctx: &TrainContext, epoch: usize, b: usize, net: &str, loss: f64) -> String {
-    let kept = crate::models::kept_checkpoint(ctx);
-    format!(
-        "epoch {epoch}, batch {}: the {net} loss or a gradient became NaN or infinite (loss {loss}); training stopped and {kept}; lower model.lr_d / model.lr_g or pass --on-nan skip-batch",
-        b + 1
-    )
 }
 
 /// D and G loss curves (PNG and SVG), and D's mean outputs.

@@ -35,8 +35,7 @@ use crate::config::{OnNan, RunConfig};
 use crate::cpu::{matmul, softplus};
 use crate::data::batches::{fill_batch, fill_batch_slice, split_to_f32};
 use crate::data::{EpochOrder, PIXELS, PixelView, Split};
-use crate::progress::EpochProgress;
-use crate::rng::{GenRng, Purpose, RngState, stream};
+use crate::rng::{GenRng, Purpose, stream};
 use crate::run::{Checkpoint, RunDir, TensorData};
 use crate::viz::{Series, line_plot, save_grid};
 

@@ -1,8 +1,12 @@
-//! Training an RBM: the CD-k (or PCD-k) loop with its schedule, per-epoch
-//! metrics and figures, checkpoints and exact resume, and [`TensorCd`], the
-//! parameters on a burn device updated through the backend extension.
+//! Training an RBM: its CD-k (or PCD-k) step with its schedule, per-epoch
+//! metrics and figures, for the shared loop of [`crate::models::trainer`],
+//! and [`TensorCd`], the parameters on a burn device updated through the
+//! backend extension.
 
 use super::*;
+use crate::models::trainer::{
+    self, BatchAt, BatchDone, EpochEnd, Plan, Position, Step, non_finite,
+};
 
 /// The RBM family: `genlab train rbm`.
 pub struct RbmFamily;
@@ -106,22 +110,8 @@ pub fn plot_metrics(run: &RunDir) -> Result<()> {
     )
 }
 
-/// Writes the weights, the optimiser state and the training position.
-/// `epochs_done` full epochs are finished, and `batches_done` batches of the
-/// next one, whose training generator is then `rng`.
-struct Position<'a> {
-    epochs_done: usize,
-    batches_done: usize,
-    rng: Option<&'a GenRng>,
-    best_pl: f64,
-}
-
-fn training_checkpoint(
-    rbm: &Rbm,
-    state: &RbmState,
-    batch_size: usize,
-    at: &Position,
-) -> Result<Checkpoint> {
+/// The weights and the optimiser state (velocities, persistent chains).
+fn model_checkpoint(rbm: &Rbm, state: &RbmState, batch_size: usize) -> Checkpoint {
     let mut ck = rbm.to_checkpoint();
     ck.insert(
         "velocity.W",
@@ -141,23 +131,11 @@ fn training_checkpoint(
             TensorData::new(vec![batch_size, rbm.hidden], chains.clone()),
         );
     }
-    ck.set_meta("genlab.epoch", at.epochs_done.to_string());
-    ck.set_meta("genlab.batch", at.batches_done.to_string());
-    ck.set_meta("genlab.best_pseudo_likelihood", at.best_pl.to_string());
-    if let Some(rng) = at.rng {
-        ck.set_meta(
-            "genlab.rng",
-            serde_json::to_string(&RngState::capture(rng))?,
-        );
-    }
-    Ok(ck)
+    ck
 }
 
-/// Restores the model, the optimiser state and the position from a checkpoint.
-fn restore(
-    ck: &Checkpoint,
-    config: &RbmConfig,
-) -> Result<(Rbm, RbmState, usize, usize, Option<GenRng>, f64)> {
+/// Restores the model and the optimiser state from a checkpoint.
+fn restore(ck: &Checkpoint, config: &RbmConfig) -> Result<(Rbm, RbmState)> {
     let (nv, nh) = (PIXELS, config.hidden);
     let rbm = Rbm::from_checkpoint(ck, nv, nh)?;
     let chains = if config.persistent {
@@ -171,27 +149,180 @@ fn restore(
         vel_vb: ck.tensor("velocity.vb", &[nv])?.data.clone(),
         chains,
     };
-    let parse = |key: &str| -> Result<usize> {
-        ck.meta(key)?
-            .parse()
-            .with_context(|| format!("checkpoint entry {key} is not a number"))
-    };
-    let rng = match ck.metadata.get("genlab.rng") {
-        Some(json) => Some(serde_json::from_str::<RngState>(json)?.restore()?),
-        None => None,
-    };
-    let best = ck
-        .meta("genlab.best_pseudo_likelihood")?
-        .parse()
-        .unwrap_or(f64::NEG_INFINITY);
-    Ok((
-        rbm,
-        state,
-        parse("genlab.epoch")?,
-        parse("genlab.batch")?,
-        rng,
-        best,
-    ))
+    Ok((rbm, state))
+}
+
+/// The RBM's part of the training loop: one CD-k (or PCD-k) update per
+/// batch on the device, no autodiff.
+struct RbmStep<'a> {
+    ctx: &'a TrainContext,
+    config: &'a RbmConfig,
+    seed: u64,
+    /// The host copy, brought up to date before checkpoints and figures.
+    rbm: Rbm,
+    state: RbmState,
+    /// The parameters live on the device as tensors; the update is the
+    /// backend extension (genlab's fused kernel on the CPU).
+    on_device: TensorCd,
+    skip_bad: bool,
+    batches_per_epoch: usize,
+    total_updates: usize,
+    /// The learning rate of the last update.
+    lr: f64,
+    best_pl: f64,
+    // Fixed sets for the per-epoch figures and metrics, chosen once per run.
+    test: Vec<f32>,
+    pl_set: Vec<f32>,
+    train_subset: Vec<f32>,
+    sample_start: Vec<f32>,
+    side: usize,
+    /// The Unit view draws nothing; the generator is only a formality.
+    no_rng: GenRng,
+}
+
+impl RbmStep<'_> {
+    fn sync(&mut self) -> Result<()> {
+        self.on_device.download_into(&mut self.rbm, &mut self.state)
+    }
+}
+
+impl Step for RbmStep<'_> {
+    fn order(&self, epoch: usize) -> EpochOrder {
+        let n = self.ctx.dataset.train.len();
+        EpochOrder::new(
+            n,
+            self.config.batch_size,
+            true,
+            true,
+            self.seed,
+            epoch as u32,
+        )
+    }
+
+    fn start_epoch(&mut self, _resumed: bool) {
+        self.lr = self.config.lr;
+    }
+
+    fn batch(&mut self, at: BatchAt, idx: &[usize], rng: &mut GenRng) -> Result<BatchDone> {
+        let config = self.config;
+        self.lr = lr_at(
+            config,
+            (at.epoch - 1) * self.batches_per_epoch + at.batch,
+            self.total_updates,
+        );
+        // Filled in place and handed to the tensor, which owns it.
+        let mut batch = vec![0.0f32; config.batch_size * PIXELS];
+        fill_batch_slice(
+            &self.ctx.dataset.train,
+            idx,
+            PixelView::Unit,
+            &mut self.no_rng,
+            &mut batch,
+        );
+        let rule = UpdateRule {
+            k: config.k,
+            lr: self.lr as f32,
+            momentum: config.momentum as f32,
+            weight_decay: config.weight_decay as f32,
+        };
+        // Undo copy for --on-nan skip-batch (a clone shares the buffers until
+        // the update writes, which then copies).
+        let backup = self.skip_bad.then(|| self.on_device.clone());
+        let v0 = upload(batch, [config.batch_size, PIXELS], &self.ctx.device);
+        self.on_device.cd_update(v0, rule, rng);
+        let mut skipped = 0;
+        if !self.on_device.all_finite()? {
+            match backup {
+                Some(good) => {
+                    self.on_device = good;
+                    skipped = 1;
+                }
+                None => {
+                    return Err(non_finite(
+                        self.ctx,
+                        at,
+                        &format!(
+                            "parameter W, hb or vb became NaN or infinite (lr {})",
+                            self.lr
+                        ),
+                        "model.lr",
+                    ));
+                }
+            }
+        }
+        Ok(BatchDone {
+            skipped,
+            ..BatchDone::updated(idx.len(), None)
+        })
+    }
+
+    fn checkpoint(&mut self, _at: &Position) -> Result<Checkpoint> {
+        self.sync()?;
+        let mut ck = model_checkpoint(&self.rbm, &self.state, self.config.batch_size);
+        ck.set_meta("genlab.best_pseudo_likelihood", self.best_pl.to_string());
+        Ok(ck)
+    }
+
+    fn end_epoch(&mut self, epoch: usize, skipped: usize, batches: usize) -> Result<EpochEnd> {
+        self.sync()?;
+        if skipped > 0 && skipped == batches {
+            bail!(
+                "epoch {epoch}: every batch of the epoch was skipped (a parameter became NaN or infinite each time); training stopped and {}; lower model.lr",
+                crate::models::kept_checkpoint(self.ctx)
+            );
+        }
+        let rbm = &self.rbm;
+        let mut metrics = epoch_metrics(rbm, &self.test, &self.pl_set, &self.train_subset);
+        let pl = metrics["pseudo_likelihood_test"]
+            .as_f64()
+            .unwrap_or(f64::NAN);
+        let summary = format!(
+            "recon {:.5}  PL {:.2}  F train {:.2} test {:.2}",
+            metrics["recon_error_test"].as_f64().unwrap_or(f64::NAN),
+            pl,
+            metrics["free_energy_train"].as_f64().unwrap_or(f64::NAN),
+            metrics["free_energy_test"].as_f64().unwrap_or(f64::NAN),
+        );
+        // The seed's figure: a Gibbs chain from the fixed training batch.
+        let samples = rbm.gibbs_from_visible(
+            &self.sample_start,
+            self.config.sample_steps,
+            &mut stream(self.seed, Purpose::Sample, epoch as u32),
+        );
+        let images = self.ctx.run.images();
+        let side = self.side;
+        save_grid(
+            &images.join(format!("samples_epoch_{epoch:03}.png")),
+            &samples,
+            side,
+            side,
+        )?;
+        save_grid(&images.join("samples.png"), &samples, side, side)?;
+        metrics.insert("lr".into(), json!(self.lr));
+        let improved = pl > self.best_pl;
+        if improved {
+            self.best_pl = pl;
+        }
+        Ok(EpochEnd {
+            metrics,
+            summary,
+            improved,
+        })
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        let run = &self.ctx.run;
+        self.rbm
+            .to_checkpoint()
+            .save(&run.root.join("weights.safetensors"))?;
+        save_grid(
+            &run.images().join("filters.png"),
+            &filter_tiles(&self.rbm, 100),
+            10,
+            10,
+        )?;
+        plot_metrics(run).context("drawing the metric plots")
+    }
 }
 
 impl Family for RbmFamily {
@@ -207,19 +338,23 @@ impl Family for RbmFamily {
         let config = &run_config.model;
         let train = &ctx.dataset.train;
         let seed = run_config.seed;
-        let (mut rbm, mut state, epochs_done, batches_done, resumed_rng, mut best_pl) = match resume
-        {
-            Some(ck) => restore(ck, config).map_err(crate::error::usage)?,
+        let (rbm, state, start, best_pl) = match resume {
+            Some(ck) => {
+                let (rbm, state) = restore(ck, config).map_err(crate::error::usage)?;
+                let best = ck
+                    .meta("genlab.best_pseudo_likelihood")
+                    .map_err(crate::error::usage)?
+                    .parse()
+                    .unwrap_or(f64::NEG_INFINITY);
+                let start = Position::read(ck).map_err(crate::error::usage)?;
+                (rbm, state, start, best)
+            }
             None => {
                 let rbm = Rbm::init(PIXELS, config.hidden, &mut stream(seed, Purpose::Init, 0));
                 let state = rbm.new_state(config, &mut stream(seed, Purpose::Init, 1));
-                (rbm, state, 0, 0, None, f64::NEG_INFINITY)
+                (rbm, state, Position::default(), f64::NEG_INFINITY)
             }
         };
-        // Rows after the checkpoint (a crash after the metrics but before the
-        // checkpoint, or a torn line) are dropped, so no epoch appears twice.
-        ctx.run.metrics().truncate_to_epoch(epochs_done as u64)?;
-
         // Fixed sets for the per-epoch figures and metrics, chosen once per run.
         let mut fixed_rng = stream(seed, Purpose::Fixed, 0);
         let test = split_to_f32(&ctx.dataset.test, PixelView::Unit, &mut fixed_rng);
@@ -245,187 +380,34 @@ impl Family for RbmFamily {
             &mut sample_start,
         );
         let side = (start_idx.len() as f64).sqrt().ceil() as usize;
-
         let batches_per_epoch = train.len() / config.batch_size;
-        let total_updates = batches_per_epoch * config.epochs;
-        // The Unit view draws nothing; the generator is only a formality.
-        let mut no_rng = stream(seed, Purpose::Fixed, 1);
-        // The parameters live on the device as tensors; the update is the
-        // backend extension (genlab's fused kernel on the CPU).
         let mut on_device = TensorCd::upload(&rbm, &state, &ctx.device);
         on_device.composed = !crate::cpu::kernels_enabled();
-        // Undo copy for --on-nan skip-batch (a clone shares the buffers until
-        // the update writes, which then copies).
-        let skip_bad = run_config.on_nan == OnNan::SkipBatch;
-        let mut backup: Option<TensorCd> = None;
-        for epoch in epochs_done + 1..=config.epochs {
-            let order = EpochOrder::new(
-                train.len(),
-                config.batch_size,
-                true,
-                true,
-                seed,
-                epoch as u32,
-            );
-            let skip = if epoch == epochs_done + 1 {
-                batches_done
-            } else {
-                0
-            };
-            let mut rng = match (&resumed_rng, skip) {
-                (Some(r), s) if s > 0 => r.clone(),
-                _ => stream(seed, Purpose::Train, epoch as u32),
-            };
-            let mut progress = EpochProgress::start(
-                epoch,
-                config.epochs,
-                order.num_batches() - skip,
-                ctx.interactive,
-            );
-            let mut lr = config.lr;
-            let mut skipped = 0usize;
-            for (b, idx) in order.batches().enumerate().skip(skip) {
-                lr = lr_at(config, (epoch - 1) * batches_per_epoch + b, total_updates);
-                // Filled in place and handed to the tensor, which owns it.
-                let mut batch = vec![0.0f32; config.batch_size * PIXELS];
-                fill_batch_slice(train, idx, PixelView::Unit, &mut no_rng, &mut batch);
-                let rule = UpdateRule {
-                    k: config.k,
-                    lr: lr as f32,
-                    momentum: config.momentum as f32,
-                    weight_decay: config.weight_decay as f32,
-                };
-                if skip_bad {
-                    backup = Some(on_device.clone());
-                }
-                let v0 = upload(batch, [config.batch_size, PIXELS], &ctx.device);
-                on_device.cd_update(v0, rule, &mut rng);
-                if !on_device.all_finite()? {
-                    match backup.take() {
-                        Some(good) => {
-                            on_device = good;
-                            skipped += 1;
-                        }
-                        None => {
-                            let kept = crate::models::kept_checkpoint(ctx);
-                            bail!(
-                                "epoch {epoch}, batch {}: parameter W, hb or vb became NaN or infinite (lr {lr}); training stopped and {kept}; lower model.lr or pass --on-nan skip-batch",
-                                b + 1
-                            )
-                        }
-                    }
-                }
-                progress.batch(idx.len(), None);
-                if crate::interrupt::requested() && b + 1 < order.num_batches() {
-                    on_device.download_into(&mut rbm, &mut state)?;
-                    let at = Position {
-                        epochs_done: epoch - 1,
-                        batches_done: b + 1,
-                        rng: Some(&rng),
-                        best_pl,
-                    };
-                    training_checkpoint(&rbm, &state, config.batch_size, &at)?
-                        .save(&ctx.run.latest_checkpoint())?;
-                    return Err(crate::interrupt::Interrupted {
-                        epoch,
-                        batch: b + 1,
-                        run: ctx.run.root.display().to_string(),
-                    }
-                    .into());
-                }
-            }
-            on_device.download_into(&mut rbm, &mut state)?;
-            if skipped > 0 && skipped == order.num_batches() - skip {
-                bail!(
-                    "epoch {epoch}: every batch of the epoch was skipped (a parameter became NaN or infinite each time); training stopped and {}; lower model.lr",
-                    crate::models::kept_checkpoint(ctx)
-                );
-            }
-            let timing = progress.timing();
-            let eval_start = std::time::Instant::now();
-            let metrics = epoch_metrics(&rbm, &test, &pl_set, &train_subset);
-            let pl = metrics["pseudo_likelihood_test"]
-                .as_f64()
-                .unwrap_or(f64::NAN);
-            let summary = format!(
-                "recon {:.5}  PL {:.2}  F train {:.2} test {:.2}",
-                metrics["recon_error_test"].as_f64().unwrap_or(f64::NAN),
-                pl,
-                metrics["free_energy_train"].as_f64().unwrap_or(f64::NAN),
-                metrics["free_energy_test"].as_f64().unwrap_or(f64::NAN),
-            );
-            progress.finish(timing, &summary);
-
-            // The seed's figure: a Gibbs chain from the fixed training batch.
-            let samples = rbm.gibbs_from_visible(
-                &sample_start,
-                config.sample_steps,
-                &mut stream(seed, Purpose::Sample, epoch as u32),
-            );
-            save_grid(
-                &ctx.run
-                    .images()
-                    .join(format!("samples_epoch_{epoch:03}.png")),
-                &samples,
-                side,
-                side,
-            )?;
-            save_grid(&ctx.run.images().join("samples.png"), &samples, side, side)?;
-
-            let mut row = Map::new();
-            row.insert("epoch".into(), json!(epoch));
-            row.insert("seconds".into(), json!(timing.seconds));
-            row.insert(
-                "samples_per_second".into(),
-                json!(timing.samples_per_second),
-            );
-            row.insert("lr".into(), json!(lr));
-            row.insert(
-                "eval_seconds".into(),
-                json!(eval_start.elapsed().as_secs_f64()),
-            );
-            if run_config.on_nan == OnNan::SkipBatch {
-                row.insert("skipped_batches".into(), json!(skipped));
-            }
-            row.extend(metrics);
-
-            let improved = pl > best_pl;
-            if improved {
-                best_pl = pl;
-            }
-            let at = Position {
-                epochs_done: epoch,
-                batches_done: 0,
-                rng: None,
-                best_pl,
-            };
-            let ck = training_checkpoint(&rbm, &state, config.batch_size, &at)?;
-            // Metrics first, then the checkpoint: a crash between the two leaves
-            // a row that resume drops, never a checkpoint without its row.
-            ctx.run.metrics().append(&row)?;
-            ck.save(&ctx.run.latest_checkpoint())?;
-            if improved {
-                ck.save(&ctx.run.best_checkpoint())?;
-            }
-            if crate::interrupt::requested() && epoch < config.epochs {
-                return Err(crate::interrupt::Interrupted {
-                    epoch,
-                    batch: order.num_batches(),
-                    run: ctx.run.root.display().to_string(),
-                }
-                .into());
-            }
-        }
-        rbm.to_checkpoint()
-            .save(&ctx.run.root.join("weights.safetensors"))?;
-        save_grid(
-            &ctx.run.images().join("filters.png"),
-            &filter_tiles(&rbm, 100),
-            10,
-            10,
-        )?;
-        plot_metrics(&ctx.run).context("drawing the metric plots")?;
-        Ok(())
+        let mut step = RbmStep {
+            ctx,
+            config,
+            seed,
+            rbm,
+            state,
+            on_device,
+            skip_bad: run_config.on_nan == OnNan::SkipBatch,
+            batches_per_epoch,
+            total_updates: batches_per_epoch * config.epochs,
+            lr: config.lr,
+            best_pl,
+            test,
+            pl_set,
+            train_subset,
+            sample_start,
+            side,
+            no_rng: stream(seed, Purpose::Fixed, 1),
+        };
+        let plan = Plan {
+            seed,
+            epochs: config.epochs,
+            on_nan: run_config.on_nan,
+        };
+        trainer::run(ctx, plan, start, &mut step)
     }
 }
 

@@ -16,8 +16,6 @@
 //! the convolutions and the dense layers reads channels first (c, h, w).
 //! Initialisation is Keras's: Glorot-uniform kernels, zero biases.
 
-use std::time::Instant;
-
 use anyhow::{Context, Result, bail};
 use burn::tensor::activation::{log_sigmoid, relu, sigmoid};
 use burn::tensor::module::{conv_transpose2d, conv2d, linear};
@@ -33,8 +31,7 @@ use super::{Family, ModelConfig, TrainContext};
 use crate::config::{OnNan, RunConfig};
 use crate::data::batches::{fill_batch, split_to_f32};
 use crate::data::{EpochOrder, PIXELS, PixelView, SIDE, Split};
-use crate::progress::EpochProgress;
-use crate::rng::{GenRng, Purpose, RngState, fill_standard_normal, stream};
+use crate::rng::{GenRng, Purpose, fill_standard_normal, stream};
 use crate::run::{Checkpoint, RunDir, TensorData};
 use crate::viz::{Series, latent_scatter, line_plot, manifold_plot, save_grid};
 

@@ -1,38 +1,199 @@
-//! Training a VAE: one loss, its step on the CPU path or burn's autodiff,
-//! the NaN policy, checkpoints (latest and best) and exact resume.
+//! Training a VAE: its step (one loss, on the CPU path or burn's autodiff)
+//! for the shared training loop of [`crate::models::trainer`].
 
 use super::figures::write_figures;
 use super::host_mlp::FastPath;
 use super::*;
+use crate::models::trainer::{
+    self, BatchAt, BatchDone, EpochEnd, Plan, Position, Step, non_finite,
+};
 
 /// The VAE family: `genlab train vae [--preset vae-2|vae-8|vae-16|conv-vae|...]`.
 pub struct VaeFamily;
 
-/// Training position saved in a checkpoint.
-struct Position<'a> {
-    epochs_done: usize,
-    batches_done: usize,
-    rng: Option<&'a GenRng>,
+/// Sums of (loss, recon, kl, images) over an epoch's finished batches.
+type Sums = [f64; 4];
+
+/// The VAE's part of the training loop.
+struct VaeStep<'a> {
+    ctx: &'a TrainContext,
+    config: &'a VaeConfig,
+    seed: u64,
+    net: VaeNet,
+    vae: Vae,
+    opt: Optimizer,
+    /// The CPU fast path for the MLP (GENLAB_CPU_KERNELS=0 forces burn's
+    /// generic path, for comparisons).
+    fast: Option<FastPath>,
+    test: Vec<f32>,
+    val_eps: Vec<f32>,
+    prior_z: Vec<f32>,
+    view: PixelView,
+    skip_bad: bool,
+    xbuf: Vec<f32>,
+    eps: Vec<f32>,
+    sums: Sums,
+    /// The sums of the interrupted epoch a resumed run continues.
+    resumed: Sums,
     best_val: f64,
-    /// Sums of (loss, recon, kl, images) over the finished batches of an
-    /// interrupted epoch, so its reported means stay exact after a resume.
-    partial: [f64; 4],
 }
 
-fn training_checkpoint(vae: &Vae, opt: &Optimizer, at: &Position) -> Result<Checkpoint> {
-    let mut ck = vae.to_checkpoint()?;
-    opt.save(&mut ck, "optimizer", &vae.net.names())?;
-    ck.set_meta("genlab.epoch", at.epochs_done.to_string());
-    ck.set_meta("genlab.batch", at.batches_done.to_string());
-    ck.set_meta("genlab.best_val_loss", at.best_val.to_string());
-    ck.set_meta("genlab.partial_sums", serde_json::to_string(&at.partial)?);
-    if let Some(rng) = at.rng {
-        ck.set_meta(
-            "genlab.rng",
-            serde_json::to_string(&RngState::capture(rng))?,
-        );
+impl VaeStep<'_> {
+    /// Copies the fast path's parameters and optimiser state back.
+    fn sync(&mut self) {
+        if let Some(h) = &self.fast {
+            h.store(&mut self.vae, &mut self.opt);
+        }
     }
-    Ok(ck)
+}
+
+impl Step for VaeStep<'_> {
+    fn order(&self, epoch: usize) -> EpochOrder {
+        let n = self.ctx.dataset.train.len();
+        EpochOrder::new(
+            n,
+            self.config.batch_size,
+            false,
+            true,
+            self.seed,
+            epoch as u32,
+        )
+    }
+
+    fn start_epoch(&mut self, resumed: bool) {
+        self.sums = if resumed { self.resumed } else { [0.0; 4] };
+    }
+
+    fn batch(&mut self, at: BatchAt, idx: &[usize], rng: &mut GenRng) -> Result<BatchDone> {
+        let config = self.config;
+        let rows = idx.len();
+        fill_batch(&self.ctx.dataset.train, idx, self.view, rng, &mut self.xbuf);
+        self.eps.resize(rows * config.latent, 0.0);
+        fill_standard_normal(rng, &mut self.eps);
+        let ([r, k], finite) = match self.fast.as_mut() {
+            Some(h) => h.forward_backward(&self.xbuf, &self.eps, config.likelihood),
+            None => {
+                let (stats, finite, g) = burn_step(
+                    &self.net,
+                    &self.vae,
+                    &self.xbuf,
+                    &self.eps,
+                    config.likelihood,
+                )?;
+                if finite {
+                    self.opt.update(&mut self.vae.params, g);
+                }
+                (stats, finite)
+            }
+        };
+        if !finite {
+            if self.skip_bad {
+                return Ok(BatchDone {
+                    skipped: 1,
+                    ..BatchDone::updated(rows, None)
+                });
+            }
+            return Err(non_finite(
+                self.ctx,
+                at,
+                &format!(
+                    "the loss or a gradient became NaN or infinite (loss {:.4})",
+                    (r + k) / rows as f64
+                ),
+                "model.lr",
+            ));
+        }
+        if let Some(h) = self.fast.as_mut() {
+            h.apply();
+        }
+        self.sums[0] += r + k;
+        self.sums[1] += r;
+        self.sums[2] += k;
+        self.sums[3] += rows as f64;
+        Ok(BatchDone::updated(rows, Some((r + k) / rows as f64)))
+    }
+
+    fn checkpoint(&mut self, at: &Position) -> Result<Checkpoint> {
+        self.sync();
+        let mut ck = self.vae.to_checkpoint()?;
+        self.opt.save(&mut ck, "optimizer", &self.vae.net.names())?;
+        ck.set_meta("genlab.best_val_loss", self.best_val.to_string());
+        let partial = if at.batches_done > 0 {
+            self.sums
+        } else {
+            [0.0; 4]
+        };
+        ck.set_meta("genlab.partial_sums", serde_json::to_string(&partial)?);
+        Ok(ck)
+    }
+
+    fn end_epoch(&mut self, epoch: usize, _skipped: usize, _batches: usize) -> Result<EpochEnd> {
+        self.sync();
+        let config = self.config;
+        let (val_recon, val_kl) =
+            self.vae
+                .loss_terms(&self.test, &self.val_eps, config.likelihood)?;
+        let val = val_recon + val_kl;
+        if !val.is_finite() {
+            bail!(
+                "epoch {epoch}: the validation loss is {val}; the model diverged (lower model.lr); {}",
+                crate::models::kept_checkpoint(self.ctx)
+            );
+        }
+        let sums = self.sums;
+        if sums[3] == 0.0 {
+            bail!(
+                "epoch {epoch}: every batch of the epoch was skipped (the loss or a gradient was NaN or infinite each time); training stopped and {}; lower model.lr",
+                crate::models::kept_checkpoint(self.ctx)
+            );
+        }
+        let n = sums[3];
+        let (tl, tr, tk) = (sums[0] / n, sums[1] / n, sums[2] / n);
+        let samples = self.vae.decode(&self.prior_z)?;
+        save_grid(
+            &self
+                .ctx
+                .run
+                .images()
+                .join(format!("samples_epoch_{epoch:03}.png")),
+            &samples,
+            8,
+            8,
+        )?;
+        let mut metrics = Map::new();
+        metrics.insert("loss".into(), json!(tl));
+        metrics.insert("recon".into(), json!(tr));
+        metrics.insert("kl".into(), json!(tk));
+        metrics.insert("val_loss".into(), json!(val));
+        metrics.insert("val_recon".into(), json!(val_recon));
+        metrics.insert("val_kl".into(), json!(val_kl));
+        let improved = val < self.best_val;
+        if improved {
+            self.best_val = val;
+        }
+        Ok(EpochEnd {
+            metrics,
+            summary: format!(
+                "loss {tl:.3} (recon {tr:.3} + KL {tk:.3})  val {val:.3} (recon {val_recon:.3} + KL {val_kl:.3})"
+            ),
+            improved,
+        })
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        let run = &self.ctx.run;
+        self.vae
+            .to_checkpoint()?
+            .save(&run.root.join("weights.safetensors"))?;
+        write_figures(
+            run,
+            &self.vae,
+            self.config,
+            &self.ctx.dataset.test,
+            self.seed,
+        )
+        .context("drawing the figures")
+    }
 }
 
 impl Family for VaeFamily {
@@ -50,48 +211,28 @@ impl Family for VaeFamily {
         let device = ctx.device.clone();
         let net = VaeNet::from_config(config);
         let (names, sizes) = (net.names(), net.sizes());
-        let (mut vae, mut opt, epochs_done, batches_done, resumed_rng, mut best_val, partial) =
-            match resume {
-                Some(ck) => {
-                    let parse = |key: &str| -> Result<usize> {
-                        ck.meta(key)?
-                            .parse()
-                            .with_context(|| format!("checkpoint entry {key} is not a number"))
-                    };
-                    let vae = Vae::from_checkpoint(net.clone(), ck, &device)
-                        .map_err(crate::error::usage)?;
-                    let opt =
-                        Optimizer::load(config.rule(), ck, "optimizer", &names, &sizes, &device)
-                            .map_err(crate::error::usage)?;
-                    let rng = match ck.metadata.get("genlab.rng") {
-                        Some(json) => Some(serde_json::from_str::<RngState>(json)?.restore()?),
-                        None => None,
-                    };
-                    let partial: [f64; 4] = match ck.metadata.get("genlab.partial_sums") {
-                        Some(s) => serde_json::from_str(s)?,
-                        None => [0.0; 4],
-                    };
-                    let best = ck
-                        .meta("genlab.best_val_loss")?
-                        .parse()
-                        .unwrap_or(f64::INFINITY);
-                    (
-                        vae,
-                        opt,
-                        parse("genlab.epoch")?,
-                        parse("genlab.batch")?,
-                        rng,
-                        best,
-                        partial,
-                    )
-                }
-                None => {
-                    let vae = Vae::init(net.clone(), &mut stream(seed, Purpose::Init, 0), &device);
-                    let opt = Optimizer::new(config.rule(), &sizes, &device);
-                    (vae, opt, 0, 0, None, f64::INFINITY, [0.0; 4])
-                }
-            };
-        ctx.run.metrics().truncate_to_epoch(epochs_done as u64)?;
+        let (vae, opt, start, best_val, resumed) = match resume {
+            Some(ck) => {
+                let vae =
+                    Vae::from_checkpoint(net.clone(), ck, &device).map_err(crate::error::usage)?;
+                let opt = Optimizer::load(config.rule(), ck, "optimizer", &names, &sizes, &device)
+                    .map_err(crate::error::usage)?;
+                let partial: Sums = match ck.metadata.get("genlab.partial_sums") {
+                    Some(s) => serde_json::from_str(s)?,
+                    None => [0.0; 4],
+                };
+                let best = ck
+                    .meta("genlab.best_val_loss")?
+                    .parse()
+                    .unwrap_or(f64::INFINITY);
+                (vae, opt, Position::read(ck)?, best, partial)
+            }
+            None => {
+                let vae = Vae::init(net.clone(), &mut stream(seed, Purpose::Init, 0), &device);
+                let opt = Optimizer::new(config.rule(), &sizes, &device);
+                (vae, opt, Position::default(), f64::INFINITY, [0.0; 4])
+            }
+        };
         let (enc, dec) = net.parameter_counts();
         if resume.is_none() {
             println!(
@@ -104,193 +245,38 @@ impl Family for VaeFamily {
                 enc + dec
             );
         }
-
-        let train = &ctx.dataset.train;
-        let test = test_pixels(&ctx.dataset.test, config.likelihood, seed);
         let n_test = ctx.dataset.test.len();
-        let val_eps = fixed_noise(seed, 2, n_test * config.latent);
-        let prior_z = fixed_noise(seed, 3, 64 * config.latent);
-        let latent = config.latent;
-        let view = config.train_view();
-        let mut xbuf = Vec::new();
-        let mut eps = Vec::new();
-        let skip_bad = run_config.on_nan == OnNan::SkipBatch;
-        // The CPU fast path for the MLP (GENLAB_CPU_KERNELS=0 forces burn's
-        // generic path, for comparisons).
-        let mut fast = if run_config.device == crate::device::DeviceKind::Cpu
+        let fast = if run_config.device == crate::device::DeviceKind::Cpu
             && crate::cpu::kernels_enabled()
         {
             Some(FastPath::new(&vae, &opt, config.batch_size)?)
         } else {
             None
         };
-
-        for epoch in epochs_done + 1..=config.epochs {
-            let order = EpochOrder::new(
-                train.len(),
-                config.batch_size,
-                false,
-                true,
-                seed,
-                epoch as u32,
-            );
-            let resuming = epoch == epochs_done + 1 && batches_done > 0;
-            let skip = if resuming { batches_done } else { 0 };
-            let mut rng = match (&resumed_rng, resuming) {
-                (Some(r), true) => r.clone(),
-                _ => stream(seed, Purpose::Train, epoch as u32),
-            };
-            // (loss, recon, kl, images) summed over the epoch's batches.
-            let mut sums = if resuming { partial } else { [0.0; 4] };
-            let mut skipped = 0usize;
-            let mut progress = EpochProgress::start(
-                epoch,
-                config.epochs,
-                order.num_batches() - skip,
-                ctx.interactive,
-            );
-            for (b, idx) in order.batches().enumerate().skip(skip) {
-                let rows = idx.len();
-                fill_batch(train, idx, view, &mut rng, &mut xbuf);
-                eps.resize(rows * latent, 0.0);
-                fill_standard_normal(&mut rng, &mut eps);
-                let ([r, k], finite) = match fast.as_mut() {
-                    Some(h) => h.forward_backward(&xbuf, &eps, config.likelihood),
-                    None => {
-                        let (stats, finite, g) =
-                            burn_step(&net, &vae, &xbuf, &eps, config.likelihood)?;
-                        if finite {
-                            opt.update(&mut vae.params, g);
-                        }
-                        (stats, finite)
-                    }
-                };
-                if !finite {
-                    if skip_bad {
-                        skipped += 1;
-                        progress.batch(rows, None);
-                        continue;
-                    }
-                    let kept = crate::models::kept_checkpoint(ctx);
-                    bail!(
-                        "epoch {epoch}, batch {}: the loss or a gradient became NaN or infinite (loss {:.4}); training stopped and {kept}; lower model.lr or pass --on-nan skip-batch",
-                        b + 1,
-                        (r + k) / rows as f64
-                    );
-                }
-                if let Some(h) = fast.as_mut() {
-                    h.apply();
-                }
-                sums[0] += r + k;
-                sums[1] += r;
-                sums[2] += k;
-                sums[3] += rows as f64;
-                progress.batch(rows, Some((r + k) / rows as f64));
-                if crate::interrupt::requested() && b + 1 < order.num_batches() {
-                    if let Some(h) = &fast {
-                        h.store(&mut vae, &mut opt);
-                    }
-                    let at = Position {
-                        epochs_done: epoch - 1,
-                        batches_done: b + 1,
-                        rng: Some(&rng),
-                        best_val,
-                        partial: sums,
-                    };
-                    training_checkpoint(&vae, &opt, &at)?.save(&ctx.run.latest_checkpoint())?;
-                    return Err(crate::interrupt::Interrupted {
-                        epoch,
-                        batch: b + 1,
-                        run: ctx.run.root.display().to_string(),
-                    }
-                    .into());
-                }
-            }
-            let timing = progress.timing();
-            if let Some(h) = &fast {
-                h.store(&mut vae, &mut opt);
-            }
-            let eval_start = Instant::now();
-            let (val_recon, val_kl) = vae.loss_terms(&test, &val_eps, config.likelihood)?;
-            let val = val_recon + val_kl;
-            if !val.is_finite() {
-                bail!(
-                    "epoch {epoch}: the validation loss is {val}; the model diverged (lower model.lr); {}",
-                    crate::models::kept_checkpoint(ctx)
-                );
-            }
-            if sums[3] == 0.0 {
-                bail!(
-                    "epoch {epoch}: every batch of the epoch was skipped (the loss or a gradient was NaN or infinite each time); training stopped and {}; lower model.lr",
-                    crate::models::kept_checkpoint(ctx)
-                );
-            }
-            let n = sums[3];
-            let (tl, tr, tk) = (sums[0] / n, sums[1] / n, sums[2] / n);
-            progress.finish(
-                timing,
-                &format!("loss {tl:.3} (recon {tr:.3} + KL {tk:.3})  val {val:.3} (recon {val_recon:.3} + KL {val_kl:.3})"),
-            );
-            let samples = vae.decode(&prior_z)?;
-            save_grid(
-                &ctx.run
-                    .images()
-                    .join(format!("samples_epoch_{epoch:03}.png")),
-                &samples,
-                8,
-                8,
-            )?;
-
-            let mut row = Map::new();
-            row.insert("epoch".into(), json!(epoch));
-            row.insert("seconds".into(), json!(timing.seconds));
-            row.insert(
-                "samples_per_second".into(),
-                json!(timing.samples_per_second),
-            );
-            row.insert("loss".into(), json!(tl));
-            row.insert("recon".into(), json!(tr));
-            row.insert("kl".into(), json!(tk));
-            row.insert("val_loss".into(), json!(val));
-            row.insert("val_recon".into(), json!(val_recon));
-            row.insert("val_kl".into(), json!(val_kl));
-            row.insert(
-                "eval_seconds".into(),
-                json!(eval_start.elapsed().as_secs_f64()),
-            );
-            if run_config.on_nan == OnNan::SkipBatch {
-                row.insert("skipped_batches".into(), json!(skipped));
-            }
-            let improved = val < best_val;
-            if improved {
-                best_val = val;
-            }
-            let at = Position {
-                epochs_done: epoch,
-                batches_done: 0,
-                rng: None,
-                best_val,
-                partial: [0.0; 4],
-            };
-            let ck = training_checkpoint(&vae, &opt, &at)?;
-            ctx.run.metrics().append(&row)?;
-            ck.save(&ctx.run.latest_checkpoint())?;
-            if improved {
-                ck.save(&ctx.run.best_checkpoint())?;
-            }
-            if crate::interrupt::requested() && epoch < config.epochs {
-                return Err(crate::interrupt::Interrupted {
-                    epoch,
-                    batch: order.num_batches(),
-                    run: ctx.run.root.display().to_string(),
-                }
-                .into());
-            }
-        }
-        vae.to_checkpoint()?
-            .save(&ctx.run.root.join("weights.safetensors"))?;
-        write_figures(&ctx.run, &vae, config, &ctx.dataset.test, seed)
-            .context("drawing the figures")?;
-        Ok(())
+        let mut step = VaeStep {
+            ctx,
+            config,
+            seed,
+            net,
+            vae,
+            opt,
+            fast,
+            test: test_pixels(&ctx.dataset.test, config.likelihood, seed),
+            val_eps: fixed_noise(seed, 2, n_test * config.latent),
+            prior_z: fixed_noise(seed, 3, 64 * config.latent),
+            view: config.train_view(),
+            skip_bad: run_config.on_nan == OnNan::SkipBatch,
+            xbuf: Vec::new(),
+            eps: Vec::new(),
+            sums: [0.0; 4],
+            resumed,
+            best_val,
+        };
+        let plan = Plan {
+            seed,
+            epochs: config.epochs,
+            on_nan: run_config.on_nan,
+        };
+        trainer::run(ctx, plan, start, &mut step)
     }
 }
