@@ -150,6 +150,8 @@ impl HostNetwork {
                 }
                 Layer::Tanh => map(out, input, crate::cpu::tanh),
                 Layer::Sigmoid => map(out, input, crate::cpu::sigmoid),
+                // Inference keeps every unit and takes no mask.
+                Layer::Dropout { .. } if self.mode == Mode::Infer => out.copy_from_slice(input),
                 Layer::Dropout { .. } => {
                     let m = mask.next().expect("one mask per dropout layer");
                     assert_eq!(m.len(), rows * n, "dropout mask size");
@@ -297,6 +299,7 @@ impl HostNetwork {
                 }
                 Layer::Tanh => zip_map(dx, dy, output, |d, y| d * (1.0 - y * y)),
                 Layer::Sigmoid => zip_map(dx, dy, output, |d, y| d * y * (1.0 - y)),
+                Layer::Dropout { .. } if self.mode == Mode::Infer => dx.copy_from_slice(dy),
                 Layer::Dropout { .. } => {
                     mask -= 1;
                     zip_map(dx, dy, masks[mask], |d, m| d * m)

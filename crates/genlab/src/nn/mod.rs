@@ -380,6 +380,49 @@ impl Network {
             .collect()
     }
 
+    /// PyTorch's default initialisation of its `Linear` and `Conv2d` layers
+    /// (Kaiming-uniform with a = sqrt(5)): every weight and bias uniform in
+    /// +-1/sqrt(fan_in), drawn layer by layer, weight before bias. Other
+    /// parameters (batch normalisation) start at scale 1 and shift 0.
+    pub fn torch_default_init(&self, rng: &mut crate::rng::GenRng) -> Vec<Vec<f32>> {
+        use rand::RngExt;
+        let mut out: Vec<Vec<f32>> = self.params.iter().map(|p| vec![0.0; p.len()]).collect();
+        for layer in &self.layers {
+            let Some((w, b)) = layer.params else { continue };
+            match layer.layer {
+                Layer::Dense { .. } | Layer::Conv2d { .. } | Layer::ConvTranspose2d { .. } => {
+                    // PyTorch reads fan_in off the weight's second dimension
+                    // times the kernel: inputs for Linear and Conv2d, outputs
+                    // for ConvTranspose2d (its weight is [in, out, kh, kw]).
+                    let fan_in = match layer.layer {
+                        Layer::Dense { .. } => layer.input.iter().product(),
+                        Layer::Conv2d { .. } => self.params[w].len() / self.params[b].len(),
+                        _ => self.params[w].len() / layer.input[0],
+                    };
+                    let bound = 1.0 / (fan_in as f32).sqrt();
+                    for k in [w, b] {
+                        for v in &mut out[k] {
+                            *v = rng.random_range(-bound..bound);
+                        }
+                    }
+                }
+                _ => out[w].fill(1.0),
+            }
+        }
+        out
+    }
+
+    /// The widths of a stack of dense layers: the input, then each dense
+    /// layer's units (the shape the CPU MLP kernels take).
+    pub fn dense_widths(&self) -> Vec<usize> {
+        std::iter::once(self.input_size())
+            .chain(self.layers.iter().filter_map(|l| match l.layer {
+                Layer::Dense { units } => Some(units),
+                _ => None,
+            }))
+            .collect()
+    }
+
     /// An MLP as the families describe one: dense layers of `widths` (the
     /// last is the output), each hidden one followed by `activation` and,
     /// with `dropout > 0`, a dropout layer. Layers are named `layer{k}`

@@ -31,6 +31,21 @@ pub fn forward(
     run(net, params, &buffers, x, masks, Mode::Train).0
 }
 
+/// The output of `net` in inference (dropout off, running statistics),
+/// with the buffers of a fresh network.
+pub fn infer(net: &Network, params: &[Tensor<1>], x: Tensor<2>) -> Tensor<2> {
+    let device = x.device();
+    let buffers: Vec<Tensor<1>> = net
+        .initial_buffers()
+        .into_iter()
+        .map(|b| {
+            let n = b.len();
+            crate::models::tensors::upload(b, [n], &device)
+        })
+        .collect();
+    run(net, params, &buffers, x, &[], Mode::Infer).0
+}
+
 /// [`forward`] with the running statistics `buffers` ([`Network::buffers`]
 /// order) in `mode`; returns the output and the buffers after it (updated
 /// in training, as they were in inference).
@@ -131,6 +146,8 @@ pub fn run(
             Layer::LeakyRelu { slope } => leaky_relu(h, *slope),
             Layer::Tanh => tanh(h),
             Layer::Sigmoid => sigmoid(h),
+            // Inference keeps every unit and takes no mask.
+            Layer::Dropout { .. } if mode == Mode::Infer => h,
             Layer::Dropout { .. } => h * mask.next().expect("one mask per dropout layer").clone(),
             Layer::Identity | Layer::Flatten | Layer::Reshape { .. } => h,
         };

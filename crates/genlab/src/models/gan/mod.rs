@@ -16,8 +16,7 @@
 //! `y = x @ weight + bias` (PyTorch's `nn.Linear` stores the transpose).
 
 use anyhow::{Context, Result, bail};
-use burn::tensor::activation::{leaky_relu, log_sigmoid, sigmoid};
-use burn::tensor::module::linear;
+use burn::tensor::activation::{log_sigmoid, sigmoid};
 use burn::tensor::{Device, Tensor};
 use rand::{Rng, RngExt};
 use serde::{Deserialize, Serialize};
@@ -29,6 +28,7 @@ use super::{Family, ModelConfig, TrainContext};
 use crate::config::{OnNan, RunConfig};
 use crate::data::batches::fill_batch;
 use crate::data::{EpochOrder, PIXELS, PixelView};
+use crate::nn::{self, Layer, Network};
 use crate::rng::{GenRng, Purpose, fill_standard_normal, stream};
 use crate::run::{Checkpoint, RunDir, TensorData};
 use crate::viz::{Series, line_plot, save_grid};
@@ -194,109 +194,42 @@ impl ModelConfig for GanConfig {
     }
 }
 
-/// A fully connected network: hidden layers with leaky ReLU and dropout,
-/// then a linear output layer (tanh applied by the caller for the generator).
-#[derive(Debug, Clone, PartialEq)]
-pub struct MlpShape {
-    /// `generator` or `discriminator`: the prefix of the tensor names.
-    pub prefix: &'static str,
-    /// Widths from input to output.
-    pub widths: Vec<usize>,
+/// The generator's and the discriminator's networks, described as data:
+/// dense layers of the configured widths, each hidden one followed by leaky
+/// ReLU and dropout; the generator ends in tanh, the discriminator in a logit.
+pub fn networks(c: &GanConfig) -> Result<(Network, Network)> {
+    let act = Layer::LeakyRelu {
+        slope: c.leaky_slope,
+    };
+    let mut g_widths = c.generator_hidden.clone();
+    g_widths.push(PIXELS);
+    let g = Network::mlp("generator", c.latent, &g_widths, &act, c.dropout)?;
+    let g = with_layer(g, "out", Layer::Tanh)?;
+    let mut d_widths = c.discriminator_hidden.clone();
+    d_widths.push(1);
+    let d = Network::mlp("discriminator", PIXELS, &d_widths, &act, c.dropout)?;
+    Ok((g, d))
 }
 
-impl MlpShape {
-    pub fn names(&self) -> Vec<String> {
-        (0..self.widths.len() - 1)
-            .flat_map(|k| {
-                [
-                    format!("{}.layer{k}.weight", self.prefix),
-                    format!("{}.layer{k}.bias", self.prefix),
-                ]
-            })
-            .collect()
-    }
-
-    pub fn shapes(&self) -> Vec<Vec<usize>> {
-        self.widths
-            .windows(2)
-            .flat_map(|w| [vec![w[0], w[1]], vec![w[1]]])
-            .collect()
-    }
-
-    pub fn sizes(&self) -> Vec<usize> {
-        self.shapes().iter().map(|s| s.iter().product()).collect()
-    }
-
-    pub fn parameter_count(&self) -> usize {
-        self.sizes().iter().sum()
-    }
-
-    /// Hidden units per example (the dropout masks' width).
-    pub fn hidden_units(&self) -> usize {
-        self.widths[1..self.widths.len() - 1].iter().sum()
-    }
-
-    /// PyTorch's `nn.Linear` initialisation: weights Kaiming-uniform with
-    /// a = sqrt(5), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)), biases the same.
-    pub fn init(&self, rng: &mut GenRng, device: &Device) -> Vec<Tensor<1>> {
-        let mut params = Vec::new();
-        for w in self.widths.windows(2) {
-            let bound = 1.0 / (w[0] as f32).sqrt();
-            let mut draw = |n: usize| -> Tensor<1> {
-                let v: Vec<f32> = (0..n).map(|_| rng.random_range(-bound..bound)).collect();
-                upload(v, [n], device)
-            };
-            params.push(draw(w[0] * w[1]));
-            params.push(draw(w[1]));
-        }
-        params
-    }
-
-    /// Logits (or the generator's pre-tanh output). `masks`: per hidden layer,
-    /// `[rows, width]` dropout multipliers (0 or 1/(1-p)), or `None` for no dropout.
-    pub fn forward(
-        &self,
-        p: &[Tensor<1>],
-        x: Tensor<2>,
-        masks: Option<&[Tensor<2>]>,
-        slope: f64,
-    ) -> Tensor<2> {
-        let layers = self.widths.len() - 1;
-        let mut h = x;
-        for k in 0..layers {
-            let w = p[2 * k]
-                .clone()
-                .reshape([self.widths[k], self.widths[k + 1]]);
-            h = linear(h, w, Some(p[2 * k + 1].clone()));
-            if k + 1 < layers {
-                h = leaky_relu(h, slope);
-                if let Some(m) = masks {
-                    h = h * m[k].clone();
-                }
-            }
-        }
-        h
-    }
+/// `net` with one more layer at its end.
+fn with_layer(net: Network, name: &str, layer: Layer) -> Result<Network> {
+    let mut layers: Vec<(String, Layer)> = net
+        .layers
+        .iter()
+        .map(|l| (l.name.clone(), l.layer.clone()))
+        .collect();
+    layers.push((name.to_string(), layer));
+    Network::build(&net.name, &net.input, &layers)
 }
 
-/// The two networks' shapes for a configuration.
-pub fn shapes(c: &GanConfig) -> (MlpShape, MlpShape) {
-    let mut g = vec![c.latent];
-    g.extend(&c.generator_hidden);
-    g.push(PIXELS);
-    let mut d = vec![PIXELS];
-    d.extend(&c.discriminator_hidden);
-    d.push(1);
-    (
-        MlpShape {
-            prefix: "generator",
-            widths: g,
-        },
-        MlpShape {
-            prefix: "discriminator",
-            widths: d,
-        },
-    )
+/// The parameter names of `net`, in order.
+pub fn param_names(net: &Network) -> Vec<&str> {
+    net.params.iter().map(|p| p.name.as_str()).collect()
+}
+
+/// The parameter sizes of `net`, in order.
+pub fn param_sizes(net: &Network) -> Vec<usize> {
+    net.params.iter().map(|p| p.len()).collect()
 }
 
 /// Mean binary cross-entropy of logits `l` (`[B, 1]`) against a constant
@@ -325,26 +258,35 @@ pub fn generator_loss(fake_logits: Tensor<2>) -> Tensor<1> {
 #[derive(Debug, Clone)]
 pub struct Gan {
     pub config: GanConfig,
-    pub g_shape: MlpShape,
-    pub d_shape: MlpShape,
+    pub g_net: Network,
+    pub d_net: Network,
     pub g: Vec<Tensor<1>>,
     pub d: Vec<Tensor<1>>,
     pub device: Device,
 }
 
 impl Gan {
-    pub fn init(config: &GanConfig, seed: u64, device: &Device) -> Self {
-        let (g_shape, d_shape) = shapes(config);
-        let g = g_shape.init(&mut stream(seed, Purpose::Init, 0), device);
-        let d = d_shape.init(&mut stream(seed, Purpose::Init, 1), device);
-        Gan {
+    pub fn init(config: &GanConfig, seed: u64, device: &Device) -> Result<Self> {
+        let (g_net, d_net) = networks(config)?;
+        let put = |values: Vec<Vec<f32>>| -> Vec<Tensor<1>> {
+            values
+                .into_iter()
+                .map(|v| {
+                    let n = v.len();
+                    upload(v, [n], device)
+                })
+                .collect()
+        };
+        let g = put(g_net.torch_default_init(&mut stream(seed, Purpose::Init, 0)));
+        let d = put(d_net.torch_default_init(&mut stream(seed, Purpose::Init, 1)));
+        Ok(Gan {
             config: config.clone(),
-            g_shape,
-            d_shape,
+            g_net,
+            d_net,
             g,
             d,
             device: device.clone(),
-        }
+        })
     }
 
     /// Noise rows for `n` images.
@@ -359,11 +301,11 @@ impl Gan {
 
     /// Dropout multipliers for `rows` examples of a network: per hidden
     /// layer, 0 with probability p, else 1/(1-p).
-    fn masks(&self, shape: &MlpShape, rows: usize, rng: &mut GenRng) -> Vec<Tensor<2>> {
-        mask_values(&self.config, shape, rows, rng)
+    fn masks(&self, net: &Network, rows: usize, rng: &mut GenRng) -> Vec<Tensor<2>> {
+        mask_values(&self.config, net, rows, rng)
             .into_iter()
-            .zip(&shape.widths[1..])
-            .map(|(m, &w)| upload(m, [rows, w], &self.device))
+            .zip(net.dropout_widths())
+            .map(|(m, w)| upload(m, [rows, w], &self.device))
             .collect()
     }
 
@@ -371,18 +313,17 @@ impl Gan {
     pub fn generate(&self, z: &[f32]) -> Result<Vec<f32>> {
         let n = z.len() / self.config.latent;
         let zt = upload(z.to_vec(), [n, self.config.latent], &self.device);
-        download(
-            self.g_shape
-                .forward(&self.g, zt, None, self.config.leaky_slope)
-                .tanh(),
-        )
+        download(nn::tensor::infer(&self.g_net, &self.g, zt))
     }
 
     pub fn to_checkpoint(&self) -> Result<Checkpoint> {
         let mut ck = Checkpoint::default();
-        for (shape, params) in [(&self.g_shape, &self.g), (&self.d_shape, &self.d)] {
-            for ((name, dims), p) in shape.names().iter().zip(shape.shapes()).zip(params) {
-                ck.insert(name, TensorData::new(dims, to_checkpoint(p)?.data));
+        for (net, params) in [(&self.g_net, &self.g), (&self.d_net, &self.d)] {
+            for (spec, p) in net.params.iter().zip(params) {
+                ck.insert(
+                    &spec.name,
+                    TensorData::new(spec.shape.clone(), to_checkpoint(p)?.data),
+                );
             }
         }
         ck.set_meta("genlab.family", "gan");
@@ -390,24 +331,22 @@ impl Gan {
     }
 
     pub fn from_checkpoint(config: &GanConfig, ck: &Checkpoint, device: &Device) -> Result<Self> {
-        let (g_shape, d_shape) = shapes(config);
-        let load = |shape: &MlpShape| -> Result<Vec<Tensor<1>>> {
-            shape
-                .names()
+        let (g_net, d_net) = networks(config)?;
+        let load = |net: &Network| -> Result<Vec<Tensor<1>>> {
+            net.params
                 .iter()
-                .zip(shape.shapes())
-                .map(|(name, dims)| {
-                    ck.tensor(name, &dims)?;
-                    from_checkpoint(ck, name, dims.iter().product(), device)
+                .map(|spec| {
+                    ck.tensor(&spec.name, &spec.shape)?;
+                    from_checkpoint(ck, &spec.name, spec.len(), device)
                 })
                 .collect()
         };
         Ok(Gan {
             config: config.clone(),
-            g: load(&g_shape)?,
-            d: load(&d_shape)?,
-            g_shape,
-            d_shape,
+            g: load(&g_net)?,
+            d: load(&d_net)?,
+            g_net,
+            d_net,
             device: device.clone(),
         })
     }
@@ -416,17 +355,12 @@ impl Gan {
 /// Dropout multipliers for `rows` examples of a network, per hidden layer
 /// (`rows x width`): 0 with probability p, else 1/(1-p). Both training paths
 /// draw them here, in the same order.
-pub fn mask_values(
-    c: &GanConfig,
-    shape: &MlpShape,
-    rows: usize,
-    rng: &mut GenRng,
-) -> Vec<Vec<f32>> {
+pub fn mask_values(c: &GanConfig, net: &Network, rows: usize, rng: &mut GenRng) -> Vec<Vec<f32>> {
     let p = c.dropout as f32;
     let keep = 1.0 / (1.0 - p);
-    shape.widths[1..shape.widths.len() - 1]
-        .iter()
-        .map(|&w| {
+    net.dropout_widths()
+        .into_iter()
+        .map(|w| {
             // The words `rng.random::<f32>()` would read one at a time, read
             // in bulk (same values, same stream position), then turned into
             // uniforms the way it does: the top 24 bits times 2^-24. The
@@ -446,21 +380,20 @@ pub fn mask_values(
 fn burn_d_step(gan: &Gan, x: &[f32], rng: &mut GenRng) -> Result<([f64; 3], bool, Vec<Tensor<1>>)> {
     let (c, dev) = (&gan.config, &gan.device);
     let rows = x.len() / PIXELS;
-    let slope = c.leaky_slope;
     // Fakes from the current generator (constant here), dropout on.
     let z = upload(gan.noise(rows, rng), [rows, c.latent], dev);
-    let gm = gan.masks(&gan.g_shape, rows, rng);
-    let fake = gan.g_shape.forward(&gan.g, z, Some(&gm), slope).tanh();
-    let m_real = gan.masks(&gan.d_shape, rows, rng);
-    let m_fake = gan.masks(&gan.d_shape, rows, rng);
+    let gm = gan.masks(&gan.g_net, rows, rng);
+    let fake = nn::tensor::forward(&gan.g_net, &gan.g, z, &gm);
+    let m_real = gan.masks(&gan.d_net, rows, rng);
+    let m_fake = gan.masks(&gan.d_net, rows, rng);
     let tracked: Vec<Tensor<1>> = gan
         .d
         .iter()
         .map(|p| p.clone().autodiff().require_grad())
         .collect();
     let xt = upload(x.to_vec(), [rows, PIXELS], dev);
-    let real_logits = gan.d_shape.forward(&tracked, xt, Some(&m_real), slope);
-    let fake_logits = gan.d_shape.forward(&tracked, fake, Some(&m_fake), slope);
+    let real_logits = nn::tensor::forward(&gan.d_net, &tracked, xt, &m_real);
+    let fake_logits = nn::tensor::forward(&gan.d_net, &tracked, fake, &m_fake);
     let stats = Tensor::cat(
         vec![
             sigmoid(real_logits.clone().inner()).mean(),
@@ -490,17 +423,16 @@ fn burn_d_step(gan: &Gan, x: &[f32], rng: &mut GenRng) -> Result<([f64; 3], bool
 /// everything is finite, and G's gradients.
 fn burn_g_step(gan: &Gan, rows: usize, rng: &mut GenRng) -> Result<(f64, bool, Vec<Tensor<1>>)> {
     let (c, dev) = (&gan.config, &gan.device);
-    let slope = c.leaky_slope;
     let z = upload(gan.noise(rows, rng), [rows, c.latent], dev);
-    let gm = gan.masks(&gan.g_shape, rows, rng);
-    let dm = gan.masks(&gan.d_shape, rows, rng);
+    let gm = gan.masks(&gan.g_net, rows, rng);
+    let dm = gan.masks(&gan.d_net, rows, rng);
     let tracked: Vec<Tensor<1>> = gan
         .g
         .iter()
         .map(|p| p.clone().autodiff().require_grad())
         .collect();
-    let fake = gan.g_shape.forward(&tracked, z, Some(&gm), slope).tanh();
-    let logits = gan.d_shape.forward(&gan.d, fake, Some(&dm), slope);
+    let fake = nn::tensor::forward(&gan.g_net, &tracked, z, &gm);
+    let logits = nn::tensor::forward(&gan.d_net, &gan.d, fake, &dm);
     let loss = generator_loss(logits);
     let value = loss.clone().inner();
     let mut grads = loss.backward();
@@ -539,8 +471,8 @@ impl HostGan {
         };
         let slope = gan.config.leaky_slope as f32;
         Ok(HostGan {
-            g: super::host::HostMlp::new(gan.g_shape.widths.clone(), get(&gan.g)?, slope, rows),
-            d: super::host::HostMlp::new(gan.d_shape.widths.clone(), get(&gan.d)?, slope, 2 * rows),
+            g: super::host::HostMlp::new(gan.g_net.dense_widths(), get(&gan.g)?, slope, rows),
+            d: super::host::HostMlp::new(gan.d_net.dense_widths(), get(&gan.d)?, slope, 2 * rows),
             opt_g: super::host::HostOptimizer::from_device(opt_g)?,
             opt_d: super::host::HostOptimizer::from_device(opt_d)?,
             both: vec![0.0; 2 * rows * PIXELS],
@@ -574,9 +506,9 @@ impl HostGan {
         let c = &gan.config;
         let rows = x.len() / PIXELS;
         let z = gan.noise(rows, rng);
-        let gm = mask_values(c, &gan.g_shape, rows, rng);
-        let m_real = mask_values(c, &gan.d_shape, rows, rng);
-        let m_fake = mask_values(c, &gan.d_shape, rows, rng);
+        let gm = mask_values(c, &gan.g_net, rows, rng);
+        let m_real = mask_values(c, &gan.d_net, rows, rng);
+        let m_fake = mask_values(c, &gan.d_net, rows, rng);
         self.generate_into_fake(&z, rows, &gm);
         self.both[..rows * PIXELS].copy_from_slice(x);
         self.both[rows * PIXELS..2 * rows * PIXELS].copy_from_slice(&self.fake[..rows * PIXELS]);
@@ -632,8 +564,8 @@ impl HostGan {
     pub fn g_step(&mut self, gan: &Gan, rows: usize, rng: &mut GenRng) -> (f64, bool) {
         let c = &gan.config;
         let z = gan.noise(rows, rng);
-        let gm = mask_values(c, &gan.g_shape, rows, rng);
-        let dm = mask_values(c, &gan.d_shape, rows, rng);
+        let gm = mask_values(c, &gan.g_net, rows, rng);
+        let dm = mask_values(c, &gan.d_net, rows, rng);
         self.generate_into_fake(&z, rows, &gm);
         let logits = self.d.forward(&self.fake[..rows * PIXELS], rows, &dm);
         let inv = 1.0 / rows as f32;
@@ -771,21 +703,16 @@ mod tests {
     fn sampling_has_no_dropout_and_training_does() {
         let dev = Device::flex();
         let config = GanConfig::default();
-        let gan = Gan::init(&config, 1, &dev);
+        let gan = Gan::init(&config, 1, &dev).unwrap();
         let z = gan.noise(8, &mut stream(1, Purpose::Sample, 0));
         let a = gan.generate(&z).unwrap();
         let b = gan.generate(&z).unwrap();
         assert_eq!(a, b, "two sample calls with the same noise agree");
         assert!(a.iter().all(|v| (-1.0..=1.0).contains(v)));
         // A training-mode pass (dropout masks) gives something else.
-        let masks = gan.masks(&gan.g_shape, 8, &mut stream(1, Purpose::Train, 0));
+        let masks = gan.masks(&gan.g_net, 8, &mut stream(1, Purpose::Train, 0));
         let zt = upload(z.clone(), [8, config.latent], &dev);
-        let trained = download(
-            gan.g_shape
-                .forward(&gan.g, zt, Some(&masks), config.leaky_slope)
-                .tanh(),
-        )
-        .unwrap();
+        let trained = download(nn::tensor::forward(&gan.g_net, &gan.g, zt, &masks)).unwrap();
         assert_ne!(trained, a);
         // Roughly 30% of the hidden units are dropped.
         let m = download(masks[2].clone()).unwrap();
@@ -803,12 +730,25 @@ mod tests {
 
     #[test]
     fn cpu_fast_path_matches_the_autodiff_steps() {
+        // The seed's widths, and other widths and depths from the configuration.
+        let other = GanConfig {
+            generator_hidden: vec![64, 128],
+            discriminator_hidden: vec![96, 48, 24],
+            latent: 20,
+            ..GanConfig::default()
+        };
+        for config in [GanConfig::default(), other] {
+            fast_path_matches_autodiff(&config);
+        }
+    }
+
+    fn fast_path_matches_autodiff(config: &GanConfig) {
         let dev = Device::flex();
-        let config = GanConfig::default();
-        let gan = Gan::init(&config, 2, &dev);
+        let config = config.clone();
+        let gan = Gan::init(&config, 2, &dev).unwrap();
         let (rule_d, rule_g) = rules(&config);
-        let opt_d = Optimizer::new(rule_d, &gan.d_shape.sizes(), &dev);
-        let opt_g = Optimizer::new(rule_g, &gan.g_shape.sizes(), &dev);
+        let opt_d = Optimizer::new(rule_d, &param_sizes(&gan.d_net), &dev);
+        let opt_g = Optimizer::new(rule_g, &param_sizes(&gan.g_net), &dev);
         let rows = 6;
         let mut data_rng = stream(2, Purpose::Fixed, 0);
         let x: Vec<f32> = (0..rows * PIXELS)
@@ -849,14 +789,14 @@ mod tests {
     #[test]
     fn bulk_dropout_masks_are_the_one_at_a_time_draws() {
         let config = GanConfig::default();
-        let (_, d) = shapes(&config);
+        let (_, d) = networks(&config).unwrap();
         let rows = 7;
         let mut bulk = stream(3, Purpose::Train, 0);
         let mut single = bulk.clone();
         let got = mask_values(&config, &d, rows, &mut bulk);
         let p = config.dropout as f32;
         let keep = 1.0 / (1.0 - p);
-        for (m, &w) in got.iter().zip(&d.widths[1..]) {
+        for (m, w) in got.iter().zip(d.dropout_widths()) {
             assert_eq!(m.len(), rows * w);
             for &v in m {
                 let want = if single.random::<f32>() < p {
@@ -873,13 +813,16 @@ mod tests {
 
     #[test]
     fn pytorch_initialisation_bounds() {
-        let dev = Device::flex();
-        let (g, _) = shapes(&GanConfig::default());
-        let params = g.init(&mut stream(0, Purpose::Init, 0), &dev);
-        for (k, w) in g.widths.windows(2).enumerate() {
+        let (g, _) = networks(&GanConfig::default()).unwrap();
+        let params = g.torch_default_init(&mut stream(0, Purpose::Init, 0));
+        let widths = g.dense_widths();
+        for (k, w) in widths.windows(2).enumerate() {
             let bound = 1.0 / (w[0] as f32).sqrt();
-            for p in [&params[2 * k], &params[2 * k + 1]] {
-                let v = download(p.clone()).unwrap();
+            let weight = g
+                .param_index(&format!("generator.layer{k}.weight"))
+                .unwrap();
+            let bias = g.param_index(&format!("generator.layer{k}.bias")).unwrap();
+            for v in [&params[weight], &params[bias]] {
                 let max = v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
                 assert!(
                     max <= bound && max > 0.9 * bound,
@@ -887,6 +830,6 @@ mod tests {
                 );
             }
         }
-        assert_eq!(g.parameter_count(), 114_800);
+        assert_eq!(param_sizes(&g).iter().sum::<usize>(), 114_800);
     }
 }

@@ -200,9 +200,7 @@ impl Step for GanStep<'_> {
         self.sync();
         let gan = &self.gan;
         let mut ck = gan.to_checkpoint()?;
-        let (gn, dn) = (gan.g_shape.names(), gan.d_shape.names());
-        let gn: Vec<&str> = gn.iter().map(String::as_str).collect();
-        let dn: Vec<&str> = dn.iter().map(String::as_str).collect();
+        let (gn, dn) = (param_names(&gan.g_net), param_names(&gan.d_net));
         self.opt_g.save(&mut ck, "optimizer_g", &gn)?;
         self.opt_d.save(&mut ck, "optimizer_d", &dn)?;
         let partial = if at.batches_done > 0 {
@@ -292,29 +290,37 @@ impl Family for GanFamily {
         let seed = run_config.seed;
         let device = ctx.device.clone();
         let (rule_d, rule_g) = rules(c);
-        let (g_shape, d_shape) = shapes(c);
-        let (gn, dn) = (g_shape.names(), d_shape.names());
-        let (gn, dn): (Vec<&str>, Vec<&str>) = (
-            gn.iter().map(String::as_str).collect(),
-            dn.iter().map(String::as_str).collect(),
-        );
+        let (g_net, d_net) = networks(c).map_err(crate::error::usage)?;
+        let (gn, dn) = (param_names(&g_net), param_names(&d_net));
         let (gan, opt_d, opt_g, start, resumed) = match resume {
             Some(ck) => {
                 let gan = Gan::from_checkpoint(c, ck, &device).map_err(crate::error::usage)?;
-                let opt_d =
-                    Optimizer::load(rule_d, ck, "optimizer_d", &dn, &d_shape.sizes(), &device)
-                        .map_err(crate::error::usage)?;
-                let opt_g =
-                    Optimizer::load(rule_g, ck, "optimizer_g", &gn, &g_shape.sizes(), &device)
-                        .map_err(crate::error::usage)?;
+                let opt_d = Optimizer::load(
+                    rule_d,
+                    ck,
+                    "optimizer_d",
+                    &dn,
+                    &param_sizes(&d_net),
+                    &device,
+                )
+                .map_err(crate::error::usage)?;
+                let opt_g = Optimizer::load(
+                    rule_g,
+                    ck,
+                    "optimizer_g",
+                    &gn,
+                    &param_sizes(&g_net),
+                    &device,
+                )
+                .map_err(crate::error::usage)?;
                 let sums: Sums = serde_json::from_str(ck.meta("genlab.partial_sums")?)?;
                 let last: [f64; 2] = serde_json::from_str(ck.meta("genlab.last_losses")?)?;
                 (gan, opt_d, opt_g, Position::read(ck)?, (sums, last))
             }
             None => {
-                let gan = Gan::init(c, seed, &device);
-                let opt_d = Optimizer::new(rule_d, &d_shape.sizes(), &device);
-                let opt_g = Optimizer::new(rule_g, &g_shape.sizes(), &device);
+                let gan = Gan::init(c, seed, &device).map_err(crate::error::usage)?;
+                let opt_d = Optimizer::new(rule_d, &param_sizes(&d_net), &device);
+                let opt_g = Optimizer::new(rule_g, &param_sizes(&g_net), &device);
                 (
                     gan,
                     opt_d,
@@ -327,10 +333,10 @@ impl Family for GanFamily {
         if resume.is_none() {
             println!(
                 "GAN: generator {:?} ({} parameters), discriminator {:?} ({} parameters)",
-                g_shape.widths,
-                g_shape.parameter_count(),
-                d_shape.widths,
-                d_shape.parameter_count()
+                g_net.dense_widths(),
+                param_sizes(&g_net).iter().sum::<usize>(),
+                d_net.dense_widths(),
+                param_sizes(&d_net).iter().sum::<usize>()
             );
         }
         let fixed_z = gan.noise(16, &mut stream(seed, Purpose::Fixed, 5));
