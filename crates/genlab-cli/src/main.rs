@@ -629,7 +629,7 @@ fn sweep(args: SweepArgs) -> Result<()> {
 fn sweep_status(dir: &std::path::Path) -> Result<()> {
     use genlab::sweep::{slurm, task};
     let manifest = task::refresh(dir)?;
-    let queued = slurm::queue_states(&manifest);
+    let queued = slurm::task_states(&manifest);
     let mut counts = std::collections::BTreeMap::new();
     println!(
         "{:>5}  {:<40} {:<12} {:>7}{}",

@@ -231,38 +231,92 @@ pub fn submit(script: &Path) -> Result<String> {
     Ok(id)
 }
 
-/// The Slurm states of a sweep's array tasks still known to squeue, by
-/// array index; `None` where squeue is not reachable.
-pub fn queue_states(manifest: &Manifest) -> Option<BTreeMap<usize, String>> {
-    if manifest.slurm_jobs.is_empty() || !on_path("squeue") {
-        return None;
-    }
-    let out = Command::new("squeue")
-        .args(["-h", "-r", "-o", "%i|%T", "-j"])
-        .arg(manifest.slurm_jobs.join(","))
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        // Jobs squeue no longer knows make it fail: none are queued.
-        return Some(BTreeMap::new());
-    }
-    let mut states = BTreeMap::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
+/// `JOB_TASK|STATE` lines (squeue's and sacct's) as states by array index;
+/// a later job's line wins, so a task submitted again shows its newest state.
+fn parse_states(text: &str, states: &mut BTreeMap<usize, String>) {
+    for line in text.lines() {
         let Some((id, state)) = line.split_once('|') else {
             continue;
         };
         if let Some((_, task)) = id.split_once('_')
             && let Ok(k) = task.parse::<usize>()
         {
-            states.insert(k, state.trim().to_lowercase());
+            let state = state.split_whitespace().next().unwrap_or("").to_lowercase();
+            states.insert(k, state);
         }
     }
+}
+
+/// Runs a Slurm client and returns its output, `None` if it is missing or fails.
+fn slurm_query(program: &str, args: &[&str], jobs: &[String]) -> Option<String> {
+    if jobs.is_empty() || !on_path(program) {
+        return None;
+    }
+    let out = Command::new(program)
+        .args(args)
+        .arg(jobs.join(","))
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The Slurm states of a sweep's array tasks still known to squeue (pending,
+/// running), by array index; `None` where squeue is not reachable.
+pub fn queue_states(manifest: &Manifest) -> Option<BTreeMap<usize, String>> {
+    if manifest.slurm_jobs.is_empty() || !on_path("squeue") {
+        return None;
+    }
+    let mut states = BTreeMap::new();
+    // squeue fails on job ids it no longer knows: then none are queued.
+    if let Some(text) = slurm_query(
+        "squeue",
+        &["-h", "-r", "-o", "%i|%T", "-j"],
+        &manifest.slurm_jobs,
+    ) {
+        parse_states(&text, &mut states);
+    }
     Some(states)
+}
+
+/// Every array task's state that Slurm knows: sacct's record (completed,
+/// failed, timeout, cancelled) where the cluster keeps accounting, then what
+/// squeue says of those still queued.
+pub fn task_states(manifest: &Manifest) -> Option<BTreeMap<usize, String>> {
+    let mut states = BTreeMap::new();
+    let accounted = slurm_query(
+        "sacct",
+        &["-n", "-X", "-P", "-o", "JobID,State", "-j"],
+        &manifest.slurm_jobs,
+    );
+    if let Some(text) = &accounted {
+        parse_states(text, &mut states);
+    }
+    let queued = queue_states(manifest);
+    if let Some(q) = &queued {
+        states.extend(q.clone());
+    }
+    (accounted.is_some() || queued.is_some()).then_some(states)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn states_are_read_per_array_task_newest_job_last() {
+        let mut states = BTreeMap::new();
+        parse_states("7_0|COMPLETED\n7_1|FAILED\n7_[2-3]|PENDING\n", &mut states);
+        parse_states("9_1|RUNNING\n9_2|CANCELLED by 0\n", &mut states);
+        assert_eq!(states[&0], "completed");
+        assert_eq!(states[&1], "running");
+        assert_eq!(states[&2], "cancelled");
+        assert!(
+            !states.contains_key(&3),
+            "a pending range names no one task"
+        );
+    }
 
     #[test]
     fn index_lists_use_ranges() {
