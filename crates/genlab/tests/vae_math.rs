@@ -9,10 +9,7 @@ use genlab::eval::importance::{LatentModel, estimate};
 use genlab::models::optim::{Optimizer, Rule};
 use genlab::models::tensors::{download, upload};
 use genlab::models::vae::host_mlp::HostMlpVae;
-use genlab::models::vae::{
-    Architecture, Likelihood, Vae, VaeNet, burn_step, conv_same_stride2,
-    conv_transpose_same_stride2,
-};
+use genlab::models::vae::{Architecture, Likelihood, Vae, VaeNet, burn_step};
 use genlab::rng::{GenRng, Purpose, fill_standard_normal, stream};
 use nalgebra::{DMatrix, DVector};
 use rand::RngExt;
@@ -83,10 +80,34 @@ fn same_padding_matches_tensorflow_geometry() {
     let x = randn(&mut rng, c_in * n * n, 1.0);
     let w = randn(&mut rng, c_out * c_in * 9, 0.5);
     let b = randn(&mut rng, c_out, 0.1);
-    let got = download(conv_same_stride2(
-        upload(x.clone(), [1, c_in, n, n], &dev),
-        upload(w.clone(), [c_out, c_in, 3, 3], &dev),
-        upload(b.clone(), [c_out], &dev),
+    // Keras Conv2D(3x3, strides=2, padding="same") and its transpose, as
+    // the VAE's networks describe them.
+    let layer = |filters, transposed: bool| {
+        let (kernel, stride, padding) = ([3, 3], [2, 2], genlab::nn::Padding::Same);
+        if transposed {
+            genlab::nn::Layer::ConvTranspose2d {
+                filters,
+                kernel,
+                stride,
+                padding,
+            }
+        } else {
+            genlab::nn::Layer::Conv2d {
+                filters,
+                kernel,
+                stride,
+                padding,
+            }
+        }
+    };
+    let conv = genlab::nn::Network::build("t", &[c_in, n, n], &[("c".into(), layer(c_out, false))])
+        .unwrap();
+    let flat = |v: &[f32]| upload(v.to_vec(), [v.len()], &dev);
+    let got = download(genlab::nn::tensor::forward(
+        &conv,
+        &[flat(&w), flat(&b)],
+        upload(x.clone(), [1, c_in * n * n], &dev),
+        &[],
     ))
     .unwrap();
     let want = naive_same_conv(&x, (c_in, n), &w, c_out, &b, 2);
@@ -103,10 +124,14 @@ fn same_padding_matches_tensorflow_geometry() {
     let zero_in = vec![0.0f32; c_in];
     let cx = naive_same_conv(&x, (c_in, n), &w, c_out, &zero_out, 2);
     // conv kernel [out, in] is the transposed kernel [in=out, out=in].
-    let ty = download(conv_transpose_same_stride2(
-        upload(y.clone(), [1, c_out, m, m], &dev),
-        upload(w.clone(), [c_out, c_in, 3, 3], &dev),
-        upload(zero_in, [c_in], &dev),
+    let deconv =
+        genlab::nn::Network::build("t", &[c_out, m, m], &[("d".into(), layer(c_in, true))])
+            .unwrap();
+    let ty = download(genlab::nn::tensor::forward(
+        &deconv,
+        &[flat(&w), flat(&zero_in)],
+        upload(y.clone(), [1, c_out * m * m], &dev),
+        &[],
     ))
     .unwrap();
     assert_eq!(ty.len(), c_in * n * n);

@@ -12,6 +12,8 @@ use crate::cpu::{bernoulli_log_likelihood, sigmoid_squared_error};
 use crate::data::PIXELS;
 use crate::eval::importance::{LatentModel, estimate, std_error};
 use crate::eval::options::EvalOptions;
+use crate::nn::Mode;
+use crate::nn::host::HostNetwork;
 use crate::rng::{Purpose, fill_standard_normal, stream};
 use crate::run::RunDir;
 
@@ -60,23 +62,20 @@ impl<'a> VaeDensity<'a> {
     }
 
     fn logits(&self, z: &[f32]) -> Result<Vec<f32>> {
-        use crate::models::host::{add_bias, add_bias_relu, dense};
         let Some(w) = &self.host_decoder else {
             return self.vae.decode_logits(z);
         };
-        let (l, h) = (self.vae.net.latent, self.vae.net.hidden);
-        if self.vae.net.architecture == Architecture::Conv {
-            return Ok(crate::models::host_conv::decode_logits(w, l, z));
+        let net = &self.vae.net;
+        if net.architecture == Architecture::Conv {
+            return Ok(crate::models::host_conv::decode_logits(w, net.latent, z));
         }
-        let w = &w[6..10];
-        let n = z.len() / l;
-        let mut hid = vec![0.0f32; n * h];
-        dense(&mut hid, z, &w[0], n, l, h);
-        add_bias_relu(&mut hid, &w[1]);
-        let mut out = vec![0.0f32; n * PIXELS];
-        dense(&mut out, &hid, &w[2], n, h, PIXELS);
-        add_bias(&mut out, &w[3]);
-        Ok(out)
+        // The decoder as its description says, on the CPU executor.
+        let mut decoder = HostNetwork::new(net.decoder.clone());
+        decoder.mode = Mode::Infer;
+        let rows = z.len() / net.latent;
+        Ok(decoder
+            .forward(&w[net.encoder_params..], z, rows, &[])
+            .to_vec())
     }
 }
 

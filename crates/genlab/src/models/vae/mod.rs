@@ -17,9 +17,7 @@
 //! Initialisation is Keras's: Glorot-uniform kernels, zero biases.
 
 use anyhow::{Context, Result, bail};
-use burn::tensor::activation::{log_sigmoid, relu, sigmoid};
-use burn::tensor::module::{conv_transpose2d, conv2d, linear};
-use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
+use burn::tensor::activation::{log_sigmoid, sigmoid};
 use burn::tensor::{Device, Tensor};
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
@@ -31,6 +29,7 @@ use super::{Family, ModelConfig, TrainContext};
 use crate::config::{OnNan, RunConfig};
 use crate::data::batches::{fill_batch, split_to_f32};
 use crate::data::{EpochOrder, PIXELS, PixelView, SIDE, Split};
+use crate::nn::{self, Layer, Network, Padding};
 use crate::rng::{GenRng, Purpose, fill_standard_normal, stream};
 use crate::run::{Checkpoint, RunDir, TensorData};
 use crate::viz::{Series, latent_scatter, line_plot, manifold_plot, save_grid};
@@ -225,7 +224,7 @@ impl VaeConfig {
 /// (`None`: initialised to zero).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParamSpec {
-    pub name: &'static str,
+    pub name: String,
     pub shape: Vec<usize>,
     pub fans: Option<(usize, usize)>,
 }
@@ -240,128 +239,137 @@ impl ParamSpec {
     }
 }
 
-/// Channels after the second convolution and the side of its output (7x7x64 = 3136).
+/// Channels after the two convolutions (7x7x64 = 3136 values).
 const CONV_CHANNELS: [usize; 2] = [32, 64];
-const CONV_SIDE: usize = SIDE / 4;
 
-/// The architecture without its values: shapes, names and the forward pass.
+/// Keras's Glorot fans of a weight: (in, out) for a dense kernel `[in, out]`;
+/// for a convolution kernel `[a, b, kh, kw]` (`[out, in, ..]`, or `[in, out,
+/// ..]` transposed, whose fans Keras takes the other way round, summing the
+/// same) `(b kh kw, a kh kw)`.
+fn glorot_fans(shape: &[usize]) -> (usize, usize) {
+    match shape {
+        [i, o] => (*i, *o),
+        [a, b, kh, kw] => (b * kh * kw, a * kh * kw),
+        _ => unreachable!("weights are matrices or 4-D kernels"),
+    }
+}
+
+/// The architecture without its values: the networks described as data,
+/// the parameters' names, shapes and fans, and the forward pass (run by
+/// [`nn::tensor`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct VaeNet {
     pub architecture: Architecture,
     pub latent: usize,
     pub hidden: usize,
+    /// q(z|x)'s shared layers, then its two heads (one dense layer each).
+    pub encoder: Network,
+    pub mean: Network,
+    pub logvar: Network,
+    /// p(x|z): latent codes to pixel logits.
+    pub decoder: Network,
+    /// Every parameter, in the order of `encoder`, `mean`, `logvar`, `decoder`.
     pub specs: Vec<ParamSpec>,
-    /// Parameters of the encoder (the first `encoder_params` specs).
+    /// Parameters of the encoder and its heads (the first `encoder_params` specs).
     pub encoder_params: usize,
 }
 
-fn dense(name: &'static str, bias: &'static str, i: usize, o: usize) -> [ParamSpec; 2] {
-    [
-        ParamSpec {
-            name,
-            shape: vec![i, o],
-            fans: Some((i, o)),
-        },
-        ParamSpec {
-            name: bias,
-            shape: vec![o],
-            fans: None,
-        },
-    ]
-}
-
-fn kernel(name: &'static str, bias: &'static str, shape: [usize; 4], out: usize) -> [ParamSpec; 2] {
-    let receptive = shape[2] * shape[3];
-    [
-        ParamSpec {
-            name,
-            shape: shape.to_vec(),
-            fans: Some((shape[1] * receptive, shape[0] * receptive)),
-        },
-        ParamSpec {
-            name: bias,
-            shape: vec![out],
-            fans: None,
-        },
-    ]
+fn build(name: &str, input: &[usize], layers: &[(&str, Layer)]) -> Network {
+    let layers: Vec<(String, Layer)> = layers
+        .iter()
+        .map(|(n, l)| (n.to_string(), l.clone()))
+        .collect();
+    Network::build(name, input, &layers).expect("the VAE's layers fit their shapes")
 }
 
 impl VaeNet {
     pub fn new(architecture: Architecture, latent: usize, hidden: usize) -> Self {
         let (l, h) = (latent, hidden);
-        let mut specs = Vec::new();
-        match architecture {
-            Architecture::Mlp => {
-                specs.extend(dense(
-                    "encoder.hidden.weight",
-                    "encoder.hidden.bias",
-                    PIXELS,
-                    h,
-                ));
-                specs.extend(dense("encoder.mean.weight", "encoder.mean.bias", h, l));
-                specs.extend(dense("encoder.logvar.weight", "encoder.logvar.bias", h, l));
-                specs.extend(dense("decoder.hidden.weight", "decoder.hidden.bias", l, h));
-                specs.extend(dense("decoder.out.weight", "decoder.out.bias", h, PIXELS));
-            }
+        let dense = |units| Layer::Dense { units };
+        let conv = |filters, stride| Layer::Conv2d {
+            filters,
+            kernel: [3, 3],
+            stride: [stride, stride],
+            padding: Padding::Same,
+        };
+        let deconv = |filters, stride| Layer::ConvTranspose2d {
+            filters,
+            kernel: [3, 3],
+            stride: [stride, stride],
+            padding: Padding::Same,
+        };
+        let (encoder, decoder) = match architecture {
+            Architecture::Mlp => (
+                build(
+                    "encoder",
+                    &[PIXELS],
+                    &[("hidden", dense(h)), ("act", Layer::Relu)],
+                ),
+                build(
+                    "decoder",
+                    &[l],
+                    &[
+                        ("hidden", dense(h)),
+                        ("act", Layer::Relu),
+                        ("out", dense(PIXELS)),
+                    ],
+                ),
+            ),
             Architecture::Conv => {
                 let [c1, c2] = CONV_CHANNELS;
-                let flat = c2 * CONV_SIDE * CONV_SIDE;
-                specs.extend(kernel(
-                    "encoder.conv1.weight",
-                    "encoder.conv1.bias",
-                    [c1, 1, 3, 3],
-                    c1,
-                ));
-                specs.extend(kernel(
-                    "encoder.conv2.weight",
-                    "encoder.conv2.bias",
-                    [c2, c1, 3, 3],
-                    c2,
-                ));
-                specs.extend(dense(
-                    "encoder.hidden.weight",
-                    "encoder.hidden.bias",
-                    flat,
-                    h,
-                ));
-                specs.extend(dense("encoder.mean.weight", "encoder.mean.bias", h, l));
-                specs.extend(dense("encoder.logvar.weight", "encoder.logvar.bias", h, l));
-                specs.extend(dense(
-                    "decoder.hidden.weight",
-                    "decoder.hidden.bias",
-                    l,
-                    flat,
-                ));
-                // Transposed kernels are [in, out, kh, kw]; Keras's Glorot fans
-                // for them are (kh kw out, kh kw in), which sum the same.
-                specs.extend(kernel(
-                    "decoder.deconv1.weight",
-                    "decoder.deconv1.bias",
-                    [c2, c2, 3, 3],
-                    c2,
-                ));
-                specs.extend(kernel(
-                    "decoder.deconv2.weight",
-                    "decoder.deconv2.bias",
-                    [c2, c1, 3, 3],
-                    c1,
-                ));
-                specs.extend(kernel(
-                    "decoder.deconv3.weight",
-                    "decoder.deconv3.bias",
-                    [c1, 1, 3, 3],
-                    1,
-                ));
+                let encoder = build(
+                    "encoder",
+                    &[1, SIDE, SIDE],
+                    &[
+                        ("conv1", conv(c1, 2)),
+                        ("act1", Layer::Relu),
+                        ("conv2", conv(c2, 2)),
+                        ("act2", Layer::Relu),
+                        ("flat", Layer::Flatten),
+                        ("hidden", dense(h)),
+                        ("act3", Layer::Relu),
+                    ],
+                );
+                // The decoder starts from the shape the encoder's convolutions end in.
+                let grid = encoder.layers[3].output.clone();
+                let decoder = build(
+                    "decoder",
+                    &[l],
+                    &[
+                        ("hidden", dense(grid.iter().product())),
+                        ("act0", Layer::Relu),
+                        ("grid", Layer::Reshape { shape: grid }),
+                        ("deconv1", deconv(c2, 2)),
+                        ("act1", Layer::Relu),
+                        ("deconv2", deconv(c1, 2)),
+                        ("act2", Layer::Relu),
+                        ("deconv3", deconv(1, 1)),
+                        ("flat", Layer::Flatten),
+                    ],
+                );
+                (encoder, decoder)
             }
-        }
-        let encoder_params = specs
+        };
+        let mean = build("encoder", &[h], &[("mean", dense(l))]);
+        let logvar = build("encoder", &[h], &[("logvar", dense(l))]);
+        let specs: Vec<ParamSpec> = [&encoder, &mean, &logvar, &decoder]
             .iter()
-            .take_while(|s| s.name.starts_with("encoder."))
-            .count();
+            .flat_map(|n| n.params.iter())
+            .map(|p| ParamSpec {
+                name: p.name.clone(),
+                shape: p.shape.clone(),
+                fans: p.name.ends_with(".weight").then(|| glorot_fans(&p.shape)),
+            })
+            .collect();
+        let encoder_params = encoder.params.len() + mean.params.len() + logvar.params.len();
         VaeNet {
             architecture,
             latent,
             hidden,
+            encoder,
+            mean,
+            logvar,
+            decoder,
             specs,
             encoder_params,
         }
@@ -371,8 +379,8 @@ impl VaeNet {
         VaeNet::new(c.architecture, c.latent, c.hidden)
     }
 
-    pub fn names(&self) -> Vec<&'static str> {
-        self.specs.iter().map(|s| s.name).collect()
+    pub fn names(&self) -> Vec<&str> {
+        self.specs.iter().map(|s| s.name.as_str()).collect()
     }
 
     pub fn sizes(&self) -> Vec<usize> {
@@ -386,65 +394,29 @@ impl VaeNet {
         (enc, sizes[self.encoder_params..].iter().sum())
     }
 
-    fn w2(&self, p: &[Tensor<1>], i: usize) -> Tensor<2> {
-        let s = &self.specs[i].shape;
-        p[i].clone().reshape([s[0], s[1]])
-    }
-
-    fn w4(&self, p: &[Tensor<1>], i: usize) -> Tensor<4> {
-        let s = &self.specs[i].shape;
-        p[i].clone().reshape([s[0], s[1], s[2], s[3]])
-    }
-
-    fn dense(&self, p: &[Tensor<1>], i: usize, x: Tensor<2>) -> Tensor<2> {
-        linear(x, self.w2(p, i), Some(p[i + 1].clone()))
+    /// The parameters of `encoder`, `mean`, `logvar` and `decoder` in `p`.
+    fn split<'a>(&self, p: &'a [Tensor<1>]) -> [&'a [Tensor<1>]; 4] {
+        let (e, m) = (self.encoder.params.len(), self.mean.params.len());
+        let (trunk, rest) = p.split_at(e);
+        let (mean, rest) = rest.split_at(m);
+        let (logvar, decoder) = rest.split_at(self.logvar.params.len());
+        [trunk, mean, logvar, decoder]
     }
 
     /// Mean and log-variance of q(z|x) for images `x` (rows of 784 values).
     pub fn encode(&self, p: &[Tensor<1>], x: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
-        match self.architecture {
-            Architecture::Mlp => {
-                let h = relu(self.dense(p, 0, x));
-                (self.dense(p, 2, h.clone()), self.dense(p, 4, h))
-            }
-            Architecture::Conv => {
-                let b = x.dims()[0];
-                let x = x.reshape([b, 1, SIDE, SIDE]);
-                let h = relu(conv_same_stride2(x, self.w4(p, 0), p[1].clone()));
-                let h = relu(conv_same_stride2(h, self.w4(p, 2), p[3].clone()));
-                let h = h.reshape([b, CONV_CHANNELS[1] * CONV_SIDE * CONV_SIDE]);
-                let h = relu(self.dense(p, 4, h));
-                (self.dense(p, 6, h.clone()), self.dense(p, 8, h))
-            }
-        }
+        let [trunk, mean, logvar, _] = self.split(p);
+        let h = nn::tensor::forward(&self.encoder, trunk, x, &[]);
+        (
+            nn::tensor::forward(&self.mean, mean, h.clone(), &[]),
+            nn::tensor::forward(&self.logvar, logvar, h, &[]),
+        )
     }
 
     /// Decoder logits (rows of 784): sigmoid of them is the decoded image.
     pub fn decode(&self, p: &[Tensor<1>], z: Tensor<2>) -> Tensor<2> {
-        match self.architecture {
-            Architecture::Mlp => {
-                let h = relu(self.dense(p, 6, z));
-                self.dense(p, 8, h)
-            }
-            Architecture::Conv => {
-                let b = z.dims()[0];
-                let [c1, c2] = CONV_CHANNELS;
-                let h = relu(self.dense(p, 10, z)).reshape([b, c2, CONV_SIDE, CONV_SIDE]);
-                let h = relu(conv_transpose_same_stride2(
-                    h,
-                    self.w4(p, 12),
-                    p[13].clone(),
-                ));
-                let h = relu(conv_transpose_same_stride2(
-                    h,
-                    self.w4(p, 14),
-                    p[15].clone(),
-                ));
-                debug_assert_eq!(h.dims(), [b, c1, SIDE, SIDE]);
-                let same1 = ConvTransposeOptions::new([1, 1], [1, 1], [0, 0], [1, 1], 1);
-                conv_transpose2d(h, self.w4(p, 16), Some(p[17].clone()), same1).reshape([b, PIXELS])
-            }
-        }
+        let [.., decoder] = self.split(p);
+        nn::tensor::forward(&self.decoder, decoder, z, &[])
     }
 
     /// Per image: the reconstruction term and the KL term (each `[B]`) for
@@ -474,24 +446,6 @@ impl VaeNet {
             .sum_dim(1);
         (recon.reshape([b]), kl.reshape([b]))
     }
-}
-
-/// Keras `Conv2D(3x3, strides=2, padding="same")` on an even side n: output
-/// n/2, padding one row and one column at the end only (TensorFlow puts the
-/// odd padding after). Kernel `[out, in, 3, 3]`.
-pub fn conv_same_stride2(x: Tensor<4>, w: Tensor<4>, b: Tensor<1>) -> Tensor<4> {
-    let same2 = ConvOptions::new_with_padding([2, 2], [(0, 1), (0, 1)], [1, 1], 1);
-    conv2d(x, w, Some(b), same2)
-}
-
-/// Keras `Conv2DTranspose(3x3, strides=2, padding="same")`: output 2n, the
-/// full (2n + 1)-wide transposed convolution cropped to its first 2n rows and
-/// columns (the gradient of [`conv_same_stride2`]). Kernel `[in, out, 3, 3]`.
-pub fn conv_transpose_same_stride2(x: Tensor<4>, w: Tensor<4>, b: Tensor<1>) -> Tensor<4> {
-    let [n, _, h, wd] = x.dims();
-    let out = w.dims()[1];
-    let up = ConvTransposeOptions::new([2, 2], [0, 0], [0, 0], [1, 1], 1);
-    conv_transpose2d(x, w, Some(b), up).slice([0..n, 0..out, 0..2 * h, 0..2 * wd])
 }
 
 /// A VAE with its parameters (on a non-autodiff device).
@@ -536,7 +490,7 @@ impl Vae {
         let mut ck = Checkpoint::default();
         for (s, p) in self.net.specs.iter().zip(&self.params) {
             let flat = to_checkpoint(p)?;
-            ck.insert(s.name, TensorData::new(s.shape.clone(), flat.data));
+            ck.insert(&s.name, TensorData::new(s.shape.clone(), flat.data));
         }
         ck.set_meta("genlab.family", "vae");
         ck.set_meta(
@@ -555,8 +509,8 @@ impl Vae {
             .specs
             .iter()
             .map(|s| {
-                ck.tensor(s.name, &s.shape)?;
-                from_checkpoint(ck, s.name, s.len(), device)
+                ck.tensor(&s.name, &s.shape)?;
+                from_checkpoint(ck, &s.name, s.len(), device)
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Vae {
