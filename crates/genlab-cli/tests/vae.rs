@@ -293,3 +293,69 @@ fn divergence_stops_with_a_clear_one_line_error() {
         "{err}"
     );
 }
+
+#[test]
+fn a_deeper_mlp_vae_trains_resumes_exactly_and_evaluates() {
+    let dir = tempfile::tempdir().unwrap();
+    let deep = [
+        "--set",
+        "model.encoder=[48,24]",
+        "--train-limit",
+        "1024",
+        "--test-limit",
+        "200",
+    ];
+    let reference = dir.path().join("reference");
+    let mut extra = deep.to_vec();
+    extra.extend(["--epochs", "2"]);
+    let said = train(&reference, &extra);
+    assert!(said.contains("MLP VAE, latent 2"), "{said}");
+    let config = std::fs::read_to_string(reference.join("config.toml")).unwrap();
+    let listed: String = config.split_whitespace().collect();
+    assert!(listed.contains("encoder=[48,24,]"), "{config}");
+    // The layers are named after the description; the decoder mirrors the encoder.
+    let ck = std::fs::read(reference.join("weights.safetensors")).unwrap();
+    let names = safetensors::SafeTensors::deserialize(&ck)
+        .unwrap()
+        .names()
+        .len();
+    assert_eq!(
+        names, 14,
+        "3 dense layers each side, 2 heads, with weights and biases"
+    );
+    let st = safetensors::SafeTensors::deserialize(&ck).unwrap();
+    assert_eq!(
+        st.tensor("encoder.hidden1.weight").unwrap().shape(),
+        [48, 24]
+    );
+    assert_eq!(
+        st.tensor("decoder.hidden0.weight").unwrap().shape(),
+        [24, 48]
+    );
+
+    let short = dir.path().join("short");
+    let mut extra = deep.to_vec();
+    extra.extend(["--epochs", "1"]);
+    train(&short, &extra);
+    ok(&[
+        "train",
+        "--resume",
+        short.to_str().unwrap(),
+        "--epochs",
+        "2",
+    ]);
+    assert!(
+        weights(&short) == weights(&reference),
+        "resumed deeper VAE: weights differ"
+    );
+    assert_eq!(metrics(&short), metrics(&reference));
+    let eval = ok(&[
+        "eval",
+        reference.to_str().unwrap(),
+        "--k",
+        "20",
+        "-n",
+        "100",
+    ]);
+    assert!(eval.contains("log p(x)"), "{eval}");
+}

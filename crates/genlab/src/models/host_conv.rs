@@ -639,12 +639,13 @@ impl ConvShard {
                 false,
             );
         }
-        let (mean, sd) = (&self.mean[..b * l], &self.sd[..b * l]);
-        for i in 0..b * l {
-            self.dmean[i] = self.dz[i] + mean[i] * scale;
-            self.dlogvar[i] =
-                self.dz[i] * eps[i] * 0.5 * sd[i] + 0.5 * (sd[i] * sd[i] - 1.0) * scale;
-        }
+        crate::models::host::reparameterize_backward(
+            &self.dz[..b * l],
+            (&self.mean[..b * l], eps, &self.sd[..b * l]),
+            scale,
+            &mut self.dmean[..b * l],
+            &mut self.dlogvar[..b * l],
+        );
         {
             let (gw, gb) = g[6..].split_at_mut(1);
             dense_backward(

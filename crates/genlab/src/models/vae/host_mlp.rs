@@ -134,10 +134,7 @@ impl MlpShard {
             );
         }
         let (d_mean, d_logvar) = (&mut self.d_mean[..b * l], &mut self.d_logvar[..b * l]);
-        for i in 0..b * l {
-            d_mean[i] = d_z[i] + mean[i] * scale;
-            d_logvar[i] = d_z[i] * eps[i] * 0.5 * sd[i] + 0.5 * (sd[i] * sd[i] - 1.0) * scale;
-        }
+        crate::models::host::reparameterize_backward(d_z, (mean, eps, sd), scale, d_mean, d_logvar);
         let d_h1 = &mut self.d_h1[..b * h];
         {
             let (g2, rest) = g[2..].split_at_mut(1);
@@ -242,23 +239,32 @@ impl HostMlpVae {
     }
 }
 
-/// The CPU fast path of either body.
-pub(crate) enum FastPath {
+/// The CPU path of a VAE: the fused one of the seed's shapes (one hidden
+/// layer, or the conv VAE), or any MLP on the CPU executor.
+pub enum FastPath {
     Mlp(Box<HostMlpVae>),
     Conv(Box<crate::models::host_conv::HostConvVae>),
+    Network(Box<super::host_network::HostNetworkVae>),
 }
 
 impl FastPath {
-    pub(crate) fn new(vae: &Vae, opt: &Optimizer, rows: usize) -> Result<Self> {
+    pub fn new(vae: &Vae, opt: &Optimizer, rows: usize) -> Result<Self> {
+        // The fused MLP path is written for one hidden layer (dense, relu).
+        let one_hidden = vae.net.encoder.layers.len() == 2;
         Ok(match vae.net.architecture {
-            Architecture::Mlp => FastPath::Mlp(Box::new(HostMlpVae::new(vae, opt, rows)?)),
+            Architecture::Mlp if one_hidden => {
+                FastPath::Mlp(Box::new(HostMlpVae::new(vae, opt, rows)?))
+            }
+            Architecture::Mlp => FastPath::Network(Box::new(
+                super::host_network::HostNetworkVae::new(vae, opt)?,
+            )),
             Architecture::Conv => FastPath::Conv(Box::new(
                 crate::models::host_conv::HostConvVae::new(vae, opt, rows)?,
             )),
         })
     }
 
-    pub(crate) fn forward_backward(
+    pub fn forward_backward(
         &mut self,
         x: &[f32],
         eps: &[f32],
@@ -267,20 +273,32 @@ impl FastPath {
         match self {
             FastPath::Mlp(h) => h.forward_backward(x, eps, likelihood),
             FastPath::Conv(h) => h.forward_backward(x, eps, likelihood),
+            FastPath::Network(h) => h.forward_backward(x, eps, likelihood),
         }
     }
 
-    pub(crate) fn apply(&mut self) {
+    pub fn apply(&mut self) {
         match self {
             FastPath::Mlp(h) => h.apply(),
             FastPath::Conv(h) => h.apply(),
+            FastPath::Network(h) => h.apply(),
         }
     }
 
-    pub(crate) fn store(&self, vae: &mut Vae, opt: &mut Optimizer) {
+    /// The gradients of the last step (MLP paths).
+    pub fn grads(&self) -> Option<Vec<Vec<f32>>> {
+        match self {
+            FastPath::Mlp(h) => Some(h.grads()),
+            FastPath::Network(h) => Some(h.grads()),
+            FastPath::Conv(_) => None,
+        }
+    }
+
+    pub fn store(&self, vae: &mut Vae, opt: &mut Optimizer) {
         match self {
             FastPath::Mlp(h) => h.store(vae, opt),
             FastPath::Conv(h) => h.store(vae, opt),
+            FastPath::Network(h) => h.store(vae, opt),
         }
     }
 }

@@ -38,6 +38,7 @@ pub mod eval;
 pub mod family;
 pub mod figures;
 pub mod host_mlp;
+pub mod host_network;
 pub mod train;
 
 /// Encoder/decoder bodies.
@@ -84,6 +85,11 @@ pub struct VaeConfig {
     /// Units of the hidden dense layer (MLP: both sides; conv: the encoder's
     /// layer before the heads).
     pub hidden: usize,
+    /// The MLP's hidden widths, input side first, for more than one hidden
+    /// layer (`[512, 256]`; the decoder mirrors them). Given, it replaces
+    /// `hidden`; empty (the default), the MLP has one layer of `hidden` units.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub encoder: Vec<usize>,
     pub likelihood: Likelihood,
     /// `adam` (the MLP seed) or `rmsprop` (the conv seed); Keras semantics.
     pub optimizer: OptimizerKind,
@@ -110,6 +116,7 @@ impl Default for VaeConfig {
             architecture: Architecture::Mlp,
             latent: 2,
             hidden: 256,
+            encoder: Vec::new(),
             likelihood: Likelihood::Mse,
             optimizer: OptimizerKind::Adam,
             lr: 1e-3,
@@ -135,19 +142,23 @@ impl ModelConfig for VaeConfig {
     }
 
     fn training_memory(&self) -> (f64, &'static str) {
-        let (v, h, l, b) = (
-            PIXELS as f64,
-            self.hidden as f64,
-            self.latent as f64,
-            self.batch_size as f64,
-        );
-        let params = 2.0 * (v * h + v + h) + 3.0 * (h * l + l);
+        let widths = self.hidden_widths();
+        let (v, l, b) = (PIXELS as f64, self.latent as f64, self.batch_size as f64);
+        let h = widths.iter().sum::<usize>() as f64;
+        let mut fan = PIXELS;
+        let mut dense = 0.0;
+        for &w in &widths {
+            dense += (fan * w + w) as f64;
+            fan = w;
+        }
+        let last = fan as f64;
+        let params = 2.0 * (dense + v * last + v) + 3.0 * (last * l + l);
         // Weights, two halves' gradients, two moments and host copies; a
         // batch's activations; the validation pass over 10,000 test images.
         let floats = 8.0 * params + 6.0 * b * (v + h + l) + 3.0 * 10_000.0 * (v + h + l);
         (
             4.0 * floats,
-            "model.hidden, model.latent or model.batch_size",
+            "model.hidden (or model.encoder), model.latent or model.batch_size",
         )
     }
 
@@ -162,6 +173,26 @@ impl ModelConfig for VaeConfig {
             if v == 0 {
                 crate::usage_bail!("{key} = 0: must be a positive integer");
             }
+        }
+        if !self.encoder.is_empty() {
+            if self.architecture != Architecture::Mlp {
+                crate::usage_bail!(
+                    "model.encoder = {:?}: hidden widths are for the MLP VAE (architecture = \"mlp\"); the conv VAE takes model.hidden",
+                    self.encoder
+                );
+            }
+            if self.encoder.contains(&0) {
+                crate::usage_bail!(
+                    "model.encoder = {:?}: every width must be a positive integer",
+                    self.encoder
+                );
+            }
+            crate::bounded::check_count(
+                "model.encoder",
+                self.encoder.len(),
+                MAX_HIDDEN_LAYERS,
+                "hidden layers",
+            )?;
         }
         if !self.lr.is_finite() || self.lr <= 0.0 {
             crate::usage_bail!(
@@ -194,7 +225,20 @@ impl ModelConfig for VaeConfig {
     }
 }
 
+/// The most hidden layers `model.encoder` may list.
+pub const MAX_HIDDEN_LAYERS: usize = 64;
+
 impl VaeConfig {
+    /// The MLP's hidden widths, input side first (the conv VAE: its one
+    /// dense layer).
+    pub fn hidden_widths(&self) -> Vec<usize> {
+        if self.encoder.is_empty() {
+            vec![self.hidden]
+        } else {
+            self.encoder.clone()
+        }
+    }
+
     fn rule(&self) -> Rule {
         match self.optimizer {
             OptimizerKind::Adam => Rule::AdamKeras {
@@ -283,8 +327,11 @@ fn build(name: &str, input: &[usize], layers: &[(&str, Layer)]) -> Network {
 }
 
 impl VaeNet {
-    pub fn new(architecture: Architecture, latent: usize, hidden: usize) -> Self {
-        let (l, h) = (latent, hidden);
+    /// The networks for `latent` dimensions and the hidden widths `widths`
+    /// (input side first; the conv VAE takes one: its dense layer).
+    pub fn new(architecture: Architecture, latent: usize, widths: &[usize]) -> Self {
+        let l = latent;
+        let h = *widths.last().expect("at least one hidden width");
         let dense = |units| Layer::Dense { units };
         let conv = |filters, stride| Layer::Conv2d {
             filters,
@@ -299,22 +346,36 @@ impl VaeNet {
             padding: Padding::Same,
         };
         let (encoder, decoder) = match architecture {
-            Architecture::Mlp => (
-                build(
-                    "encoder",
-                    &[PIXELS],
-                    &[("hidden", dense(h)), ("act", Layer::Relu)],
-                ),
-                build(
-                    "decoder",
-                    &[l],
-                    &[
-                        ("hidden", dense(h)),
-                        ("act", Layer::Relu),
-                        ("out", dense(PIXELS)),
-                    ],
-                ),
-            ),
+            Architecture::Mlp => {
+                // One hidden layer keeps the seed's names (hidden, act);
+                // deeper ones are numbered from the input side.
+                let names = |k: usize| -> (String, String) {
+                    if widths.len() == 1 {
+                        ("hidden".into(), "act".into())
+                    } else {
+                        (format!("hidden{k}"), format!("act{k}"))
+                    }
+                };
+                let mut enc = Vec::new();
+                for (k, &w) in widths.iter().enumerate() {
+                    let (d, a) = names(k);
+                    enc.push((d, dense(w)));
+                    enc.push((a, Layer::Relu));
+                }
+                let mut dec = Vec::new();
+                for (k, &w) in widths.iter().enumerate().rev() {
+                    let (d, a) = names(k);
+                    dec.push((d, dense(w)));
+                    dec.push((a, Layer::Relu));
+                }
+                dec.push(("out".into(), dense(PIXELS)));
+                (
+                    Network::build("encoder", &[PIXELS], &enc)
+                        .expect("the VAE's layers fit their shapes"),
+                    Network::build("decoder", &[l], &dec)
+                        .expect("the VAE's layers fit their shapes"),
+                )
+            }
             Architecture::Conv => {
                 let [c1, c2] = CONV_CHANNELS;
                 let encoder = build(
@@ -365,7 +426,7 @@ impl VaeNet {
         VaeNet {
             architecture,
             latent,
-            hidden,
+            hidden: h,
             encoder,
             mean,
             logvar,
@@ -376,7 +437,7 @@ impl VaeNet {
     }
 
     pub fn from_config(c: &VaeConfig) -> Self {
-        VaeNet::new(c.architecture, c.latent, c.hidden)
+        VaeNet::new(c.architecture, c.latent, &c.hidden_widths())
     }
 
     pub fn names(&self) -> Vec<&str> {

@@ -1,0 +1,209 @@
+//! The VAE's training step on genlab's CPU executor ([`crate::nn::host`])
+//! for any MLP its description gives (`model.encoder = [512, 256]`): the
+//! encoder's layers, its two heads and the decoder each run forward and
+//! backward by the executor, with the loss, the reparameterisation and the
+//! KL term between them. Each batch runs in two halves side by side, as on
+//! the fused path of the seed's one-hidden-layer shape (`host_mlp.rs`),
+//! which stays the faster one there.
+
+use super::*;
+use crate::models::host::{
+    HostOptimizer, bernoulli_grad, in_halves, reparameterize, reparameterize_backward,
+    sigmoid_mse_grad, summed_grads,
+};
+use crate::nn::host::HostNetwork;
+
+/// One part of a batch: the four networks' executors (with their
+/// activations), the buffers between them, and its parameter gradients.
+struct NetworkShard {
+    trunk: HostNetwork,
+    mean_head: HostNetwork,
+    logvar_head: HostNetwork,
+    decoder: HostNetwork,
+    /// Parameter gradients, in [`VaeNet::specs`] order.
+    grads: Vec<Vec<f32>>,
+    h: Vec<f32>,
+    mean: Vec<f32>,
+    logvar: Vec<f32>,
+    sd: Vec<f32>,
+    z: Vec<f32>,
+    logits: Vec<f32>,
+    d_z: Vec<f32>,
+    d_mean: Vec<f32>,
+    d_logvar: Vec<f32>,
+    d_h: Vec<f32>,
+    d_h_logvar: Vec<f32>,
+}
+
+/// The parameter counts of the encoder's layers, the two heads and the decoder.
+fn counts(net: &VaeNet) -> [usize; 4] {
+    [
+        net.encoder.params.len(),
+        net.mean.params.len(),
+        net.logvar.params.len(),
+        net.decoder.params.len(),
+    ]
+}
+
+/// `v` cut into consecutive parts of `counts` lengths.
+fn split4<T>(v: &mut [T], [a, b, c, _]: [usize; 4]) -> [&mut [T]; 4] {
+    let (x, rest) = v.split_at_mut(a);
+    let (y, rest) = rest.split_at_mut(b);
+    let (z, w) = rest.split_at_mut(c);
+    [x, y, z, w]
+}
+
+impl NetworkShard {
+    fn new(net: &VaeNet) -> Self {
+        NetworkShard {
+            trunk: HostNetwork::new(net.encoder.clone()),
+            mean_head: HostNetwork::new(net.mean.clone()),
+            logvar_head: HostNetwork::new(net.logvar.clone()),
+            decoder: HostNetwork::new(net.decoder.clone()),
+            grads: net.specs.iter().map(|s| vec![0.0; s.len()]).collect(),
+            h: Vec::new(),
+            mean: Vec::new(),
+            logvar: Vec::new(),
+            sd: Vec::new(),
+            z: Vec::new(),
+            logits: Vec::new(),
+            d_z: Vec::new(),
+            d_mean: Vec::new(),
+            d_logvar: Vec::new(),
+            d_h: Vec::new(),
+            d_h_logvar: Vec::new(),
+        }
+    }
+
+    /// Loss sums and gradients of the rows `x` (noise `eps`), every gradient
+    /// scaled by `scale` (1 / the whole batch's rows).
+    fn forward_backward(
+        &mut self,
+        p: &[Vec<f32>],
+        counts: [usize; 4],
+        x: &[f32],
+        eps: &[f32],
+        scale: f32,
+        likelihood: Likelihood,
+    ) -> [f64; 2] {
+        let b = x.len() / PIXELS;
+        if b == 0 {
+            self.grads.iter_mut().for_each(|g| g.fill(0.0));
+            return [0.0, 0.0];
+        }
+        let (a, m, v) = (counts[0], counts[1], counts[2]);
+        let (pt, pm, pv, pd) = (&p[..a], &p[a..a + m], &p[a + m..a + m + v], &p[a + m + v..]);
+        let copy = |dst: &mut Vec<f32>, src: &[f32]| {
+            dst.clear();
+            dst.extend_from_slice(src);
+        };
+        copy(&mut self.h, self.trunk.forward(pt, x, b, &[]));
+        copy(&mut self.mean, self.mean_head.forward(pm, &self.h, b, &[]));
+        copy(
+            &mut self.logvar,
+            self.logvar_head.forward(pv, &self.h, b, &[]),
+        );
+        let n = self.mean.len();
+        self.sd.resize(n, 0.0);
+        self.z.resize(n, 0.0);
+        let kl = reparameterize(&self.mean, &self.logvar, eps, &mut self.sd, &mut self.z);
+        copy(&mut self.logits, self.decoder.forward(pd, &self.z, b, &[]));
+        // The logits become their gradient; the loss is the batch mean, so every gradient carries 1/b.
+        let recon = match likelihood {
+            Likelihood::Mse => sigmoid_mse_grad(&mut self.logits, x, scale),
+            Likelihood::Bernoulli => bernoulli_grad(&mut self.logits, x, scale),
+        } as f64;
+        let [gt, gm, gv, gd] = split4(&mut self.grads, counts);
+        self.d_z.resize(n, 0.0);
+        self.decoder
+            .backward(pd, &self.z, b, &self.logits, &[], gd, Some(&mut self.d_z));
+        self.d_mean.resize(n, 0.0);
+        self.d_logvar.resize(n, 0.0);
+        reparameterize_backward(
+            &self.d_z,
+            (&self.mean, &eps[..n], &self.sd),
+            scale,
+            &mut self.d_mean,
+            &mut self.d_logvar,
+        );
+        self.d_h.resize(self.h.len(), 0.0);
+        self.d_h_logvar.resize(self.h.len(), 0.0);
+        self.mean_head
+            .backward(pm, &self.h, b, &self.d_mean, &[], gm, Some(&mut self.d_h));
+        self.logvar_head.backward(
+            pv,
+            &self.h,
+            b,
+            &self.d_logvar,
+            &[],
+            gv,
+            Some(&mut self.d_h_logvar),
+        );
+        for (d, e) in self.d_h.iter_mut().zip(&self.d_h_logvar) {
+            *d += e;
+        }
+        self.trunk.backward(pt, x, b, &self.d_h, &[], gt, None);
+        [recon, kl]
+    }
+}
+
+/// An MLP VAE's training state on the CPU executor: parameters, Keras
+/// optimiser state, and the two halves of a batch.
+pub struct HostNetworkVae {
+    pub latent: usize,
+    counts: [usize; 4],
+    pub params: Vec<Vec<f32>>,
+    pub opt: HostOptimizer,
+    shards: Vec<NetworkShard>,
+}
+
+impl HostNetworkVae {
+    /// Copies a model and its optimiser to the host.
+    pub fn new(vae: &Vae, opt: &Optimizer) -> Result<Self> {
+        Ok(HostNetworkVae {
+            latent: vae.net.latent,
+            counts: counts(&vae.net),
+            params: crate::models::host::download_all(&vae.params)?,
+            opt: HostOptimizer::from_device(opt)?,
+            shards: (0..2).map(|_| NetworkShard::new(&vae.net)).collect(),
+        })
+    }
+
+    /// Writes the host state back into a model and an optimiser on `vae.device`.
+    pub fn store(&self, vae: &mut Vae, opt: &mut Optimizer) {
+        for (t, p) in vae.params.iter_mut().zip(&self.params) {
+            *t = upload(p.clone(), [p.len()], &vae.device);
+        }
+        *opt = self.opt.to_device(&vae.device);
+    }
+
+    /// The summed (reconstruction, KL) of a batch `x` with noise `eps`, and
+    /// whether every gradient is finite; [`HostNetworkVae::apply`] updates.
+    pub fn forward_backward(
+        &mut self,
+        x: &[f32],
+        eps: &[f32],
+        likelihood: Likelihood,
+    ) -> ([f64; 2], bool) {
+        let (p, counts) = (&self.params, self.counts);
+        in_halves(
+            &mut self.shards,
+            x,
+            eps,
+            self.latent,
+            |half| &mut half.grads,
+            |half, x, eps, scale| half.forward_backward(p, counts, x, eps, scale, likelihood),
+        )
+    }
+
+    /// The gradients of the last [`HostNetworkVae::forward_backward`].
+    pub fn grads(&self) -> Vec<Vec<f32>> {
+        summed_grads(&self.shards[0].grads, &self.shards[1].grads)
+    }
+
+    /// Applies the optimiser with the last step's gradients.
+    pub fn apply(&mut self) {
+        let (g0, g1) = (&self.shards[0].grads, &self.shards[1].grads);
+        self.opt.update_sum(&mut self.params, g0, g1);
+    }
+}
