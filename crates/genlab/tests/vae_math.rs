@@ -530,6 +530,60 @@ fn cpu_fast_path_matches_the_autodiff_step() {
 }
 
 #[test]
+fn conv_vaes_of_other_channels_and_kernels_match_autodiff_on_the_cpu_executor() {
+    let dev = device();
+    let mut rng = stream(8, Purpose::Fixed, 0);
+    let rows = 3;
+    for (channels, kernel) in [(vec![8, 12], 5), (vec![6], 3), (vec![4, 8], 7)] {
+        let shape = genlab::models::vae::ConvShape { channels, kernel };
+        let net = VaeNet::with_convolutions(Architecture::Conv, 2, &[10], &shape);
+        let vae = Vae::init(net.clone(), &mut stream(8, Purpose::Init, 0), &dev);
+        let rule = Rule::RmspropKeras {
+            lr: 1e-3,
+            rho: 0.9,
+            eps: 1e-7,
+        };
+        let opt = Optimizer::new(rule, &net.sizes(), &dev);
+        let x: Vec<f32> = (0..rows * 784).map(|_| rng.random::<f32>()).collect();
+        let eps = randn(&mut rng, rows * 2, 1.0);
+        let (want_stats, finite, want_grads) =
+            burn_step(&net, &vae, &x, &eps, Likelihood::Mse).unwrap();
+        assert!(finite);
+        let mut host = FastPath::new(&vae, &opt, rows).unwrap();
+        assert!(
+            matches!(host, FastPath::Network(_)),
+            "{shape:?} is not the seed's"
+        );
+        let (stats, finite) = host.forward_backward(&x, &eps, Likelihood::Mse);
+        assert!(finite);
+        for (a, b) in stats.iter().zip(&want_stats) {
+            assert!(
+                (a - b).abs() < 1e-4 * b.abs().max(1.0),
+                "{shape:?}: {stats:?} vs {want_stats:?}"
+            );
+        }
+        for (i, (g, want)) in host.grads().unwrap().iter().zip(want_grads).enumerate() {
+            let want = download(want).unwrap();
+            let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            assert!(
+                scale > 0.0,
+                "{shape:?}: {} has no gradient",
+                net.specs[i].name
+            );
+            let err = g
+                .iter()
+                .zip(&want)
+                .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(
+                err <= 1e-4 * scale,
+                "{shape:?}: {} gradient off by {err} (scale {scale})",
+                net.specs[i].name
+            );
+        }
+    }
+}
+
+#[test]
 fn cpu_conv_fast_path_matches_the_autodiff_step() {
     use genlab::models::host_conv::HostConvVae;
     let dev = device();

@@ -121,6 +121,13 @@ impl Layer {
         if filters == 0 || kernel.contains(&0) || stride.contains(&0) {
             return Err("filters, kernel and stride must be positive".into());
         }
+        // Such a transposed convolution leaves gaps that burn's operation
+        // does not fill, so its executors would disagree.
+        if transposed && (kernel[0] < stride[0] || kernel[1] < stride[1]) {
+            return Err(format!(
+                "a transposed convolution's kernel {kernel:?} must be at least its stride {stride:?}"
+            ));
+        }
         let g = if transposed {
             conv::Geometry::transposed(filters, [h, w], kernel, stride, padding)
         } else {
@@ -506,6 +513,22 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("two layers are named a"), "{err}");
+        let err = Network::build(
+            "d",
+            &[2, 7, 7],
+            &[(
+                "up".into(),
+                Layer::ConvTranspose2d {
+                    filters: 1,
+                    kernel: [1, 1],
+                    stride: [2, 2],
+                    padding: Padding::Same,
+                },
+            )],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("must be at least its stride"), "{err}");
     }
 
     #[test]

@@ -239,8 +239,9 @@ impl HostMlpVae {
     }
 }
 
-/// The CPU path of a VAE: the fused one of the seed's shapes (one hidden
-/// layer, or the conv VAE), or any MLP on the CPU executor.
+/// The CPU path of a VAE: the fused one of the seed's shapes (the MLP with
+/// one hidden layer, the conv VAE with its 32 and 64 channels of 3x3), or
+/// any other description on the CPU executor.
 pub enum FastPath {
     Mlp(Box<HostMlpVae>),
     Conv(Box<crate::models::host_conv::HostConvVae>),
@@ -258,8 +259,12 @@ impl FastPath {
             Architecture::Mlp => FastPath::Network(Box::new(
                 super::host_network::HostNetworkVae::new(vae, opt)?,
             )),
-            Architecture::Conv => FastPath::Conv(Box::new(
+            // The fused conv path is written for the seed's convolutions.
+            Architecture::Conv if vae.net.conv == ConvShape::seed() => FastPath::Conv(Box::new(
                 crate::models::host_conv::HostConvVae::new(vae, opt, rows)?,
+            )),
+            Architecture::Conv => FastPath::Network(Box::new(
+                super::host_network::HostNetworkVae::new(vae, opt)?,
             )),
         })
     }

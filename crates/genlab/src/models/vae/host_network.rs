@@ -1,5 +1,6 @@
 //! The VAE's training step on genlab's CPU executor ([`crate::nn::host`])
-//! for any MLP its description gives (`model.encoder = [512, 256]`): the
+//! for any network its description gives (`model.encoder = [512, 256]`,
+//! `model.channels = [16, 32]` with `model.kernel = 5`): the
 //! encoder's layers, its two heads and the decoder each run forward and
 //! backward by the executor, with the loss, the reparameterisation and the
 //! KL term between them. Each batch runs in two halves side by side, as on
@@ -147,7 +148,7 @@ impl NetworkShard {
     }
 }
 
-/// An MLP VAE's training state on the CPU executor: parameters, Keras
+/// A VAE's training state on the CPU executor: parameters, Keras
 /// optimiser state, and the two halves of a batch.
 pub struct HostNetworkVae {
     pub latent: usize,

@@ -90,6 +90,14 @@ pub struct VaeConfig {
     /// `hidden`; empty (the default), the MLP has one layer of `hidden` units.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub encoder: Vec<usize>,
+    /// The conv VAE's convolution channels, input side first, each a
+    /// stride-2 'same' convolution (the decoder mirrors them with transposed
+    /// ones); empty (the default): the seed's `[32, 64]`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<usize>,
+    /// The conv VAE's kernel side (odd); unset: the seed's 3.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<usize>,
     pub likelihood: Likelihood,
     /// `adam` (the MLP seed) or `rmsprop` (the conv seed); Keras semantics.
     pub optimizer: OptimizerKind,
@@ -117,6 +125,8 @@ impl Default for VaeConfig {
             latent: 2,
             hidden: 256,
             encoder: Vec::new(),
+            channels: Vec::new(),
+            kernel: None,
             likelihood: Likelihood::Mse,
             optimizer: OptimizerKind::Adam,
             lr: 1e-3,
@@ -194,6 +204,37 @@ impl ModelConfig for VaeConfig {
                 "hidden layers",
             )?;
         }
+        if self.architecture != Architecture::Conv
+            && (!self.channels.is_empty() || self.kernel.is_some())
+        {
+            crate::usage_bail!(
+                "model.channels and model.kernel are for the conv VAE (architecture = \"conv\"); the MLP takes model.hidden or model.encoder"
+            );
+        }
+        if self.channels.contains(&0) {
+            crate::usage_bail!(
+                "model.channels = {:?}: every channel count must be a positive integer",
+                self.channels
+            );
+        }
+        // Each stride-2 convolution halves the side, and the transposed ones
+        // double it back: the side must divide by 2 that many times.
+        let n = self.channels.len();
+        if n > 0 && (n > 8 || !SIDE.is_multiple_of(1 << n)) {
+            crate::usage_bail!(
+                "model.channels = {:?}: {n} stride-2 convolutions need an image side divisible by 2^{n} (the side {SIDE} allows at most {})",
+                self.channels,
+                SIDE.trailing_zeros()
+            );
+        }
+        // The transposed convolutions of stride 2 need a kernel of 2 or more.
+        if let Some(k) = self.kernel
+            && (k < 3 || k % 2 == 0 || k > SIDE)
+        {
+            crate::usage_bail!(
+                "model.kernel = {k}: use an odd kernel side from 3 to {SIDE}, such as 3 or 5"
+            );
+        }
         if !self.lr.is_finite() || self.lr <= 0.0 {
             crate::usage_bail!(
                 "model.lr = {}: must be a finite number > 0, such as 0.001",
@@ -236,6 +277,18 @@ impl VaeConfig {
             vec![self.hidden]
         } else {
             self.encoder.clone()
+        }
+    }
+
+    /// The conv VAE's convolution channels and kernel side.
+    pub fn conv_shape(&self) -> ConvShape {
+        ConvShape {
+            channels: if self.channels.is_empty() {
+                CONV_CHANNELS.to_vec()
+            } else {
+                self.channels.clone()
+            },
+            kernel: self.kernel.unwrap_or(3),
         }
     }
 
@@ -283,8 +336,25 @@ impl ParamSpec {
     }
 }
 
-/// Channels after the two convolutions (7x7x64 = 3136 values).
+/// The seed's convolution channels (7x7x64 = 3136 values after them).
 const CONV_CHANNELS: [usize; 2] = [32, 64];
+
+/// The conv VAE's convolutions: channels, input side first, and kernel side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConvShape {
+    pub channels: Vec<usize>,
+    pub kernel: usize,
+}
+
+impl ConvShape {
+    /// The seed's: 32 and 64 channels, 3x3 kernels.
+    pub fn seed() -> Self {
+        ConvShape {
+            channels: CONV_CHANNELS.to_vec(),
+            kernel: 3,
+        }
+    }
+}
 
 /// Keras's Glorot fans of a weight: (in, out) for a dense kernel `[in, out]`;
 /// for a convolution kernel `[a, b, kh, kw]` (`[out, in, ..]`, or `[in, out,
@@ -316,6 +386,8 @@ pub struct VaeNet {
     pub specs: Vec<ParamSpec>,
     /// Parameters of the encoder and its heads (the first `encoder_params` specs).
     pub encoder_params: usize,
+    /// The conv VAE's convolutions (the seed's for the MLP, unused).
+    pub conv: ConvShape,
 }
 
 fn build(name: &str, input: &[usize], layers: &[(&str, Layer)]) -> Network {
@@ -328,23 +400,22 @@ fn build(name: &str, input: &[usize], layers: &[(&str, Layer)]) -> Network {
 
 impl VaeNet {
     /// The networks for `latent` dimensions and the hidden widths `widths`
-    /// (input side first; the conv VAE takes one: its dense layer).
+    /// (input side first; the conv VAE takes one: its dense layer), with the
+    /// seed's convolutions.
     pub fn new(architecture: Architecture, latent: usize, widths: &[usize]) -> Self {
+        Self::with_convolutions(architecture, latent, widths, &ConvShape::seed())
+    }
+
+    /// [`VaeNet::new`] with the convolutions `conv` (the conv VAE).
+    pub fn with_convolutions(
+        architecture: Architecture,
+        latent: usize,
+        widths: &[usize],
+        conv_shape: &ConvShape,
+    ) -> Self {
         let l = latent;
         let h = *widths.last().expect("at least one hidden width");
         let dense = |units| Layer::Dense { units };
-        let conv = |filters, stride| Layer::Conv2d {
-            filters,
-            kernel: [3, 3],
-            stride: [stride, stride],
-            padding: Padding::Same,
-        };
-        let deconv = |filters, stride| Layer::ConvTranspose2d {
-            filters,
-            kernel: [3, 3],
-            stride: [stride, stride],
-            padding: Padding::Same,
-        };
         let (encoder, decoder) = match architecture {
             Architecture::Mlp => {
                 // One hidden layer keeps the seed's names (hidden, act);
@@ -377,37 +448,47 @@ impl VaeNet {
                 )
             }
             Architecture::Conv => {
-                let [c1, c2] = CONV_CHANNELS;
-                let encoder = build(
-                    "encoder",
-                    &[1, SIDE, SIDE],
-                    &[
-                        ("conv1", conv(c1, 2)),
-                        ("act1", Layer::Relu),
-                        ("conv2", conv(c2, 2)),
-                        ("act2", Layer::Relu),
-                        ("flat", Layer::Flatten),
-                        ("hidden", dense(h)),
-                        ("act3", Layer::Relu),
-                    ],
-                );
+                let k = conv_shape.kernel;
+                let conv = |filters, stride| Layer::Conv2d {
+                    filters,
+                    kernel: [k, k],
+                    stride: [stride, stride],
+                    padding: Padding::Same,
+                };
+                let deconv = |filters, stride| Layer::ConvTranspose2d {
+                    filters,
+                    kernel: [k, k],
+                    stride: [stride, stride],
+                    padding: Padding::Same,
+                };
+                let n = conv_shape.channels.len();
+                let mut enc: Vec<(String, Layer)> = Vec::new();
+                for (i, &c) in conv_shape.channels.iter().enumerate() {
+                    enc.push((format!("conv{}", i + 1), conv(c, 2)));
+                    enc.push((format!("act{}", i + 1), Layer::Relu));
+                }
+                enc.push(("flat".into(), Layer::Flatten));
+                enc.push(("hidden".into(), dense(h)));
+                enc.push((format!("act{}", n + 1), Layer::Relu));
+                let encoder = Network::build("encoder", &[1, SIDE, SIDE], &enc)
+                    .expect("the VAE's layers fit their shapes");
                 // The decoder starts from the shape the encoder's convolutions end in.
-                let grid = encoder.layers[3].output.clone();
-                let decoder = build(
-                    "decoder",
-                    &[l],
-                    &[
-                        ("hidden", dense(grid.iter().product())),
-                        ("act0", Layer::Relu),
-                        ("grid", Layer::Reshape { shape: grid }),
-                        ("deconv1", deconv(c2, 2)),
-                        ("act1", Layer::Relu),
-                        ("deconv2", deconv(c1, 2)),
-                        ("act2", Layer::Relu),
-                        ("deconv3", deconv(1, 1)),
-                        ("flat", Layer::Flatten),
-                    ],
-                );
+                let grid = encoder.layers[2 * n - 1].output.clone();
+                let mut dec: Vec<(String, Layer)> = vec![
+                    ("hidden".into(), dense(grid.iter().product())),
+                    ("act0".into(), Layer::Relu),
+                    ("grid".into(), Layer::Reshape { shape: grid }),
+                ];
+                // Transposed convolutions back up, the channels in reverse (the
+                // seed's 64 and 32, stride 2), then one to the image (stride 1).
+                for (i, &c) in conv_shape.channels.iter().rev().enumerate() {
+                    dec.push((format!("deconv{}", i + 1), deconv(c, 2)));
+                    dec.push((format!("act{}", i + 1), Layer::Relu));
+                }
+                dec.push((format!("deconv{}", n + 1), deconv(1, 1)));
+                dec.push(("flat".into(), Layer::Flatten));
+                let decoder = Network::build("decoder", &[l], &dec)
+                    .expect("the VAE's layers fit their shapes");
                 (encoder, decoder)
             }
         };
@@ -433,11 +514,17 @@ impl VaeNet {
             decoder,
             specs,
             encoder_params,
+            conv: conv_shape.clone(),
         }
     }
 
     pub fn from_config(c: &VaeConfig) -> Self {
-        VaeNet::new(c.architecture, c.latent, &c.hidden_widths())
+        VaeNet::with_convolutions(
+            c.architecture,
+            c.latent,
+            &c.hidden_widths(),
+            &c.conv_shape(),
+        )
     }
 
     pub fn names(&self) -> Vec<&str> {
