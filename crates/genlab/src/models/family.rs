@@ -167,6 +167,41 @@ pub trait ModelFamily: Sync {
     }
 }
 
+/// The [`ModelFamily`] methods that a family's training loop ([`super::Family`])
+/// already answers: write `family_training!();` inside its `impl ModelFamily`.
+#[macro_export]
+macro_rules! family_training {
+    () => {
+        fn name(&self) -> &'static str {
+            <Self as $crate::models::Family>::NAME
+        }
+
+        fn seed_preset(&self) -> &'static str {
+            <Self as $crate::models::Family>::SEED_PRESET
+        }
+
+        fn train(
+            &self,
+            request: &$crate::models::TrainRequest,
+        ) -> anyhow::Result<std::path::PathBuf> {
+            $crate::models::train_family::<Self>(request)
+        }
+
+        fn planned_config(&self, request: &$crate::models::TrainRequest) -> anyhow::Result<String> {
+            $crate::models::planned_family_config::<Self>(request)
+        }
+
+        fn resume(
+            &self,
+            run: $crate::run::RunDir,
+            epochs: Option<usize>,
+            data_dir: Option<std::path::PathBuf>,
+        ) -> anyhow::Result<std::path::PathBuf> {
+            $crate::models::resume_family::<Self>(run, epochs, data_dir)
+        }
+    };
+}
+
 /// A `[model]` key of a run's config.toml.
 pub fn model_key<'a>(config: &'a toml::Value, key: &str) -> Option<&'a toml::Value> {
     config.get("model").and_then(|m| m.get(key))

@@ -10,6 +10,17 @@ use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 
 use super::{Layer, Mode, Network};
 
+/// A fresh network's running statistics on `device`.
+fn fresh_buffers(net: &Network, device: &burn::tensor::Device) -> Vec<Tensor<1>> {
+    net.initial_buffers()
+        .into_iter()
+        .map(|b| {
+            let n = b.len();
+            crate::models::tensors::upload(b, [n], device)
+        })
+        .collect()
+}
+
 /// The output of `net` for the rows of `x`, with `params` in
 /// [`Network::params`] order (flat, as checkpoints hold them) and one
 /// `[rows, units]` mask per dropout layer.
@@ -19,30 +30,14 @@ pub fn forward(
     x: Tensor<2>,
     masks: &[Tensor<2>],
 ) -> Tensor<2> {
-    let device = x.device();
-    let buffers: Vec<Tensor<1>> = net
-        .initial_buffers()
-        .into_iter()
-        .map(|b| {
-            let n = b.len();
-            crate::models::tensors::upload(b, [n], &device)
-        })
-        .collect();
+    let buffers = fresh_buffers(net, &x.device());
     run(net, params, &buffers, x, masks, Mode::Train).0
 }
 
 /// The output of `net` in inference (dropout off, running statistics),
 /// with the buffers of a fresh network.
 pub fn infer(net: &Network, params: &[Tensor<1>], x: Tensor<2>) -> Tensor<2> {
-    let device = x.device();
-    let buffers: Vec<Tensor<1>> = net
-        .initial_buffers()
-        .into_iter()
-        .map(|b| {
-            let n = b.len();
-            crate::models::tensors::upload(b, [n], &device)
-        })
-        .collect();
+    let buffers = fresh_buffers(net, &x.device());
     run(net, params, &buffers, x, &[], Mode::Infer).0
 }
 

@@ -2,8 +2,6 @@
 //! likelihood of its own (its samples are measured like every family's),
 //! its labels and figures.
 
-use std::path::PathBuf;
-
 use anyhow::Result;
 use serde_json::{Value, json};
 
@@ -12,7 +10,6 @@ use super::{LoadedGan, load_run, sample};
 use crate::config::DataConfig;
 use crate::eval::options::EvalOptions;
 use crate::models::family::{FigureSpec, ModelFamily, SampleSpec, Trained, TrainingFigure};
-use crate::models::{Family, TrainRequest};
 use crate::run::RunDir;
 
 impl Trained for LoadedGan {
@@ -49,30 +46,7 @@ impl Trained for LoadedGan {
 }
 
 impl ModelFamily for GanFamily {
-    fn name(&self) -> &'static str {
-        <Self as Family>::NAME
-    }
-
-    fn seed_preset(&self) -> &'static str {
-        <Self as Family>::SEED_PRESET
-    }
-
-    fn train(&self, request: &TrainRequest) -> Result<PathBuf> {
-        crate::models::train_family::<Self>(request)
-    }
-
-    fn planned_config(&self, request: &TrainRequest) -> Result<String> {
-        crate::models::planned_family_config::<Self>(request)
-    }
-
-    fn resume(
-        &self,
-        run: RunDir,
-        epochs: Option<usize>,
-        data_dir: Option<PathBuf>,
-    ) -> Result<PathBuf> {
-        crate::models::resume_family::<Self>(run, epochs, data_dir)
-    }
+    crate::family_training!();
 
     fn load(&self, run: &RunDir) -> Result<Box<dyn Trained>> {
         Ok(Box::new(load_run(run)?))

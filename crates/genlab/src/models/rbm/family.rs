@@ -1,8 +1,6 @@
 //! The RBM's family interface: Gibbs-chain sampling, inpainting by clamped
 //! conditional sampling, AIS likelihoods, its labels and figures.
 
-use std::path::PathBuf;
-
 use anyhow::Result;
 use serde_json::Value;
 
@@ -13,7 +11,6 @@ use crate::eval::options::EvalOptions;
 use crate::models::family::{
     FigureSpec, ModelFamily, SampleSpec, Trained, TrainingFigure, model_key,
 };
-use crate::models::{Family, TrainRequest};
 use crate::rng::{Purpose, stream};
 use crate::run::RunDir;
 
@@ -91,30 +88,7 @@ impl Trained for LoadedRbm {
 }
 
 impl ModelFamily for RbmFamily {
-    fn name(&self) -> &'static str {
-        <Self as Family>::NAME
-    }
-
-    fn seed_preset(&self) -> &'static str {
-        <Self as Family>::SEED_PRESET
-    }
-
-    fn train(&self, request: &TrainRequest) -> Result<PathBuf> {
-        crate::models::train_family::<Self>(request)
-    }
-
-    fn planned_config(&self, request: &TrainRequest) -> Result<String> {
-        crate::models::planned_family_config::<Self>(request)
-    }
-
-    fn resume(
-        &self,
-        run: RunDir,
-        epochs: Option<usize>,
-        data_dir: Option<PathBuf>,
-    ) -> Result<PathBuf> {
-        crate::models::resume_family::<Self>(run, epochs, data_dir)
-    }
+    crate::family_training!();
 
     fn load(&self, run: &RunDir) -> Result<Box<dyn Trained>> {
         Ok(Box::new(load_run(run)?))

@@ -2,8 +2,6 @@
 //! inpainting by iterated encode -> decode, importance-sampled likelihoods,
 //! its labels and figures.
 
-use std::path::PathBuf;
-
 use anyhow::Result;
 use serde_json::Value;
 
@@ -14,7 +12,6 @@ use crate::eval::options::EvalOptions;
 use crate::models::family::{
     FigureSpec, ModelFamily, SampleSpec, Trained, TrainingFigure, model_key,
 };
-use crate::models::{Family, TrainRequest};
 use crate::run::RunDir;
 
 impl Trained for LoadedVae {
@@ -60,30 +57,7 @@ fn is_conv(config: &toml::Value) -> bool {
 }
 
 impl ModelFamily for VaeFamily {
-    fn name(&self) -> &'static str {
-        <Self as Family>::NAME
-    }
-
-    fn seed_preset(&self) -> &'static str {
-        <Self as Family>::SEED_PRESET
-    }
-
-    fn train(&self, request: &TrainRequest) -> Result<PathBuf> {
-        crate::models::train_family::<Self>(request)
-    }
-
-    fn planned_config(&self, request: &TrainRequest) -> Result<String> {
-        crate::models::planned_family_config::<Self>(request)
-    }
-
-    fn resume(
-        &self,
-        run: RunDir,
-        epochs: Option<usize>,
-        data_dir: Option<PathBuf>,
-    ) -> Result<PathBuf> {
-        crate::models::resume_family::<Self>(run, epochs, data_dir)
-    }
+    crate::family_training!();
 
     fn load(&self, run: &RunDir) -> Result<Box<dyn Trained>> {
         Ok(Box::new(load_run(run)?))
