@@ -215,9 +215,11 @@ pub fn composed_cd_update<B: Backend>(
         h = c.clone();
     }
     let mut vk = v0.clone();
-    for step in keys[1..].chunks_exact(2) {
-        vk = bernoulli(visible_probs(h), step[0]);
-        h = bernoulli(hidden_probs(vk.clone()), step[1]);
+    // Each Gibbs step draws the visible layer, then the hidden one, with its own key.
+    for (&visible_key, &hidden_key) in keys[1..].iter().step_by(2).zip(keys[2..].iter().step_by(2))
+    {
+        vk = bernoulli(visible_probs(h), visible_key);
+        h = bernoulli(hidden_probs(vk.clone()), hidden_key);
     }
     let chains = match params.chains {
         Chains::Persistent(_) => Chains::Persistent(h.clone()),

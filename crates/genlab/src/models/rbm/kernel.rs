@@ -139,9 +139,17 @@ pub fn cd_update_host(p: CdParams<'_>, bufs: &mut CdBuffers, rule: UpdateRule, k
         bufs.h.copy_from_slice(chains);
     }
     // Negative phase: k full Gibbs steps, both layers sampled every step.
-    for step in keys[1..].chunks_exact(2) {
-        down(w, vb, &bufs.h, &mut bufs.vp, Some(&mut *bottom_x), step[0]);
-        up(w, hb, bottom_x, &mut bufs.hp, Some(&mut bufs.h), step[1]);
+    for (&visible_key, &hidden_key) in keys[1..].iter().step_by(2).zip(keys[2..].iter().step_by(2))
+    {
+        down(
+            w,
+            vb,
+            &bufs.h,
+            &mut bufs.vp,
+            Some(&mut *bottom_x),
+            visible_key,
+        );
+        up(w, hb, bottom_x, &mut bufs.hp, Some(&mut bufs.h), hidden_key);
     }
     if let Some(chains) = p.chains {
         chains.copy_from_slice(&bufs.h);
