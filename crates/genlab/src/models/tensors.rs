@@ -1,7 +1,7 @@
 //! Moving values between host buffers, burn tensors and checkpoints.
 
 use anyhow::{Result, anyhow};
-use burn::tensor::{Device, Tensor, TensorData as BurnData};
+use burn::tensor::{Device, Gradients, Tensor, TensorData as BurnData};
 
 use crate::run::{Checkpoint, TensorData};
 
@@ -15,6 +15,22 @@ pub fn download<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
     t.into_data()
         .try_into_vec::<f32>()
         .map_err(|e| anyhow!("reading a tensor back from the device: {e:?}"))
+}
+
+/// The gradients of the tracked `params` (each must be used) taken out of
+/// `grads`, and the `[1]` sum of all their values: one number to read back,
+/// finite exactly when every gradient is.
+pub fn take_gradients(params: &[Tensor<1>], grads: &mut Gradients) -> (Vec<Tensor<1>>, Tensor<1>) {
+    let g: Vec<Tensor<1>> = params
+        .iter()
+        .map(|p| p.grad_remove(grads).expect("every parameter is used"))
+        .collect();
+    let total = g
+        .iter()
+        .map(|t| t.clone().sum())
+        .reduce(|a, b| a + b)
+        .expect("parameters");
+    (g, total)
 }
 
 /// A flat parameter as a checkpoint entry.

@@ -83,6 +83,14 @@ impl MetricsLog {
     }
 
     /// One column over epochs: (epoch, value) for every row that has `key`.
+    /// [`MetricsLog::series`] as a plot line called `name`.
+    pub fn named_series(&self, key: &str, name: &str) -> Result<crate::viz::Series> {
+        Ok(crate::viz::Series {
+            name: name.into(),
+            points: self.series(key)?,
+        })
+    }
+
     pub fn series(&self, key: &str) -> Result<Vec<(f64, f64)>> {
         Ok(self
             .read()?

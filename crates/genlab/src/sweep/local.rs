@@ -67,10 +67,17 @@ pub fn threads_per_job(jobs: usize) -> Result<usize> {
     Ok(cores / jobs)
 }
 
+/// The last non-empty line of a log, read from its last 4 KiB only (the
+/// progress display asks five times a second).
 fn last_line(log: &Path) -> String {
-    let text = std::fs::read(log).unwrap_or_default();
-    let tail = &text[text.len().saturating_sub(4096)..];
-    let text = String::from_utf8_lossy(tail);
+    use std::io::{Read, Seek, SeekFrom};
+    let mut tail = Vec::new();
+    if let Ok(mut f) = std::fs::File::open(log) {
+        let len = f.metadata().map_or(0, |m| m.len());
+        let _ = f.seek(SeekFrom::Start(len.saturating_sub(4096)));
+        let _ = f.take(4096).read_to_end(&mut tail);
+    }
+    let text = String::from_utf8_lossy(&tail);
     let line = text
         .lines()
         .rev()

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, json};
 
 use super::optim::{Optimizer, Rule};
-use super::tensors::{download, from_checkpoint, to_checkpoint, upload};
+use super::tensors::{download, from_checkpoint, take_gradients, to_checkpoint, upload};
 use super::{Family, ModelConfig, TrainContext};
 use crate::config::{OnNan, RunConfig};
 use crate::data::batches::fill_batch;
@@ -31,7 +31,7 @@ use crate::data::{EpochOrder, PIXELS, PixelView};
 use crate::nn::{self, Layer, Network};
 use crate::rng::{GenRng, Purpose, fill_standard_normal, stream};
 use crate::run::{Checkpoint, RunDir, TensorData};
-use crate::viz::{Series, line_plot, save_grid};
+use crate::viz::{line_plot, save_grid};
 
 pub mod family;
 pub mod train;
@@ -403,16 +403,7 @@ fn burn_d_step(gan: &Gan, x: &[f32], rng: &mut GenRng) -> Result<([f64; 3], bool
     );
     let loss = discriminator_loss(real_logits, fake_logits, c.real_label);
     let value = loss.clone().inner();
-    let mut grads = loss.backward();
-    let g: Vec<Tensor<1>> = tracked
-        .iter()
-        .map(|p| p.grad_remove(&mut grads).expect("every parameter is used"))
-        .collect();
-    let gsum = g
-        .iter()
-        .map(|t| t.clone().sum())
-        .reduce(|a, b| a + b)
-        .expect("parameters");
+    let (g, gsum) = take_gradients(&tracked, &mut loss.backward());
     let host = download(Tensor::cat(vec![value, stats, gsum], 0))?;
     let finite = host.iter().all(|v| v.is_finite());
     Ok(([host[0] as f64, host[1] as f64, host[2] as f64], finite, g))
@@ -435,16 +426,7 @@ fn burn_g_step(gan: &Gan, rows: usize, rng: &mut GenRng) -> Result<(f64, bool, V
     let logits = nn::tensor::forward(&gan.d_net, &gan.d, fake, &dm);
     let loss = generator_loss(logits);
     let value = loss.clone().inner();
-    let mut grads = loss.backward();
-    let g: Vec<Tensor<1>> = tracked
-        .iter()
-        .map(|p| p.grad_remove(&mut grads).expect("every parameter is used"))
-        .collect();
-    let gsum = g
-        .iter()
-        .map(|t| t.clone().sum())
-        .reduce(|a, b| a + b)
-        .expect("parameters");
+    let (g, gsum) = take_gradients(&tracked, &mut loss.backward());
     let host = download(Tensor::cat(vec![value, gsum], 0))?;
     Ok((host[0] as f64, host.iter().all(|v| v.is_finite()), g))
 }

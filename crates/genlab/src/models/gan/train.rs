@@ -398,12 +398,7 @@ fn update_checked(
 /// D and G loss curves (PNG and SVG), and D's mean outputs.
 pub fn plot_metrics(run: &RunDir) -> Result<()> {
     let log = run.metrics();
-    let s = |key: &str, name: &str| -> Result<Series> {
-        Ok(Series {
-            name: name.into(),
-            points: log.series(key)?,
-        })
-    };
+    let s = |key: &str, name: &str| log.named_series(key, name);
     line_plot(
         &run.images().join("loss"),
         "GAN losses (mean over each epoch)",

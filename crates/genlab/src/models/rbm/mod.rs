@@ -37,7 +37,7 @@ use crate::data::batches::{fill_batch, fill_batch_slice, split_to_f32};
 use crate::data::{EpochOrder, PIXELS, PixelView, Split};
 use crate::rng::{GenRng, Purpose, stream};
 use crate::run::{Checkpoint, RunDir, TensorData};
-use crate::viz::{Series, line_plot, save_grid};
+use crate::viz::{line_plot, save_grid};
 
 /// Learning-rate schedule over all updates of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

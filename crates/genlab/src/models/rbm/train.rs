@@ -78,12 +78,7 @@ pub fn filter_tiles(rbm: &Rbm, n: usize) -> Vec<f32> {
 /// Writes the loss-curve style plots of an RBM run from its metrics log.
 pub fn plot_metrics(run: &RunDir) -> Result<()> {
     let log = run.metrics();
-    let s = |key: &str, name: &str| -> Result<Series> {
-        Ok(Series {
-            name: name.into(),
-            points: log.series(key)?,
-        })
-    };
+    let s = |key: &str, name: &str| log.named_series(key, name);
     line_plot(
         &run.images().join("free_energy"),
         "Mean free energy (binarised images)",

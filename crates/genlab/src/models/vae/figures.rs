@@ -6,12 +6,7 @@ use super::*;
 /// Loss curves from the metrics log.
 pub fn plot_metrics(run: &RunDir) -> Result<()> {
     let log = run.metrics();
-    let s = |key: &str, name: &str| -> Result<Series> {
-        Ok(Series {
-            name: name.into(),
-            points: log.series(key)?,
-        })
-    };
+    let s = |key: &str, name: &str| log.named_series(key, name);
     line_plot(
         &run.images().join("loss"),
         "VAE loss per image (reconstruction + KL)",

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, json};
 
 use super::optim::{Optimizer, OptimizerKind, Rule};
-use super::tensors::{download, from_checkpoint, to_checkpoint, upload};
+use super::tensors::{download, from_checkpoint, take_gradients, to_checkpoint, upload};
 use super::{Family, ModelConfig, TrainContext};
 use crate::config::{OnNan, RunConfig};
 use crate::data::batches::{fill_batch, split_to_f32};
@@ -32,7 +32,7 @@ use crate::data::{EpochOrder, PIXELS, PixelView, SIDE, Split};
 use crate::nn::{self, Layer, Network, Padding};
 use crate::rng::{GenRng, Purpose, fill_standard_normal, stream};
 use crate::run::{Checkpoint, RunDir, TensorData};
-use crate::viz::{Series, latent_scatter, line_plot, manifold_plot, save_grid};
+use crate::viz::{latent_scatter, line_plot, manifold_plot, save_grid};
 
 pub mod eval;
 pub mod family;
@@ -748,18 +748,8 @@ pub fn burn_step(
         0,
     );
     let loss = (recon + kl).mean();
-    let mut grads = loss.backward();
-    let g: Vec<Tensor<1>> = tracked
-        .iter()
-        .map(|p| p.grad_remove(&mut grads).expect("every parameter is used"))
-        .collect();
-    // One read per batch: the two loss sums and the sum of all gradients
-    // (finite exactly when every gradient is).
-    let gsum = g
-        .iter()
-        .map(|t| t.clone().sum())
-        .reduce(|a, b| a + b)
-        .expect("parameters");
+    // One read per batch: the two loss sums and the sum of all gradients.
+    let (g, gsum) = take_gradients(&tracked, &mut loss.backward());
     let host = download(Tensor::cat(vec![stats, gsum], 0))?;
     Ok(([host[0] as f64, host[1] as f64], all_finite(&host), g))
 }
