@@ -5,7 +5,7 @@
 
 use burn::tensor::{Device, Tensor};
 use genlab::models::tensors::{download, upload};
-use genlab::nn::host::HostNetwork;
+use genlab::nn::host::{HostNetwork, InputGradient};
 use genlab::nn::{Layer, Mode, Network, Padding, tensor};
 use rand::{RngExt, SeedableRng};
 
@@ -69,7 +69,15 @@ fn check(net: &Network, rows: usize, rng: &mut Rand) {
     let out = host.forward(&params, &x, rows, &mask_refs).to_vec();
     let mut grads = vec![Vec::new(); params.len()];
     let mut dx = vec![0.0; x.len()];
-    host.backward(&params, &x, rows, &r, &mask_refs, &mut grads, Some(&mut dx));
+    host.backward(
+        &params,
+        &x,
+        rows,
+        &r,
+        &mask_refs,
+        Some(&mut grads),
+        InputGradient::Write(&mut dx),
+    );
 
     let tracked: Vec<Tensor<1>> = params
         .iter()
@@ -415,7 +423,15 @@ fn check_with_statistics(net: &Network, rows: usize, mode: Mode, rng: &mut Rand)
     let out = host.forward(&params, &x, rows, &[]).to_vec();
     let mut grads = vec![Vec::new(); params.len()];
     let mut dx = vec![0.0; x.len()];
-    host.backward(&params, &x, rows, &r, &[], &mut grads, Some(&mut dx));
+    host.backward(
+        &params,
+        &x,
+        rows,
+        &r,
+        &[],
+        Some(&mut grads),
+        InputGradient::Write(&mut dx),
+    );
 
     let tracked: Vec<Tensor<1>> = params
         .iter()

@@ -7,7 +7,7 @@
 //! The same models run on any burn device through the generic path; this
 //! one is used when the device is the CPU.
 
-use crate::cpu::{column_sums, matmul, sigmoid, softplus, tanh};
+use crate::cpu::{column_sums, matmul, sigmoid, softplus};
 use crate::simd_fn;
 
 /// `out (rows x n) = x (rows x k) @ w (k x n)`, overwritten.
@@ -87,15 +87,6 @@ simd_fn! {
 }
 
 simd_fn! {
-    /// `out = tanh(x)`, elementwise.
-    pub fn tanh_into(out: &mut [f32], x: &[f32]) {
-        for (o, &v) in out.iter_mut().zip(x) {
-            *o = tanh(v);
-        }
-    }
-}
-
-simd_fn! {
     /// In place: `x = relu(x + bias)`.
     pub fn add_bias_relu(x: &mut [f32], bias: &[f32]) {
         for row in x.chunks_exact_mut(bias.len()) {
@@ -107,33 +98,10 @@ simd_fn! {
 }
 
 simd_fn! {
-    /// In place: `pre = x + bias` kept in `pre`, `x = leaky_relu(pre) * mask`.
-    pub fn add_bias_leaky_dropout(x: &mut [f32], pre: &mut [f32], bias: &[f32], mask: &[f32], slope: f32) {
-        let n = bias.len();
-        for ((row, prow), mrow) in x.chunks_exact_mut(n).zip(pre.chunks_exact_mut(n)).zip(mask.chunks_exact(n)) {
-            for (((v, p), b), m) in row.iter_mut().zip(prow.iter_mut()).zip(bias).zip(mrow) {
-                let a = *v + b;
-                *p = a;
-                *v = if a > 0.0 { a } else { a * slope } * m;
-            }
-        }
-    }
-}
-
-simd_fn! {
     /// In place: `d *= [h > 0]` (the ReLU's derivative read from its output).
     pub fn relu_backward(d: &mut [f32], h: &[f32]) {
         for (v, &a) in d.iter_mut().zip(h) {
             *v = if a > 0.0 { *v } else { 0.0 };
-        }
-    }
-}
-
-simd_fn! {
-    /// In place: `d *= mask * leaky'(pre)`.
-    pub fn leaky_dropout_backward(d: &mut [f32], pre: &[f32], mask: &[f32], slope: f32) {
-        for ((v, &a), &m) in d.iter_mut().zip(pre).zip(mask) {
-            *v *= if a > 0.0 { m } else { m * slope };
         }
     }
 }
@@ -562,138 +530,6 @@ pub fn download_all(params: &[burn::tensor::Tensor<1>]) -> anyhow::Result<Vec<Ve
         .iter()
         .map(|p| super::tensors::download(p.clone()))
         .collect()
-}
-
-/// A fully connected network on host buffers: hidden layers `leaky_relu`
-/// then dropout (multipliers given per call), a linear last layer. Keeps
-/// the activations of the last forward pass for its backward pass.
-pub struct HostMlp {
-    pub widths: Vec<usize>,
-    /// `[W0, b0, W1, b1, ...]`, weights `[in, out]`.
-    pub params: Vec<Vec<f32>>,
-    pub grads: Vec<Vec<f32>>,
-    pub slope: f32,
-    /// Pre-activations of the hidden layers.
-    pre: Vec<Vec<f32>>,
-    /// Outputs of every layer (hidden: after activation and dropout).
-    act: Vec<Vec<f32>>,
-    /// Gradients with respect to each layer's output.
-    delta: Vec<Vec<f32>>,
-}
-
-impl HostMlp {
-    /// A network with these parameters and buffers for up to `rows` rows.
-    pub fn new(widths: Vec<usize>, params: Vec<Vec<f32>>, slope: f32, rows: usize) -> Self {
-        let layers = widths.len() - 1;
-        let grads = params.iter().map(|p| vec![0.0; p.len()]).collect();
-        let buf = |k: usize| vec![0.0f32; rows * widths[k + 1]];
-        HostMlp {
-            pre: (0..layers).map(buf).collect(),
-            act: (0..layers).map(buf).collect(),
-            delta: (0..layers).map(buf).collect(),
-            widths,
-            params,
-            grads,
-            slope,
-        }
-    }
-
-    fn layers(&self) -> usize {
-        self.widths.len() - 1
-    }
-
-    /// The last layer's output (`rows x out`) for inputs `x`; `masks[k]` are
-    /// the dropout multipliers of hidden layer k (`rows x width`).
-    pub fn forward(&mut self, x: &[f32], rows: usize, masks: &[Vec<f32>]) -> &[f32] {
-        let last = self.layers() - 1;
-        for k in 0..=last {
-            let (k_in, k_out) = (self.widths[k], self.widths[k + 1]);
-            let (before, after) = self.act.split_at_mut(k);
-            let input: &[f32] = if k == 0 {
-                x
-            } else {
-                &before[k - 1][..rows * k_in]
-            };
-            let out = &mut after[0][..rows * k_out];
-            dense(out, input, &self.params[2 * k], rows, k_in, k_out);
-            if k < last {
-                add_bias_leaky_dropout(
-                    out,
-                    &mut self.pre[k][..rows * k_out],
-                    &self.params[2 * k + 1],
-                    &masks[k][..rows * k_out],
-                    self.slope,
-                );
-            } else {
-                add_bias(out, &self.params[2 * k + 1]);
-            }
-        }
-        &self.act[last][..rows * self.widths[last + 1]]
-    }
-
-    /// Backward pass of the last [`HostMlp::forward`] with output gradient
-    /// `d_out`: parameter gradients into `grads` when `param_grads`, and the
-    /// gradient with respect to the input into `dx` when given.
-    pub fn backward(
-        &mut self,
-        x: &[f32],
-        rows: usize,
-        d_out: &[f32],
-        masks: &[Vec<f32>],
-        param_grads: bool,
-        mut dx: Option<&mut [f32]>,
-    ) {
-        let last = self.layers() - 1;
-        self.delta[last][..d_out.len()].copy_from_slice(d_out);
-        for k in (0..=last).rev() {
-            let (k_in, k_out) = (self.widths[k], self.widths[k + 1]);
-            let input: &[f32] = if k == 0 {
-                x
-            } else {
-                &self.act[k - 1][..rows * k_in]
-            };
-            let (lower, upper) = self.delta.split_at_mut(k);
-            let d = &upper[0][..rows * k_out];
-            if param_grads {
-                let (gw, gb) = self.grads[2 * k..].split_at_mut(1);
-                dense_backward(
-                    input,
-                    &self.params[2 * k],
-                    d,
-                    (rows, k_in, k_out),
-                    &mut gw[0],
-                    &mut gb[0],
-                    None,
-                    false,
-                );
-            }
-            let target: Option<&mut [f32]> = if k > 0 {
-                Some(&mut lower[k - 1][..rows * k_in])
-            } else {
-                dx.as_deref_mut()
-            };
-            if let Some(t) = target {
-                matmul(
-                    t,
-                    d,
-                    &self.params[2 * k],
-                    (rows, k_out, k_in),
-                    false,
-                    true,
-                    0.0,
-                    1.0,
-                );
-                if k > 0 {
-                    leaky_dropout_backward(
-                        t,
-                        &self.pre[k - 1][..rows * k_in],
-                        &masks[k - 1][..rows * k_in],
-                        self.slope,
-                    );
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -440,7 +440,7 @@ impl HostConvVae {
         super::host::summed_grads(&self.shards[0].grads, &self.shards[1].grads)
     }
 
-    /// Loss sums and gradients of a batch, as [`super::vae::host_mlp::HostMlpVae::forward_backward`].
+    /// Loss sums and gradients of a batch, as [`super::vae::host_network::HostNetworkVae::forward_backward`].
     pub fn forward_backward(
         &mut self,
         x: &[f32],

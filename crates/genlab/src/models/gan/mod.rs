@@ -28,6 +28,7 @@ use super::{Family, ModelConfig, TrainContext};
 use crate::config::{OnNan, RunConfig};
 use crate::data::batches::fill_batch;
 use crate::data::{EpochOrder, PIXELS, PixelView};
+use crate::nn::host::{HostNetwork, InputGradient};
 use crate::nn::{self, Layer, Network};
 use crate::rng::{GenRng, Purpose, fill_standard_normal, stream};
 use crate::run::{Checkpoint, RunDir, TensorData};
@@ -431,13 +432,58 @@ fn burn_g_step(gan: &Gan, rows: usize, rng: &mut GenRng) -> Result<(f64, bool, V
     Ok((host[0] as f64, host.iter().all(|v| v.is_finite()), g))
 }
 
+/// One of the GAN's networks on the CPU executor: its parameters (in
+/// [`Network::params`] order) and the gradients of the last step.
+pub struct HostPart {
+    pub exec: HostNetwork,
+    pub params: Vec<Vec<f32>>,
+    pub grads: Vec<Vec<f32>>,
+}
+
+impl HostPart {
+    fn new(net: &Network, params: &[Tensor<1>]) -> Result<Self> {
+        let params = super::host::download_all(params)?;
+        Ok(HostPart {
+            exec: HostNetwork::new(net.clone()),
+            grads: params.iter().map(|p| vec![0.0; p.len()]).collect(),
+            params,
+        })
+    }
+
+    fn forward(&mut self, x: &[f32], rows: usize, masks: &[Vec<f32>]) -> &[f32] {
+        let masks: Vec<&[f32]> = masks.iter().map(Vec::as_slice).collect();
+        self.exec.forward(&self.params, x, rows, &masks)
+    }
+
+    /// Backward of the last forward: the parameters' gradients when
+    /// `param_grads`, the input's into `dx` when given.
+    fn backward(
+        &mut self,
+        x: &[f32],
+        rows: usize,
+        d_out: &[f32],
+        masks: &[Vec<f32>],
+        param_grads: bool,
+        dx: Option<&mut [f32]>,
+    ) {
+        let masks: Vec<&[f32]> = masks.iter().map(Vec::as_slice).collect();
+        let grads = param_grads.then_some(&mut self.grads[..]);
+        let dx = match dx {
+            Some(d) => InputGradient::Write(d),
+            None => InputGradient::Skip,
+        };
+        self.exec
+            .backward(&self.params, x, rows, d_out, &masks, grads, dx);
+    }
+}
+
 /// The GAN's training steps on host buffers (the CPU fast path): the same
 /// draws in the same order as [`burn_d_step`] and [`burn_g_step`], the same
 /// losses and PyTorch Adam, with the two D passes of a D step (real and fake)
 /// run as one batch of 2B rows.
 pub struct HostGan {
-    pub g: super::host::HostMlp,
-    pub d: super::host::HostMlp,
+    pub g: HostPart,
+    pub d: HostPart,
     pub opt_g: super::host::HostOptimizer,
     pub opt_d: super::host::HostOptimizer,
     both: Vec<f32>,
@@ -448,13 +494,9 @@ pub struct HostGan {
 
 impl HostGan {
     pub fn new(gan: &Gan, opt_g: &Optimizer, opt_d: &Optimizer, rows: usize) -> Result<Self> {
-        let get = |v: &[Tensor<1>]| -> Result<Vec<Vec<f32>>> {
-            v.iter().map(|t| download(t.clone())).collect()
-        };
-        let slope = gan.config.leaky_slope as f32;
         Ok(HostGan {
-            g: super::host::HostMlp::new(gan.g_net.dense_widths(), get(&gan.g)?, slope, rows),
-            d: super::host::HostMlp::new(gan.d_net.dense_widths(), get(&gan.d)?, slope, 2 * rows),
+            g: HostPart::new(&gan.g_net, &gan.g)?,
+            d: HostPart::new(&gan.d_net, &gan.d)?,
             opt_g: super::host::HostOptimizer::from_device(opt_g)?,
             opt_d: super::host::HostOptimizer::from_device(opt_d)?,
             both: vec![0.0; 2 * rows * PIXELS],
@@ -477,10 +519,10 @@ impl HostGan {
         *opt_d = self.opt_d.to_device(&gan.device);
     }
 
-    /// Generator output (tanh) for noise `z` into `self.fake`.
+    /// Generator output (its last layer is tanh) for noise `z` into `self.fake`.
     fn generate_into_fake(&mut self, z: &[f32], rows: usize, masks: &[Vec<f32>]) {
         let out = self.g.forward(z, rows, masks);
-        super::host::tanh_into(&mut self.fake[..rows * PIXELS], out);
+        self.fake[..rows * PIXELS].copy_from_slice(out);
     }
 
     /// A discriminator step's loss and gradients (apply with [`HostGan::apply_d`]).
@@ -565,10 +607,6 @@ impl HostGan {
             false,
             Some(&mut self.d_fake[..rows * PIXELS]),
         );
-        // Through tanh: d/da tanh(a) = 1 - tanh(a)^2.
-        for (d, &f) in self.d_fake[..rows * PIXELS].iter_mut().zip(&self.fake) {
-            *d *= 1.0 - f * f;
-        }
         self.g
             .backward(&z, rows, &self.d_fake[..rows * PIXELS], &gm, true, None);
         let loss = loss / rows as f64;
@@ -587,11 +625,7 @@ impl HostGan {
 /// Applies `net`'s update with `opt`. Returns false when it made a parameter
 /// non-finite; with `undo`, the parameters and optimiser state from before
 /// are then put back (copied only then).
-fn apply_checked(
-    net: &mut super::host::HostMlp,
-    opt: &mut super::host::HostOptimizer,
-    undo: bool,
-) -> bool {
+fn apply_checked(net: &mut HostPart, opt: &mut super::host::HostOptimizer, undo: bool) -> bool {
     let before = undo.then(|| (net.params.clone(), opt.clone()));
     opt.update(&mut net.params, &net.grads);
     let finite = super::host::all_finite(&net.params);

@@ -37,7 +37,6 @@ use crate::viz::{latent_scatter, line_plot, manifold_plot, save_grid};
 pub mod eval;
 pub mod family;
 pub mod figures;
-pub mod host_mlp;
 pub mod host_network;
 pub mod train;
 

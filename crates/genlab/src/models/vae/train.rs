@@ -2,7 +2,7 @@
 //! for the shared training loop of [`crate::models::trainer`].
 
 use super::figures::write_figures;
-use super::host_mlp::FastPath;
+use super::host_network::FastPath;
 use super::*;
 use crate::models::trainer::{
     self, BatchAt, BatchDone, EpochEnd, Plan, Position, Step, non_finite,
