@@ -2,8 +2,7 @@
 //! penultimate layer gives the features for FID, KID and precision/recall,
 //! and whose class probabilities give the Inception Score and class coverage.
 //! Trained by genlab with a fixed recipe and seed on a dataset's training
-//! set (`genlab evaluator train`), on host buffers with the same kernels as
-//! the conv VAE's CPU path.
+//! set (`genlab evaluator train`), on host buffers (`evaluator_conv.rs`).
 //!
 //! Architecture (LeNet-like): conv 3x3 'same' 1 -> 16, relu, 2x2 max-pool
 //! (28 -> 14); conv 3x3 'same' 16 -> 32, relu, 2x2 max-pool (14 -> 7);
@@ -16,13 +15,13 @@
 use anyhow::{Result, bail};
 use rand::RngExt;
 
+use super::evaluator_conv::{Geom, conv_backward, permute};
 use crate::cpu::matmul;
 use crate::data::batches::fill_batch;
 use crate::data::{EpochOrder, PIXELS, PixelView, Split};
 use crate::models::host::{
     HostOptimizer, add_bias, add_bias_relu, dense, dense_backward, relu_backward,
 };
-use crate::models::host_conv::{Geom, conv_backward, permute};
 use crate::models::optim::Rule;
 use crate::rng::{GenRng, Purpose, stream};
 use crate::run::{Checkpoint, TensorData};
@@ -165,7 +164,6 @@ impl Evaluator {
             grid_w: 28,
             stride: 1,
             pad: 1,
-            tap_major: false,
         };
         let g2 = Geom {
             img_h: 14,
@@ -175,7 +173,6 @@ impl Evaluator {
             grid_w: 14,
             stride: 1,
             pad: 1,
-            tap_major: false,
         };
         let z = |n: usize| vec![0.0f32; rows * n];
         let grads = params.iter().map(|p| vec![0.0; p.len()]).collect();

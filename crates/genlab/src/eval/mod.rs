@@ -6,6 +6,7 @@
 pub mod ais;
 pub mod compare;
 pub mod evaluator;
+mod evaluator_conv;
 pub mod importance;
 pub mod options;
 pub mod quality;

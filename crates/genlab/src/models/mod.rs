@@ -22,7 +22,6 @@ use crate::run::{Checkpoint, RunDir, RunLock};
 pub mod family;
 pub mod gan;
 pub mod host;
-pub mod host_conv;
 pub mod likelihood;
 pub mod optim;
 pub mod rbm;

@@ -1,6 +1,6 @@
 //! 2-D convolutions and transposed convolutions of any kernel size, stride
-//! and padding: their geometry, and their forward and backward passes on
-//! host buffers through patch matrices (im2col) and matrix products.
+//! and padding: their geometry, and the patch matrices (im2col) and layout
+//! changes the host executor runs them with.
 //!
 //! Examples are channels-first, row-major `(c, h, w)`, as in burn and
 //! PyTorch. Weights are `[filters, channels, kh, kw]` for a convolution and
@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::cpu::matmul;
+use rayon::prelude::*;
 
 /// How a layer pads (a convolution) or crops (a transposed convolution).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,132 +126,136 @@ impl Geometry {
         self.channels * self.kernel[0] * self.kernel[1]
     }
 
-    /// Calls `f(position, patch column, image index)` for every tap that
-    /// lands inside the image.
-    fn taps(&self, mut f: impl FnMut(usize, usize, usize)) {
-        let [kh, kw] = self.kernel;
-        let [h, w] = self.image;
-        for gy in 0..self.grid[0] {
-            for gx in 0..self.grid[1] {
-                let p = gy * self.grid[1] + gx;
-                for c in 0..self.channels {
-                    for i in 0..kh {
-                        let y = (gy * self.stride[0] + i).wrapping_sub(self.pad[0]);
-                        if y >= h {
-                            continue;
-                        }
-                        for j in 0..kw {
-                            let x = (gx * self.stride[1] + j).wrapping_sub(self.pad[1]);
-                            if x < w {
-                                f(p, (c * kh + i) * kw + j, (c * h + y) * w + x);
+    /// Values of one image (the image side).
+    pub fn image_len(&self) -> usize {
+        self.channels * self.image[0] * self.image[1]
+    }
+
+    /// The patch matrices of `batch` channels-last images: one row per
+    /// (example, kernel position), columns in tap-major order (tap, channel),
+    /// zero where a tap falls outside the image.
+    pub fn im2col_rows(&self, images: &[f32], cols: &mut [f32], batch: usize) {
+        let (per_image, per_cols) = (self.image_len(), self.positions() * self.patch());
+        let (ch, q) = (self.channels, self.patch());
+        let ([kh, kw], [h, w]) = (self.kernel, self.image);
+        cols[..batch * per_cols]
+            .par_chunks_mut(per_cols)
+            .zip(images[..batch * per_image].par_chunks(per_image))
+            .for_each(|(out, img)| {
+                for gy in 0..self.grid[0] {
+                    for gx in 0..self.grid[1] {
+                        let row = &mut out[(gy * self.grid[1] + gx) * q..][..q];
+                        for i in 0..kh {
+                            let y = (gy * self.stride[0] + i).wrapping_sub(self.pad[0]);
+                            for j in 0..kw {
+                                let x = (gx * self.stride[1] + j).wrapping_sub(self.pad[1]);
+                                let dst = &mut row[(i * kw + j) * ch..][..ch];
+                                if y < h && x < w {
+                                    dst.copy_from_slice(&img[(y * w + x) * ch..][..ch]);
+                                } else {
+                                    dst.fill(0.0);
+                                }
                             }
                         }
                     }
                 }
+            });
+    }
+
+    /// The adjoint of [`Geometry::im2col_rows`]: each image is overwritten
+    /// with the sum of the patch entries that read each of its values.
+    pub fn col2im_rows(&self, cols: &[f32], images: &mut [f32], batch: usize) {
+        let (per_image, per_cols) = (self.image_len(), self.positions() * self.patch());
+        let (ch, q) = (self.channels, self.patch());
+        let ([kh, kw], [h, w]) = (self.kernel, self.image);
+        images[..batch * per_image]
+            .par_chunks_mut(per_image)
+            .zip(cols[..batch * per_cols].par_chunks(per_cols))
+            .for_each(|(img, src)| {
+                img.fill(0.0);
+                for gy in 0..self.grid[0] {
+                    for gx in 0..self.grid[1] {
+                        let row = &src[(gy * self.grid[1] + gx) * q..][..q];
+                        for i in 0..kh {
+                            let y = (gy * self.stride[0] + i).wrapping_sub(self.pad[0]);
+                            if y >= h {
+                                continue;
+                            }
+                            for j in 0..kw {
+                                let x = (gx * self.stride[1] + j).wrapping_sub(self.pad[1]);
+                                if x >= w {
+                                    continue;
+                                }
+                                let dst = &mut img[(y * w + x) * ch..][..ch];
+                                for (d, v) in dst.iter_mut().zip(&row[(i * kw + j) * ch..][..ch]) {
+                                    *d += v;
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+    }
+}
+
+/// A convolution's weights, rows of `(channel, tap)` in burn's order, as
+/// rows of `(tap, channel)` (the patch columns' order) in `buf`; the
+/// weights themselves where there is one channel and both orders agree.
+pub fn tap_major<'a>(w: &'a [f32], g: &Geometry, buf: &'a mut Vec<f32>) -> &'a [f32] {
+    let (c, taps) = (g.channels, g.kernel[0] * g.kernel[1]);
+    if c == 1 {
+        return w;
+    }
+    buf.resize(w.len(), 0.0);
+    for (src, dst) in w.chunks_exact(c * taps).zip(buf.chunks_exact_mut(c * taps)) {
+        for ch in 0..c {
+            for t in 0..taps {
+                dst[t * c + ch] = src[ch * taps + t];
             }
         }
     }
+    buf
+}
 
-    /// The patch matrix (positions x patch) of one image.
-    pub fn im2col(&self, image: &[f32], cols: &mut [f32]) {
-        cols.fill(0.0);
-        let q = self.patch();
-        self.taps(|p, k, i| cols[p * q + k] = image[i]);
-    }
-
-    /// Adds a patch matrix back onto one image (the adjoint of im2col).
-    pub fn col2im_add(&self, cols: &[f32], image: &mut [f32]) {
-        let q = self.patch();
-        self.taps(|p, k, i| image[i] += cols[p * q + k]);
+/// The inverse of [`tap_major`], into `out`.
+pub fn from_tap_major(w: &[f32], g: &Geometry, out: &mut [f32]) {
+    let (c, taps) = (g.channels, g.kernel[0] * g.kernel[1]);
+    for (src, dst) in w.chunks_exact(c * taps).zip(out.chunks_exact_mut(c * taps)) {
+        for ch in 0..c {
+            for t in 0..taps {
+                dst[ch * taps + t] = src[t * c + ch];
+            }
+        }
     }
 }
 
-/// A convolution's output for one example: `out (filters x positions) =
-/// W (filters x patch) @ cols' + b`.
-pub fn conv_forward(
-    g: &Geometry,
-    w: &[f32],
-    b: &[f32],
-    x: &[f32],
-    cols: &mut [f32],
-    out: &mut [f32],
-) {
-    let (f, q, p) = (b.len(), g.patch(), g.positions());
-    g.im2col(x, cols);
-    matmul(out, w, cols, (f, q, p), false, true, 0.0, 1.0);
-    for (row, bias) in out.chunks_exact_mut(p).zip(b) {
-        row.iter_mut().for_each(|v| *v += bias);
+/// `batch` examples of `c x p` (channels first) into `p x c` (channels last).
+pub fn to_channels_last(src: &[f32], dst: &mut [f32], batch: usize, c: usize, p: usize) {
+    for (s, d) in src
+        .chunks_exact(c * p)
+        .zip(dst.chunks_exact_mut(c * p))
+        .take(batch)
+    {
+        for ci in 0..c {
+            for pi in 0..p {
+                d[pi * c + ci] = s[ci * p + pi];
+            }
+        }
     }
 }
 
-/// A convolution's gradients for one example (`cols` from its forward):
-/// adds into `gw` and `gb`, and writes `dx` when given.
-#[allow(clippy::too_many_arguments)]
-pub fn conv_backward(
-    g: &Geometry,
-    w: &[f32],
-    cols: &[f32],
-    dy: &[f32],
-    gw: &mut [f32],
-    gb: &mut [f32],
-    dcols: &mut [f32],
-    dx: Option<&mut [f32]>,
-) {
-    let (f, q, p) = (gb.len(), g.patch(), g.positions());
-    matmul(gw, dy, cols, (f, p, q), false, false, 1.0, 1.0);
-    for (row, gbias) in dy.chunks_exact(p).zip(gb.iter_mut()) {
-        *gbias += row.iter().sum::<f32>();
-    }
-    if let Some(dx) = dx {
-        matmul(dcols, dy, w, (p, f, q), true, false, 0.0, 1.0);
-        dx.fill(0.0);
-        g.col2im_add(dcols, dx);
-    }
-}
-
-/// A transposed convolution's output for one example: the patch matrix
-/// `cols (positions x patch) = x' (positions x channels_in) @ W`, added
-/// onto the output image, plus the bias per channel.
-pub fn transposed_forward(
-    g: &Geometry,
-    w: &[f32],
-    b: &[f32],
-    x: &[f32],
-    cols: &mut [f32],
-    out: &mut [f32],
-) {
-    let (cin, q, p) = (x.len() / g.positions(), g.patch(), g.positions());
-    matmul(cols, x, w, (p, cin, q), true, false, 0.0, 1.0);
-    out.fill(0.0);
-    g.col2im_add(cols, out);
-    let plane = g.image[0] * g.image[1];
-    for (chan, bias) in out.chunks_exact_mut(plane).zip(b) {
-        chan.iter_mut().for_each(|v| *v += bias);
-    }
-}
-
-/// A transposed convolution's gradients for one example: adds into `gw`
-/// and `gb`, and writes `dx` when given.
-#[allow(clippy::too_many_arguments)]
-pub fn transposed_backward(
-    g: &Geometry,
-    w: &[f32],
-    x: &[f32],
-    dy: &[f32],
-    gw: &mut [f32],
-    gb: &mut [f32],
-    dcols: &mut [f32],
-    dx: Option<&mut [f32]>,
-) {
-    let (cin, q, p) = (x.len() / g.positions(), g.patch(), g.positions());
-    g.im2col(dy, dcols);
-    matmul(gw, x, dcols, (cin, p, q), false, false, 1.0, 1.0);
-    let plane = g.image[0] * g.image[1];
-    for (chan, gbias) in dy.chunks_exact(plane).zip(gb.iter_mut()) {
-        *gbias += chan.iter().sum::<f32>();
-    }
-    if let Some(dx) = dx {
-        matmul(dx, w, dcols, (cin, q, p), false, true, 0.0, 1.0);
+/// The inverse of [`to_channels_last`].
+pub fn to_channels_first(src: &[f32], dst: &mut [f32], batch: usize, c: usize, p: usize) {
+    for (s, d) in src
+        .chunks_exact(c * p)
+        .zip(dst.chunks_exact_mut(c * p))
+        .take(batch)
+    {
+        for ci in 0..c {
+            for pi in 0..p {
+                d[ci * p + pi] = s[pi * c + ci];
+            }
+        }
     }
 }
 

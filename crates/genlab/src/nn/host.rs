@@ -1,17 +1,26 @@
 //! The host executor: a [`Network`] run forward and backward on host
 //! buffers, one forward and one backward per layer kind, with the matrix
 //! products through [`crate::cpu::matmul`] (gemm). Activations are kept per
-//! layer in buffers the executor owns and reuses from batch to batch. A
-//! dense layer and the activation and dropout right after it run as one
-//! pass over the output (bias, activation and mask together, and their
-//! derivative in one pass backward), since the activation's derivative can
-//! be read off the masked output.
+//! layer in buffers the executor owns and reuses from batch to batch.
+//!
+//! Two choices make it fast. A dense layer or a convolution runs with the
+//! activation and dropout right after it as one pass over its output (bias,
+//! activation and mask together, and their derivative in one pass
+//! backward), since the activation's derivative can be read off the masked
+//! output. And images (`[channels, height, width]` activations) are kept
+//! channels-last inside, so that a convolution is one product over the
+//! whole batch: patch rows (example, position) by patch columns (tap,
+//! channel), where each tap is a contiguous run of channels that im2col
+//! copies and col2im adds whole. Inputs, outputs, dropout masks and
+//! parameters keep burn's layouts; the executor converts at its edges, at
+//! flatten and reshape, and tap-major copies of the convolution weights are
+//! made at each forward pass.
 
-use super::conv::{conv_backward, conv_forward, transposed_backward, transposed_forward};
-use super::{Layer, Mode, Network};
+use super::conv::{Geometry, from_tap_major, tap_major, to_channels_first, to_channels_last};
+use super::{BuiltLayer, Layer, Mode, Network};
 use crate::cpu::{column_sums, matmul};
 
-/// The activation a dense layer's pass applies after its bias.
+/// The activation a dense or convolution pass applies after its bias.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Activation {
     Identity,
@@ -22,13 +31,14 @@ enum Activation {
 }
 
 /// What one pass of the executor runs: layers `first..=last` (a dense layer
-/// with the activation and dropout fused into it, or one other layer).
+/// or a convolution with the activation and dropout fused into it, or one
+/// other layer).
 #[derive(Debug, Clone, Copy)]
 struct Pass {
     first: usize,
     last: usize,
-    /// For a dense pass: the activation after the bias, and whether a
-    /// dropout layer follows it.
+    /// For a dense or convolution pass: the activation after the bias, and
+    /// whether a dropout layer follows it.
     fused: Option<(Activation, bool)>,
 }
 
@@ -38,7 +48,10 @@ fn passes(net: &Network) -> Vec<Pass> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < kinds.len() {
-        if !matches!(kinds[i], Layer::Dense { .. }) {
+        if !matches!(
+            kinds[i],
+            Layer::Dense { .. } | Layer::Conv2d { .. } | Layer::ConvTranspose2d { .. }
+        ) {
             out.push(Pass {
                 first: i,
                 last: i,
@@ -86,6 +99,29 @@ pub enum InputGradient<'a> {
     Add(&'a mut [f32]),
 }
 
+/// `(channels, positions)` of a shape the executor keeps channels-last
+/// (images of more than one channel; with one, both orders agree).
+fn channels_last(shape: &[usize]) -> Option<(usize, usize)> {
+    (shape.len() == 3 && shape[0] > 1).then(|| (shape[0], shape[1] * shape[2]))
+}
+
+/// A dropout mask given in burn's layout, in the executor's.
+fn executor_mask<'a>(
+    m: &'a [f32],
+    shape: &[usize],
+    rows: usize,
+    buf: &'a mut Vec<f32>,
+) -> &'a [f32] {
+    match channels_last(shape) {
+        Some((c, p)) => {
+            buf.resize(m.len(), 0.0);
+            to_channels_last(m, buf, rows, c, p);
+            buf
+        }
+        None => m,
+    }
+}
+
 /// A network's host executor and its buffers.
 pub struct HostNetwork {
     pub net: Network,
@@ -97,34 +133,51 @@ pub struct HostNetwork {
     /// Per batch-normalisation layer, the mean and 1/sqrt(var + eps) that its
     /// last forward pass used.
     norms: Vec<(Vec<f32>, Vec<f32>)>,
-    /// Each pass's output for the last forward pass (`rows x size`), kept at
-    /// the pass's last layer; the other layers of a pass keep none.
+    /// Each pass's output for the last forward pass (`rows x size`, images
+    /// channels-last), kept at the pass's last layer; the other layers of a
+    /// pass keep none.
     acts: Vec<Vec<f32>>,
+    /// Per convolution, the patch matrix of its last forward pass.
+    cols: Vec<Vec<f32>>,
+    /// Per convolution of several channels, its weights in tap-major order.
+    taps: Vec<Vec<f32>>,
+    /// Transposed convolutions' patches and patch gradients.
+    patches: Vec<f32>,
+    /// A weight gradient in tap-major order.
+    weight_grad: Vec<f32>,
+    /// The input channels-last, the output in burn's layout, a mask in the
+    /// executor's (images of several channels).
+    input: Vec<f32>,
+    output: Vec<f32>,
+    mask: Vec<f32>,
     /// The gradient flowing backward, and the next one (swapped per pass).
     grad: Vec<f32>,
     grad_next: Vec<f32>,
-    /// Patch matrices of one example (convolutions).
-    cols: Vec<f32>,
 }
 
 impl HostNetwork {
     pub fn new(net: Network) -> Self {
-        let acts = net.layers.iter().map(|_| Vec::new()).collect();
-        let norms = net
-            .layers
-            .iter()
-            .map(|_| (Vec::new(), Vec::new()))
-            .collect();
+        let per_layer = || net.layers.iter().map(|_| Vec::new()).collect::<Vec<_>>();
         HostNetwork {
             mode: Mode::Train,
             buffers: net.initial_buffers(),
             passes: passes(&net),
-            norms,
-            net,
-            acts,
+            norms: net
+                .layers
+                .iter()
+                .map(|_| (Vec::new(), Vec::new()))
+                .collect(),
+            acts: per_layer(),
+            cols: per_layer(),
+            taps: per_layer(),
+            patches: Vec::new(),
+            weight_grad: Vec::new(),
+            input: Vec::new(),
+            output: Vec::new(),
+            mask: Vec::new(),
             grad: Vec::new(),
             grad_next: Vec::new(),
-            cols: Vec::new(),
+            net,
         }
     }
 
@@ -139,50 +192,85 @@ impl HostNetwork {
         masks: &[&[f32]],
     ) -> &[f32] {
         assert_eq!(x.len(), rows * self.net.input_size(), "input size");
+        let HostNetwork {
+            net,
+            mode,
+            buffers,
+            passes,
+            norms,
+            acts,
+            cols,
+            taps,
+            patches,
+            input: input_buf,
+            output: output_buf,
+            mask: mask_buf,
+            ..
+        } = self;
+        let mode = *mode;
         let mut mask = masks.iter();
-        let cols = &mut self.cols;
-        for pass in &self.passes {
+        let x: &[f32] = match channels_last(&net.input) {
+            Some((c, p)) => {
+                input_buf.resize(x.len(), 0.0);
+                to_channels_last(x, input_buf, rows, c, p);
+                input_buf
+            }
+            None => x,
+        };
+        for pass in passes.iter() {
             let i = pass.first;
-            let (done, rest) = self.acts.split_at_mut(i);
+            let (done, rest) = acts.split_at_mut(i);
             let input: &[f32] = if i == 0 { x } else { &done[i - 1] };
-            let layer = &self.net.layers[i];
+            let layer = &net.layers[i];
             let n: usize = layer.output.iter().product();
             let out = &mut rest[pass.last - i];
             out.resize(rows * n, 0.0);
             match &layer.layer {
                 Layer::Dense { .. } => {
                     let (w, b) = layer.params.expect("dense layers have parameters");
-                    let (activation, dropout) = pass.fused.expect("dense passes are fused");
                     let k = layer.input[0];
                     matmul(out, input, &params[w], (rows, k, n), false, false, 0.0, 1.0);
-                    let m: &[f32] = if dropout && self.mode == Mode::Train {
-                        let m = mask.next().expect("one mask per dropout layer");
-                        assert_eq!(m.len(), rows * n, "dropout mask size");
-                        m
-                    } else {
-                        &[]
-                    };
+                    let (activation, m) = fused_mask(pass, mode, &mut mask, layer, rows, mask_buf);
                     bias_activation(out, &params[b], activation, m);
                 }
-                Layer::Conv2d { .. } | Layer::ConvTranspose2d { .. } => {
+                Layer::Conv2d { .. } => {
                     let (w, b) = layer.params.expect("convolutions have parameters");
                     let g = layer.geometry.expect("convolutions have a geometry");
-                    let k: usize = layer.input.iter().product();
-                    cols.resize(g.positions() * g.patch(), 0.0);
-                    let forward = if matches!(layer.layer, Layer::Conv2d { .. }) {
-                        conv_forward
-                    } else {
-                        transposed_forward
-                    };
-                    for (x_r, y_r) in input.chunks_exact(k).zip(out.chunks_exact_mut(n)) {
-                        forward(&g, &params[w], &params[b], x_r, cols, y_r);
-                    }
+                    let (f, q, patch_rows) = (params[b].len(), g.patch(), rows * g.positions());
+                    let c = &mut cols[i];
+                    c.resize(patch_rows * q, 0.0);
+                    g.im2col_rows(input, c, rows);
+                    let wt = tap_major(&params[w], &g, &mut taps[i]);
+                    matmul(out, c, wt, (patch_rows, q, f), false, true, 0.0, 1.0);
+                    let (activation, m) = fused_mask(pass, mode, &mut mask, layer, rows, mask_buf);
+                    bias_activation(out, &params[b], activation, m);
+                }
+                Layer::ConvTranspose2d { .. } => {
+                    let (w, b) = layer.params.expect("convolutions have parameters");
+                    let g = layer.geometry.expect("convolutions have a geometry");
+                    let (cin, q, patch_rows) = (layer.input[0], g.patch(), rows * g.positions());
+                    patches.resize(patch_rows * q, 0.0);
+                    let wt = tap_major(&params[w], &g, &mut taps[i]);
+                    matmul(
+                        patches,
+                        input,
+                        wt,
+                        (patch_rows, cin, q),
+                        false,
+                        false,
+                        0.0,
+                        1.0,
+                    );
+                    g.col2im_rows(patches, out, rows);
+                    let (activation, m) = fused_mask(pass, mode, &mut mask, layer, rows, mask_buf);
+                    bias_activation(out, &params[b], activation, m);
                 }
                 Layer::BatchNorm { epsilon, momentum } => {
                     let (w, b) = layer.params.expect("batch normalisation has parameters");
                     let (rm, rv) = layer.buffers.expect("batch normalisation has buffers");
                     let (c, plane) = layer.channels();
-                    let (mean, inv) = &mut self.norms[i];
+                    let at = index(layer);
+                    let (mean, inv) = &mut norms[i];
                     mean.resize(c, 0.0);
                     inv.resize(c, 0.0);
                     let count = (rows * plane) as f64;
@@ -190,30 +278,29 @@ impl HostNetwork {
                         let values = || {
                             input
                                 .chunks_exact(c * plane)
-                                .flat_map(move |e| &e[ch * plane..(ch + 1) * plane])
+                                .flat_map(move |e| (0..plane).map(move |j| e[at(ch, j)]))
                         };
-                        let var = match self.mode {
+                        let var = match mode {
                             Mode::Train => {
-                                let m = values().map(|&v| v as f64).sum::<f64>() / count;
+                                let m = values().map(|v| v as f64).sum::<f64>() / count;
                                 let var =
-                                    values().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / count;
+                                    values().map(|v| (v as f64 - m).powi(2)).sum::<f64>() / count;
                                 let unbiased = if count > 1.0 {
                                     var * count / (count - 1.0)
                                 } else {
                                     var
                                 };
                                 let mo = *momentum;
-                                let old_mean = self.buffers[rm][ch] as f64;
-                                self.buffers[rm][ch] = ((1.0 - mo) * old_mean + mo * m) as f32;
-                                let old_var = self.buffers[rv][ch] as f64;
-                                self.buffers[rv][ch] =
-                                    ((1.0 - mo) * old_var + mo * unbiased) as f32;
+                                let old_mean = buffers[rm][ch] as f64;
+                                buffers[rm][ch] = ((1.0 - mo) * old_mean + mo * m) as f32;
+                                let old_var = buffers[rv][ch] as f64;
+                                buffers[rv][ch] = ((1.0 - mo) * old_var + mo * unbiased) as f32;
                                 mean[ch] = m as f32;
                                 var
                             }
                             Mode::Infer => {
-                                mean[ch] = self.buffers[rm][ch];
-                                self.buffers[rv][ch] as f64
+                                mean[ch] = buffers[rm][ch];
+                                buffers[rv][ch] as f64
                             }
                         };
                         inv[ch] = (1.0 / (var + epsilon).sqrt()) as f32;
@@ -224,9 +311,9 @@ impl HostNetwork {
                     {
                         for ch in 0..c {
                             let (g, sh, m, k) = (params[w][ch], params[b][ch], mean[ch], inv[ch]);
-                            let span = ch * plane..(ch + 1) * plane;
-                            for (y, &v) in y_r[span.clone()].iter_mut().zip(&x_r[span]) {
-                                *y = g * (v - m) * k + sh;
+                            for j in 0..plane {
+                                let e = at(ch, j);
+                                y_r[e] = g * (x_r[e] - m) * k + sh;
                             }
                         }
                     }
@@ -239,20 +326,31 @@ impl HostNetwork {
                 Layer::Tanh => map(out, input, crate::cpu::tanh),
                 Layer::Sigmoid => map(out, input, crate::cpu::sigmoid),
                 // Inference keeps every unit and takes no mask.
-                Layer::Dropout { .. } if self.mode == Mode::Infer => out.copy_from_slice(input),
+                Layer::Dropout { .. } if mode == Mode::Infer => out.copy_from_slice(input),
                 Layer::Dropout { .. } => {
                     let m = mask.next().expect("one mask per dropout layer");
                     assert_eq!(m.len(), rows * n, "dropout mask size");
-                    for ((y, &v), &k) in out.iter_mut().zip(input).zip(m.iter()) {
+                    let m = executor_mask(m, &layer.output, rows, mask_buf);
+                    for ((y, &v), &k) in out.iter_mut().zip(input).zip(m) {
                         *y = v * k;
                     }
                 }
-                Layer::Identity | Layer::Flatten | Layer::Reshape { .. } => {
-                    out.copy_from_slice(&input[..rows * n])
+                Layer::Flatten | Layer::Reshape { .. } => {
+                    relayout(input, out, rows, &layer.input, &layer.output, patches)
                 }
+                Layer::Identity => out.copy_from_slice(input),
             }
         }
-        self.acts.last().expect("a network has at least one layer")
+        let last = acts.last().expect("a network has at least one layer");
+        let shape = &net.layers.last().expect("a network has layers").output;
+        match channels_last(shape) {
+            Some((c, p)) => {
+                output_buf.resize(last.len(), 0.0);
+                to_channels_first(last, output_buf, rows, c, p);
+                output_buf
+            }
+            None => last,
+        }
     }
 
     /// Gradients of the last [`HostNetwork::forward`] (same `x`, `rows`,
@@ -275,39 +373,63 @@ impl HostNetwork {
             rows * self.net.output_size(),
             "output gradient size"
         );
+        let HostNetwork {
+            net,
+            mode,
+            passes,
+            norms,
+            acts,
+            cols,
+            taps,
+            patches,
+            weight_grad,
+            input: input_buf,
+            mask: mask_buf,
+            grad,
+            grad_next,
+            ..
+        } = self;
+        let mode = *mode;
         if let Some(grads) = grads.as_deref_mut() {
-            for (g, p) in grads.iter_mut().zip(&self.net.params) {
+            for (g, p) in grads.iter_mut().zip(&net.params) {
                 g.resize(p.len(), 0.0);
             }
         }
-        self.grad.clear();
-        self.grad.extend_from_slice(d_out);
-        let mut mask = if self.mode == Mode::Train {
-            masks.len()
-        } else {
-            0
+        let x: &[f32] = match channels_last(&net.input) {
+            Some(_) => input_buf,
+            None => x,
         };
-        for pass in self.passes.iter().rev() {
+        grad.resize(d_out.len(), 0.0);
+        match channels_last(&net.layers.last().expect("a network has layers").output) {
+            Some((c, p)) => to_channels_last(d_out, grad, rows, c, p),
+            None => grad.copy_from_slice(d_out),
+        }
+        let mut mask = if mode == Mode::Train { masks.len() } else { 0 };
+        for pass in passes.iter().rev() {
             let i = pass.first;
-            let layer = &self.net.layers[i];
-            let input: &[f32] = if i == 0 { x } else { &self.acts[i - 1] };
-            let output = &self.acts[pass.last];
+            let layer = &net.layers[i];
+            let input: &[f32] = if i == 0 { x } else { &acts[i - 1] };
+            let output = &acts[pass.last];
             let k: usize = layer.input.iter().product();
             let need_input_grad = i > 0 || !matches!(d_input, InputGradient::Skip);
-            let dy = &mut self.grad;
-            let dx = &mut self.grad_next;
+            let dy = &mut *grad;
+            let dx = &mut *grad_next;
             dx.resize(rows * k, 0.0);
+            // Through a fused activation and dropout, in place.
+            let mut through_activation = |dy: &mut [f32]| {
+                let (activation, dropout) = pass.fused.expect("a fused pass");
+                let m: &[f32] = if dropout && mode == Mode::Train {
+                    mask -= 1;
+                    executor_mask(masks[mask], &layer.output, rows, mask_buf)
+                } else {
+                    &[]
+                };
+                activation_backward(dy, output, activation, m);
+            };
             match &layer.layer {
                 Layer::Dense { .. } => {
                     let (w, b) = layer.params.expect("dense layers have parameters");
-                    let (activation, dropout) = pass.fused.expect("dense passes are fused");
-                    let m: &[f32] = if dropout && self.mode == Mode::Train {
-                        mask -= 1;
-                        masks[mask]
-                    } else {
-                        &[]
-                    };
-                    activation_backward(dy, output, activation, m);
+                    through_activation(dy);
                     let n = layer.output[0];
                     if let Some(grads) = grads.as_deref_mut() {
                         matmul(
@@ -336,53 +458,70 @@ impl HostNetwork {
                         return;
                     }
                 }
-                Layer::Conv2d { .. } | Layer::ConvTranspose2d { .. } => {
+                Layer::Conv2d { .. } => {
                     let (w, b) = layer.params.expect("convolutions have parameters");
                     let g = layer.geometry.expect("convolutions have a geometry");
-                    let n: usize = layer.output.iter().product();
-                    let cols = &mut self.cols;
-                    let mut dcols = vec![0.0; g.positions() * g.patch()];
-                    cols.resize(dcols.len(), 0.0);
-                    // Unwanted parameter gradients go to scratch buffers.
-                    let mut scratch;
-                    let (gw, gb) = match grads.as_deref_mut() {
-                        Some(grads) => two_mut(grads, w, b),
-                        None => {
-                            scratch = vec![vec![0.0; params[w].len()], vec![0.0; params[b].len()]];
-                            two_mut(&mut scratch, 0, 1)
+                    let (f, q, patch_rows) = (params[b].len(), g.patch(), rows * g.positions());
+                    through_activation(dy);
+                    if let Some(grads) = grads.as_deref_mut() {
+                        let gw = weight_grad_buffer(&g, &mut grads[w], weight_grad);
+                        matmul(gw, dy, &cols[i], (f, patch_rows, q), true, false, 0.0, 1.0);
+                        if g.channels > 1 {
+                            from_tap_major(weight_grad, &g, &mut grads[w]);
                         }
-                    };
-                    gw.fill(0.0);
-                    gb.fill(0.0);
-                    let conv = matches!(layer.layer, Layer::Conv2d { .. });
-                    for r in 0..rows {
-                        let x_r = &input[r * k..(r + 1) * k];
-                        let dy_r = &dy[r * n..(r + 1) * n];
-                        let dx_r = need_input_grad.then(|| &mut dx[r * k..(r + 1) * k]);
-                        if conv {
-                            g.im2col(x_r, cols);
-                            conv_backward(&g, &params[w], cols, dy_r, gw, gb, &mut dcols, dx_r);
-                        } else {
-                            transposed_backward(
-                                &g, &params[w], x_r, dy_r, gw, gb, &mut dcols, dx_r,
-                            );
+                        column_sums(dy, f, &mut grads[b]);
+                    }
+                    if need_input_grad {
+                        let wt = weights_as_run(&params[w], &g, &taps[i]);
+                        patches.resize(patch_rows * q, 0.0);
+                        matmul(patches, dy, wt, (patch_rows, f, q), false, false, 0.0, 1.0);
+                        g.col2im_rows(patches, dx, rows);
+                    }
+                }
+                Layer::ConvTranspose2d { .. } => {
+                    let (w, b) = layer.params.expect("convolutions have parameters");
+                    let g = layer.geometry.expect("convolutions have a geometry");
+                    let (cin, q, patch_rows) = (layer.input[0], g.patch(), rows * g.positions());
+                    through_activation(dy);
+                    patches.resize(patch_rows * q, 0.0);
+                    g.im2col_rows(dy, patches, rows);
+                    if let Some(grads) = grads.as_deref_mut() {
+                        column_sums(dy, g.channels, &mut grads[b]);
+                        let gw = weight_grad_buffer(&g, &mut grads[w], weight_grad);
+                        matmul(
+                            gw,
+                            input,
+                            patches,
+                            (cin, patch_rows, q),
+                            true,
+                            false,
+                            0.0,
+                            1.0,
+                        );
+                        if g.channels > 1 {
+                            from_tap_major(weight_grad, &g, &mut grads[w]);
                         }
+                    }
+                    if need_input_grad {
+                        let wt = weights_as_run(&params[w], &g, &taps[i]);
+                        matmul(dx, patches, wt, (patch_rows, q, cin), false, true, 0.0, 1.0);
                     }
                 }
                 Layer::BatchNorm { .. } => {
                     let (w, b) = layer.params.expect("batch normalisation has parameters");
                     let (c, plane) = layer.channels();
-                    let (mean, inv) = &self.norms[i];
+                    let at = index(layer);
+                    let (mean, inv) = &norms[i];
                     let count = (rows * plane) as f32;
                     let mut param_grads = grads.as_deref_mut().map(|g| two_mut(g, w, b));
                     for ch in 0..c {
-                        let span = ch * plane..(ch + 1) * plane;
                         let (mut sum_dy, mut sum_dy_xhat) = (0.0f64, 0.0f64);
                         for (x_r, dy_r) in input
                             .chunks_exact(c * plane)
                             .zip(dy.chunks_exact(c * plane))
                         {
-                            for (&v, &d) in x_r[span.clone()].iter().zip(&dy_r[span.clone()]) {
+                            for j in 0..plane {
+                                let (v, d) = (x_r[at(ch, j)], dy_r[at(ch, j)]);
                                 sum_dy += d as f64;
                                 sum_dy_xhat += (d * (v - mean[ch]) * inv[ch]) as f64;
                             }
@@ -401,12 +540,10 @@ impl HostNetwork {
                             .zip(dy.chunks_exact(c * plane))
                             .zip(dx.chunks_exact_mut(c * plane))
                         {
-                            for ((&v, &d), o) in x_r[span.clone()]
-                                .iter()
-                                .zip(&dy_r[span.clone()])
-                                .zip(&mut dx_r[span.clone()])
-                            {
-                                *o = match self.mode {
+                            for j in 0..plane {
+                                let e = at(ch, j);
+                                let (v, d) = (x_r[e], dy_r[e]);
+                                dx_r[e] = match mode {
                                     Mode::Train => {
                                         scale * (d - mdy - (v - mean[ch]) * inv[ch] * mdyx)
                                     }
@@ -424,21 +561,108 @@ impl HostNetwork {
                 }
                 Layer::Tanh => zip_map(dx, dy, output, |d, y| d * (1.0 - y * y)),
                 Layer::Sigmoid => zip_map(dx, dy, output, |d, y| d * y * (1.0 - y)),
-                Layer::Dropout { .. } if self.mode == Mode::Infer => dx.copy_from_slice(dy),
+                Layer::Dropout { .. } if mode == Mode::Infer => dx.copy_from_slice(dy),
                 Layer::Dropout { .. } => {
                     mask -= 1;
-                    zip_map(dx, dy, masks[mask], |d, m| d * m)
+                    let m = executor_mask(masks[mask], &layer.output, rows, mask_buf);
+                    zip_map(dx, dy, m, |d, m| d * m)
                 }
-                Layer::Identity | Layer::Flatten | Layer::Reshape { .. } => dx.copy_from_slice(dy),
+                Layer::Flatten | Layer::Reshape { .. } => {
+                    relayout(dy, dx, rows, &layer.output, &layer.input, patches)
+                }
+                Layer::Identity => dx.copy_from_slice(dy),
             }
-            std::mem::swap(&mut self.grad, &mut self.grad_next);
+            std::mem::swap(grad, grad_next);
         }
+        // The input's gradient, back in burn's layout.
+        let g: &[f32] = match channels_last(&net.input) {
+            Some((c, p)) => {
+                grad_next.resize(grad.len(), 0.0);
+                to_channels_first(grad, grad_next, rows, c, p);
+                grad_next
+            }
+            None => grad,
+        };
         match d_input {
             InputGradient::Skip => {}
-            InputGradient::Write(d) => d[..self.grad.len()].copy_from_slice(&self.grad),
-            InputGradient::Add(d) => d.iter_mut().zip(&self.grad).for_each(|(o, g)| *o += g),
+            InputGradient::Write(d) => d[..g.len()].copy_from_slice(g),
+            InputGradient::Add(d) => d.iter_mut().zip(g).for_each(|(o, v)| *o += v),
         }
     }
+}
+
+/// A fused pass's activation, and the mask of its dropout layer in the
+/// executor's layout (training only; empty otherwise).
+fn fused_mask<'m: 'b, 'b>(
+    pass: &Pass,
+    mode: Mode,
+    masks: &mut std::slice::Iter<'_, &'m [f32]>,
+    layer: &BuiltLayer,
+    rows: usize,
+    buf: &'b mut Vec<f32>,
+) -> (Activation, &'b [f32]) {
+    let (activation, dropout) = pass.fused.expect("a fused pass");
+    if !(dropout && mode == Mode::Train) {
+        return (activation, &[]);
+    }
+    let m = masks.next().expect("one mask per dropout layer");
+    assert_eq!(
+        m.len(),
+        rows * layer.output.iter().product::<usize>(),
+        "dropout mask size"
+    );
+    (activation, executor_mask(m, &layer.output, rows, buf))
+}
+
+/// Where channel `ch`'s value at position `j` sits in one example of a
+/// batch-normalisation layer's input (images channels-last).
+fn index(layer: &BuiltLayer) -> impl Fn(usize, usize) -> usize + Copy {
+    let (c, plane) = layer.channels();
+    let last = channels_last(&layer.input).is_some();
+    move |ch, j| if last { j * c + ch } else { ch * plane + j }
+}
+
+/// A flatten or reshape from `from` to `to` (shapes per example), each side
+/// in the executor's layout, through `scratch` when both are images.
+fn relayout(
+    src: &[f32],
+    dst: &mut [f32],
+    rows: usize,
+    from: &[usize],
+    to: &[usize],
+    scratch: &mut Vec<f32>,
+) {
+    match (channels_last(from), channels_last(to)) {
+        (None, None) => dst.copy_from_slice(&src[..dst.len()]),
+        (Some((c, p)), None) => to_channels_first(src, dst, rows, c, p),
+        (None, Some((c, p))) => to_channels_last(src, dst, rows, c, p),
+        (Some((c, p)), Some((c2, p2))) => {
+            scratch.resize(src.len(), 0.0);
+            to_channels_first(src, scratch, rows, c, p);
+            to_channels_last(scratch, dst, rows, c2, p2);
+        }
+    }
+}
+
+/// The buffer a convolution's weight gradient is computed in: tap-major
+/// scratch for several channels, else the gradient itself.
+fn weight_grad_buffer<'a>(
+    g: &Geometry,
+    grad: &'a mut [f32],
+    scratch: &'a mut Vec<f32>,
+) -> &'a mut [f32] {
+    if g.channels > 1 {
+        scratch.resize(grad.len(), 0.0);
+        scratch
+    } else {
+        grad
+    }
+}
+
+/// A convolution's weights as its forward pass ran them (tap-major for
+/// several channels).
+fn weights_as_run<'a>(w: &'a [f32], g: &Geometry, taps: &'a [f32]) -> &'a [f32] {
+    if g.channels > 1 { taps } else { w }
 }
 
 /// Two distinct elements of `v`, both mutable.

@@ -65,17 +65,18 @@ impl<'a> VaeDensity<'a> {
         let Some(w) = &self.host_decoder else {
             return self.vae.decode_logits(z);
         };
+        // The decoder as its description says, on the CPU executor, in
+        // chunks that keep its patch matrices small.
+        const CHUNK: usize = 256;
         let net = &self.vae.net;
-        if net.architecture == Architecture::Conv {
-            return Ok(crate::models::host_conv::decode_logits(w, net.latent, z));
-        }
-        // The decoder as its description says, on the CPU executor.
         let mut decoder = HostNetwork::new(net.decoder.clone());
         decoder.mode = Mode::Infer;
-        let rows = z.len() / net.latent;
-        Ok(decoder
-            .forward(&w[net.encoder_params..], z, rows, &[])
-            .to_vec())
+        let mut out = Vec::with_capacity(z.len() / net.latent * net.decoder.output_size());
+        for zc in z.chunks(CHUNK * net.latent) {
+            let rows = zc.len() / net.latent;
+            out.extend_from_slice(decoder.forward(&w[net.encoder_params..], zc, rows, &[]));
+        }
+        Ok(out)
     }
 }
 

@@ -53,27 +53,6 @@ pub enum Architecture {
 
 pub use super::likelihood::Likelihood;
 
-impl super::host_conv::HostConvVae {
-    /// The conv VAE's host path, started from `vae`'s weights and `opt`'s state.
-    pub fn new(vae: &Vae, opt: &Optimizer, rows: usize) -> Result<Self> {
-        Ok(Self::with_params(
-            super::host::download_all(&vae.params)?,
-            vae.net.latent,
-            vae.net.hidden,
-            super::host::HostOptimizer::from_device(opt)?,
-            rows,
-        ))
-    }
-
-    /// Writes the host weights and optimiser state back into `vae` and `opt`.
-    pub fn store(&self, vae: &mut Vae, opt: &mut Optimizer) {
-        for (t, p) in vae.params.iter_mut().zip(&self.params) {
-            *t = upload(p.clone(), [p.len()], &vae.device);
-        }
-        *opt = self.opt.to_device(&vae.device);
-    }
-}
-
 /// VAE configuration. Defaults are the seed preset `vae-2`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

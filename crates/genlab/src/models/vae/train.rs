@@ -2,7 +2,7 @@
 //! for the shared training loop of [`crate::models::trainer`].
 
 use super::figures::write_figures;
-use super::host_network::FastPath;
+use super::host_network::HostNetworkVae;
 use super::*;
 use crate::models::trainer::{
     self, BatchAt, BatchDone, EpochEnd, Plan, Position, Step, non_finite,
@@ -22,9 +22,9 @@ struct VaeStep<'a> {
     net: VaeNet,
     vae: Vae,
     opt: Optimizer,
-    /// The CPU fast path for the MLP (GENLAB_CPU_KERNELS=0 forces burn's
+    /// The CPU executor's path (GENLAB_CPU_KERNELS=0 forces burn's
     /// generic path, for comparisons).
-    fast: Option<FastPath>,
+    fast: Option<HostNetworkVae>,
     test: Vec<f32>,
     val_eps: Vec<f32>,
     prior_z: Vec<f32>,
@@ -249,7 +249,7 @@ impl Family for VaeFamily {
         let fast = if run_config.device == crate::device::DeviceKind::Cpu
             && crate::cpu::kernels_enabled()
         {
-            Some(FastPath::new(&vae, &opt, config.batch_size)?)
+            Some(HostNetworkVae::new(&vae, &opt)?)
         } else {
             None
         };
