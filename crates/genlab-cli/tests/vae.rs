@@ -123,6 +123,24 @@ fn small_vae_runs_write_every_figure_and_evaluate() {
     assert!((elbo + loss + c).abs() < 1.0, "ELBO {elbo}, loss {loss}");
     assert!(run.join("eval.json").is_file());
     assert_eq!(e["sample_quality"]["model"]["images"], 300);
+
+    // The weights record the image shape their networks were built for,
+    // and a checkpoint built for other images is not resumed on MNIST.
+    let ck = genlab::run::Checkpoint::load(&run.join("weights.safetensors")).unwrap();
+    assert_eq!(ck.meta("genlab.image").unwrap(), "1x28x28");
+    let latest = run.join("checkpoints/latest.safetensors");
+    let mut other = genlab::run::Checkpoint::load(&latest).unwrap();
+    other.set_meta("genlab.image", "3x32x32");
+    other.save(&latest).unwrap();
+    let out = genlab(&["train", "--resume", r, "--epochs", "3"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("built for 3x32x32 images, dataset mnist has 1x28x28"),
+        "{err}"
+    );
 }
 
 #[test]

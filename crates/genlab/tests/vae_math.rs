@@ -525,13 +525,49 @@ fn cpu_fast_path_matches_the_autodiff_step() {
 }
 
 #[test]
-fn conv_vaes_of_other_channels_and_kernels_match_autodiff_on_the_cpu_executor() {
+fn vaes_of_other_shapes_and_images_match_autodiff_on_the_cpu_executor() {
+    use genlab::data::ImageShape;
+    use genlab::models::vae::ConvShape;
     let dev = device();
     let mut rng = stream(8, Purpose::Fixed, 0);
     let rows = 3;
-    for (channels, kernel) in [(vec![8, 12], 5), (vec![6], 3), (vec![4, 8], 7)] {
-        let shape = genlab::models::vae::ConvShape { channels, kernel };
-        let net = VaeNet::with_convolutions(Architecture::Conv, 2, &[10], &shape);
+    let rgb32 = ImageShape {
+        channels: 3,
+        height: 32,
+        width: 32,
+    };
+    let conv = |channels: Vec<usize>, kernel| ConvShape { channels, kernel };
+    let cases = [
+        (
+            Architecture::Conv,
+            vec![10],
+            conv(vec![8, 12], 5),
+            ImageShape::MNIST,
+        ),
+        (
+            Architecture::Conv,
+            vec![10],
+            conv(vec![6], 3),
+            ImageShape::MNIST,
+        ),
+        (
+            Architecture::Conv,
+            vec![10],
+            conv(vec![4, 8], 7),
+            ImageShape::MNIST,
+        ),
+        // Colour images of another size, through the same descriptions.
+        (Architecture::Conv, vec![12], conv(vec![5, 7], 5), rgb32),
+        (Architecture::Mlp, vec![40, 20], ConvShape::seed(), rgb32),
+    ];
+    for (architecture, widths, shape, image) in cases {
+        let what = format!(
+            "{architecture:?} {widths:?} {shape:?} on {}",
+            image.to_meta()
+        );
+        let net = VaeNet::with_convolutions(architecture, 2, &widths, &shape, image);
+        assert_eq!(net.encoder.input_size(), image.pixels(), "{what}");
+        assert_eq!(net.decoder.output_size(), image.pixels(), "{what}");
         let vae = Vae::init(net.clone(), &mut stream(8, Purpose::Init, 0), &dev);
         let rule = Rule::RmspropKeras {
             lr: 1e-3,
@@ -539,7 +575,9 @@ fn conv_vaes_of_other_channels_and_kernels_match_autodiff_on_the_cpu_executor() 
             eps: 1e-7,
         };
         let opt = Optimizer::new(rule, &net.sizes(), &dev);
-        let x: Vec<f32> = (0..rows * 784).map(|_| rng.random::<f32>()).collect();
+        let x: Vec<f32> = (0..rows * image.pixels())
+            .map(|_| rng.random::<f32>())
+            .collect();
         let eps = randn(&mut rng, rows * 2, 1.0);
         let (want_stats, finite, want_grads) =
             burn_step(&net, &vae, &x, &eps, Likelihood::Mse).unwrap();
@@ -550,24 +588,20 @@ fn conv_vaes_of_other_channels_and_kernels_match_autodiff_on_the_cpu_executor() 
         for (a, b) in stats.iter().zip(&want_stats) {
             assert!(
                 (a - b).abs() < 1e-4 * b.abs().max(1.0),
-                "{shape:?}: {stats:?} vs {want_stats:?}"
+                "{what}: {stats:?} vs {want_stats:?}"
             );
         }
         for (i, (g, want)) in host.grads().iter().zip(want_grads).enumerate() {
             let want = download(want).unwrap();
             let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            assert!(
-                scale > 0.0,
-                "{shape:?}: {} has no gradient",
-                net.specs[i].name
-            );
+            assert!(scale > 0.0, "{what}: {} has no gradient", net.specs[i].name);
             let err = g
                 .iter()
                 .zip(&want)
                 .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
             assert!(
                 err <= 1e-4 * scale,
-                "{shape:?}: {} gradient off by {err} (scale {scale})",
+                "{what}: {} gradient off by {err} (scale {scale})",
                 net.specs[i].name
             );
         }

@@ -68,6 +68,8 @@ impl Split {
 pub struct Dataset {
     pub name: DatasetName,
     pub dir: PathBuf,
+    /// The shape of every image (the IDX files' rows and columns, one channel).
+    pub image: super::ImageShape,
     pub train: Split,
     pub test: Split,
 }
@@ -89,6 +91,11 @@ impl Dataset {
         Ok(Dataset {
             name,
             dir: dir.to_path_buf(),
+            image: super::ImageShape {
+                channels: 1,
+                height: train_images.rows,
+                width: train_images.cols,
+            },
             train: Split {
                 pixels: train_images.pixels,
                 labels: train_labels,

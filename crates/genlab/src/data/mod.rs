@@ -13,9 +13,72 @@ pub use corrupt::remove_nonzero_fraction;
 pub use dataset::{Dataset, Split};
 pub use locate::{DataSources, DatasetName};
 
-/// Side length of every image genlab handles.
+/// Side length of the images of the IDX datasets genlab reads (MNIST and
+/// Fashion-MNIST, and IDX files of their shape).
 pub const SIDE: usize = 28;
-/// Pixels per image.
+/// Pixels per image of those datasets.
 pub const PIXELS: usize = SIDE * SIDE;
+
+/// The shape of a dataset's images, which networks are built for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ImageShape {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+impl ImageShape {
+    /// MNIST's and Fashion-MNIST's: one channel of 28 x 28.
+    pub const MNIST: ImageShape = ImageShape {
+        channels: 1,
+        height: SIDE,
+        width: SIDE,
+    };
+
+    /// Values per image.
+    pub fn pixels(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+
+    /// `[channels, height, width]`, a network's input shape for images.
+    pub fn dims(&self) -> [usize; 3] {
+        [self.channels, self.height, self.width]
+    }
+
+    /// The shape written into checkpoints: `CxHxW`.
+    pub fn to_meta(&self) -> String {
+        format!("{}x{}x{}", self.channels, self.height, self.width)
+    }
+
+    /// Reads [`ImageShape::to_meta`]'s form.
+    pub fn from_meta(s: &str) -> Option<ImageShape> {
+        let v: Vec<usize> = s
+            .split('x')
+            .map(|p| p.parse().ok())
+            .collect::<Option<_>>()?;
+        match v[..] {
+            [channels, height, width] if channels * height * width > 0 => Some(ImageShape {
+                channels,
+                height,
+                width,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The image shape a checkpoint records (checkpoints written before
+    /// genlab recorded it hold MNIST-shaped networks).
+    pub fn of_checkpoint(ck: &crate::run::Checkpoint) -> anyhow::Result<ImageShape> {
+        match ck.meta(IMAGE_META) {
+            Err(_) => Ok(ImageShape::MNIST),
+            Ok(s) => ImageShape::from_meta(s).ok_or_else(|| {
+                anyhow::anyhow!("checkpoint entry {IMAGE_META} = '{s}' is not CxHxW")
+            }),
+        }
+    }
+}
+
+/// The checkpoint metadata key of the image shape a network was built for.
+pub const IMAGE_META: &str = "genlab.image";
 /// Number of classes.
 pub const CLASSES: usize = 10;

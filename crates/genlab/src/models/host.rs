@@ -482,8 +482,8 @@ fn l1_norm(grads: &[Vec<f32>]) -> f64 {
     grads.iter().map(|g| abs_sum(g) as f64).sum()
 }
 
-/// One training step of a VAE on host buffers, a batch `x` (rows of 784,
-/// noise `eps` with `latent` values per row) cut into two halves that run
+/// One training step of a VAE on host buffers, a batch `x` (rows of
+/// `width` values, noise `eps` with `latent` values per row) cut into two halves that run
 /// side by side, each with single-core matrix products
 /// ([`crate::cpu::serial`]): on two cores this beats splitting every
 /// (small) product across both, which spends its time waking and parking
@@ -499,16 +499,17 @@ fn l1_norm(grads: &[Vec<f32>]) -> f64 {
 pub fn in_halves<S: Send>(
     halves: &mut [S],
     x: &[f32],
+    width: usize,
     eps: &[f32],
     latent: usize,
     grads: fn(&mut S) -> &mut Vec<Vec<f32>>,
     step: impl Fn(&mut S, &[f32], &[f32], f32) -> [f64; 2] + Sync,
 ) -> ([f64; 2], bool) {
-    let b = x.len() / crate::data::PIXELS;
+    let b = x.len() / width;
     // The loss is the batch mean: every gradient carries 1/b.
     let scale = 1.0 / b as f32;
     let first = b.div_ceil(2);
-    let (x0, x1) = x.split_at(first * crate::data::PIXELS);
+    let (x0, x1) = x.split_at(first * width);
     let (e0, e1) = eps[..b * latent].split_at(first * latent);
     let (h0, h1) = halves.split_at_mut(1);
     let (h0, h1) = (&mut h0[0], &mut h1[0]);

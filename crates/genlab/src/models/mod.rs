@@ -63,6 +63,24 @@ pub struct TrainContext {
     pub interactive: bool,
 }
 
+/// Refuses to resume from a checkpoint whose networks were built for other
+/// images than the dataset's.
+pub fn check_image(
+    ck: &crate::run::Checkpoint,
+    image: crate::data::ImageShape,
+    dataset: &crate::data::DatasetName,
+) -> Result<()> {
+    let trained = crate::data::ImageShape::of_checkpoint(ck).map_err(crate::error::usage)?;
+    if trained != image {
+        crate::usage_bail!(
+            "the checkpoint's networks were built for {} images, dataset {dataset} has {}; resume with the dataset it was trained on",
+            trained.to_meta(),
+            image.to_meta()
+        );
+    }
+    Ok(())
+}
+
 /// A model family: its name, seed preset and training loop.
 pub trait Family {
     const NAME: &'static str;

@@ -27,7 +27,7 @@ use super::tensors::{download, from_checkpoint, take_gradients, to_checkpoint, u
 use super::{Family, ModelConfig, TrainContext};
 use crate::config::{OnNan, RunConfig};
 use crate::data::batches::fill_batch;
-use crate::data::{EpochOrder, PIXELS, PixelView};
+use crate::data::{EpochOrder, ImageShape, PIXELS, PixelView};
 use crate::nn::host::{HostNetwork, InputGradient};
 use crate::nn::{self, Layer, Network};
 use crate::rng::{GenRng, Purpose, fill_standard_normal, stream};
@@ -197,18 +197,20 @@ impl ModelConfig for GanConfig {
 
 /// The generator's and the discriminator's networks, described as data:
 /// dense layers of the configured widths, each hidden one followed by leaky
-/// ReLU and dropout; the generator ends in tanh, the discriminator in a logit.
-pub fn networks(c: &GanConfig) -> Result<(Network, Network)> {
+/// ReLU and dropout; the generator ends in tanh, the discriminator in a
+/// logit. Both are built for images of shape `image` (flattened).
+pub fn networks(c: &GanConfig, image: ImageShape) -> Result<(Network, Network)> {
+    let pixels = image.pixels();
     let act = Layer::LeakyRelu {
         slope: c.leaky_slope,
     };
     let mut g_widths = c.generator_hidden.clone();
-    g_widths.push(PIXELS);
+    g_widths.push(pixels);
     let g = Network::mlp("generator", c.latent, &g_widths, &act, c.dropout)?;
     let g = with_layer(g, "out", Layer::Tanh)?;
     let mut d_widths = c.discriminator_hidden.clone();
     d_widths.push(1);
-    let d = Network::mlp("discriminator", PIXELS, &d_widths, &act, c.dropout)?;
+    let d = Network::mlp("discriminator", pixels, &d_widths, &act, c.dropout)?;
     Ok((g, d))
 }
 
@@ -264,11 +266,13 @@ pub struct Gan {
     pub g: Vec<Tensor<1>>,
     pub d: Vec<Tensor<1>>,
     pub device: Device,
+    /// The images the networks are built for.
+    pub image: ImageShape,
 }
 
 impl Gan {
-    pub fn init(config: &GanConfig, seed: u64, device: &Device) -> Result<Self> {
-        let (g_net, d_net) = networks(config)?;
+    pub fn init(config: &GanConfig, image: ImageShape, seed: u64, device: &Device) -> Result<Self> {
+        let (g_net, d_net) = networks(config, image)?;
         let put = |values: Vec<Vec<f32>>| -> Vec<Tensor<1>> {
             values
                 .into_iter()
@@ -287,6 +291,7 @@ impl Gan {
             g,
             d,
             device: device.clone(),
+            image,
         })
     }
 
@@ -328,11 +333,14 @@ impl Gan {
             }
         }
         ck.set_meta("genlab.family", "gan");
+        ck.set_meta(crate::data::IMAGE_META, self.image.to_meta());
         Ok(ck)
     }
 
+    /// The networks a checkpoint holds (built for the images it records).
     pub fn from_checkpoint(config: &GanConfig, ck: &Checkpoint, device: &Device) -> Result<Self> {
-        let (g_net, d_net) = networks(config)?;
+        let image = ImageShape::of_checkpoint(ck)?;
+        let (g_net, d_net) = networks(config, image)?;
         let load = |net: &Network| -> Result<Vec<Tensor<1>>> {
             net.params
                 .iter()
@@ -349,6 +357,7 @@ impl Gan {
             g_net,
             d_net,
             device: device.clone(),
+            image,
         })
     }
 }
@@ -380,7 +389,8 @@ pub fn mask_values(c: &GanConfig, net: &Network, rows: usize, rng: &mut GenRng) 
 /// D(x), mean D(G(z))), whether everything is finite, and D's gradients.
 fn burn_d_step(gan: &Gan, x: &[f32], rng: &mut GenRng) -> Result<([f64; 3], bool, Vec<Tensor<1>>)> {
     let (c, dev) = (&gan.config, &gan.device);
-    let rows = x.len() / PIXELS;
+    let pixels = gan.image.pixels();
+    let rows = x.len() / pixels;
     // Fakes from the current generator (constant here), dropout on.
     let z = upload(gan.noise(rows, rng), [rows, c.latent], dev);
     let gm = gan.masks(&gan.g_net, rows, rng);
@@ -392,7 +402,7 @@ fn burn_d_step(gan: &Gan, x: &[f32], rng: &mut GenRng) -> Result<([f64; 3], bool
         .iter()
         .map(|p| p.clone().autodiff().require_grad())
         .collect();
-    let xt = upload(x.to_vec(), [rows, PIXELS], dev);
+    let xt = upload(x.to_vec(), [rows, pixels], dev);
     let real_logits = nn::tensor::forward(&gan.d_net, &tracked, xt, &m_real);
     let fake_logits = nn::tensor::forward(&gan.d_net, &tracked, fake, &m_fake);
     let stats = Tensor::cat(
@@ -490,19 +500,23 @@ pub struct HostGan {
     d_logits: Vec<f32>,
     d_fake: Vec<f32>,
     fake: Vec<f32>,
+    /// Values per image.
+    pixels: usize,
 }
 
 impl HostGan {
     pub fn new(gan: &Gan, opt_g: &Optimizer, opt_d: &Optimizer, rows: usize) -> Result<Self> {
+        let pixels = gan.image.pixels();
         Ok(HostGan {
+            pixels,
             g: HostPart::new(&gan.g_net, &gan.g)?,
             d: HostPart::new(&gan.d_net, &gan.d)?,
             opt_g: super::host::HostOptimizer::from_device(opt_g)?,
             opt_d: super::host::HostOptimizer::from_device(opt_d)?,
-            both: vec![0.0; 2 * rows * PIXELS],
+            both: vec![0.0; 2 * rows * pixels],
             d_logits: vec![0.0; 2 * rows],
-            d_fake: vec![0.0; rows * PIXELS],
-            fake: vec![0.0; rows * PIXELS],
+            d_fake: vec![0.0; rows * pixels],
+            fake: vec![0.0; rows * pixels],
         })
     }
 
@@ -522,20 +536,20 @@ impl HostGan {
     /// Generator output (its last layer is tanh) for noise `z` into `self.fake`.
     fn generate_into_fake(&mut self, z: &[f32], rows: usize, masks: &[Vec<f32>]) {
         let out = self.g.forward(z, rows, masks);
-        self.fake[..rows * PIXELS].copy_from_slice(out);
+        self.fake[..rows * self.pixels].copy_from_slice(out);
     }
 
     /// A discriminator step's loss and gradients (apply with [`HostGan::apply_d`]).
     pub fn d_step(&mut self, gan: &Gan, x: &[f32], rng: &mut GenRng) -> ([f64; 3], bool) {
-        let c = &gan.config;
-        let rows = x.len() / PIXELS;
+        let (c, px) = (&gan.config, self.pixels);
+        let rows = x.len() / px;
         let z = gan.noise(rows, rng);
         let gm = mask_values(c, &gan.g_net, rows, rng);
         let m_real = mask_values(c, &gan.d_net, rows, rng);
         let m_fake = mask_values(c, &gan.d_net, rows, rng);
         self.generate_into_fake(&z, rows, &gm);
-        self.both[..rows * PIXELS].copy_from_slice(x);
-        self.both[rows * PIXELS..2 * rows * PIXELS].copy_from_slice(&self.fake[..rows * PIXELS]);
+        self.both[..rows * px].copy_from_slice(x);
+        self.both[rows * px..2 * rows * px].copy_from_slice(&self.fake[..rows * px]);
         let masks: Vec<Vec<f32>> = m_real
             .into_iter()
             .zip(m_fake)
@@ -546,7 +560,7 @@ impl HostGan {
             .collect();
         let logits = self
             .d
-            .forward(&self.both[..2 * rows * PIXELS], 2 * rows, &masks);
+            .forward(&self.both[..2 * rows * px], 2 * rows, &masks);
         let t = c.real_label as f32;
         let inv = 1.0 / rows as f32;
         let (mut loss, mut dx, mut dgz) = (0.0f64, 0.0f64, 0.0f64);
@@ -564,7 +578,7 @@ impl HostGan {
         }
         let d_logits = self.d_logits[..2 * rows].to_vec();
         self.d.backward(
-            &self.both[..2 * rows * PIXELS],
+            &self.both[..2 * rows * px],
             2 * rows,
             &d_logits,
             &masks,
@@ -586,12 +600,12 @@ impl HostGan {
 
     /// A generator step's loss and gradients (apply with [`HostGan::apply_g`]).
     pub fn g_step(&mut self, gan: &Gan, rows: usize, rng: &mut GenRng) -> (f64, bool) {
-        let c = &gan.config;
+        let (c, px) = (&gan.config, self.pixels);
         let z = gan.noise(rows, rng);
         let gm = mask_values(c, &gan.g_net, rows, rng);
         let dm = mask_values(c, &gan.d_net, rows, rng);
         self.generate_into_fake(&z, rows, &gm);
-        let logits = self.d.forward(&self.fake[..rows * PIXELS], rows, &dm);
+        let logits = self.d.forward(&self.fake[..rows * px], rows, &dm);
         let inv = 1.0 / rows as f32;
         let mut loss = 0.0f64;
         for (&l, d) in logits.iter().zip(self.d_logits.iter_mut()) {
@@ -600,15 +614,15 @@ impl HostGan {
         }
         let d_logits = self.d_logits[..rows].to_vec();
         self.d.backward(
-            &self.fake[..rows * PIXELS],
+            &self.fake[..rows * px],
             rows,
             &d_logits,
             &dm,
             false,
-            Some(&mut self.d_fake[..rows * PIXELS]),
+            Some(&mut self.d_fake[..rows * px]),
         );
         self.g
-            .backward(&z, rows, &self.d_fake[..rows * PIXELS], &gm, true, None);
+            .backward(&z, rows, &self.d_fake[..rows * px], &gm, true, None);
         let loss = loss / rows as f64;
         (
             loss,
@@ -719,7 +733,7 @@ mod tests {
     fn sampling_has_no_dropout_and_training_does() {
         let dev = Device::flex();
         let config = GanConfig::default();
-        let gan = Gan::init(&config, 1, &dev).unwrap();
+        let gan = Gan::init(&config, ImageShape::MNIST, 1, &dev).unwrap();
         let z = gan.noise(8, &mut stream(1, Purpose::Sample, 0));
         let a = gan.generate(&z).unwrap();
         let b = gan.generate(&z).unwrap();
@@ -746,28 +760,40 @@ mod tests {
 
     #[test]
     fn cpu_fast_path_matches_the_autodiff_steps() {
-        // The seed's widths, and other widths and depths from the configuration.
+        // The seed's widths, and other widths and depths from the
+        // configuration, also for 32x32 colour images.
         let other = GanConfig {
             generator_hidden: vec![64, 128],
             discriminator_hidden: vec![96, 48, 24],
             latent: 20,
             ..GanConfig::default()
         };
-        for config in [GanConfig::default(), other] {
-            fast_path_matches_autodiff(&config);
+        let rgb32 = ImageShape {
+            channels: 3,
+            height: 32,
+            width: 32,
+        };
+        for (config, image) in [
+            (GanConfig::default(), ImageShape::MNIST),
+            (other.clone(), ImageShape::MNIST),
+            (other, rgb32),
+        ] {
+            fast_path_matches_autodiff(&config, image);
         }
     }
 
-    fn fast_path_matches_autodiff(config: &GanConfig) {
+    fn fast_path_matches_autodiff(config: &GanConfig, image: ImageShape) {
         let dev = Device::flex();
         let config = config.clone();
-        let gan = Gan::init(&config, 2, &dev).unwrap();
+        let gan = Gan::init(&config, image, 2, &dev).unwrap();
+        assert_eq!(gan.d_net.input_size(), image.pixels());
+        assert_eq!(gan.g_net.output_size(), image.pixels());
         let (rule_d, rule_g) = rules(&config);
         let opt_d = Optimizer::new(rule_d, &param_sizes(&gan.d_net), &dev);
         let opt_g = Optimizer::new(rule_g, &param_sizes(&gan.g_net), &dev);
         let rows = 6;
         let mut data_rng = stream(2, Purpose::Fixed, 0);
-        let x: Vec<f32> = (0..rows * PIXELS)
+        let x: Vec<f32> = (0..rows * image.pixels())
             .map(|_| data_rng.random_range(-1.0..1.0))
             .collect();
         let mut host = HostGan::new(&gan, &opt_g, &opt_d, rows).unwrap();
@@ -805,7 +831,7 @@ mod tests {
     #[test]
     fn bulk_dropout_masks_are_the_one_at_a_time_draws() {
         let config = GanConfig::default();
-        let (_, d) = networks(&config).unwrap();
+        let (_, d) = networks(&config, ImageShape::MNIST).unwrap();
         let rows = 7;
         let mut bulk = stream(3, Purpose::Train, 0);
         let mut single = bulk.clone();
@@ -829,7 +855,7 @@ mod tests {
 
     #[test]
     fn pytorch_initialisation_bounds() {
-        let (g, _) = networks(&GanConfig::default()).unwrap();
+        let (g, _) = networks(&GanConfig::default(), ImageShape::MNIST).unwrap();
         let params = g.torch_default_init(&mut stream(0, Purpose::Init, 0));
         let widths = g.dense_widths();
         for (k, w) in widths.windows(2).enumerate() {

@@ -290,7 +290,11 @@ impl Family for GanFamily {
         let seed = run_config.seed;
         let device = ctx.device.clone();
         let (rule_d, rule_g) = rules(c);
-        let (g_net, d_net) = networks(c).map_err(crate::error::usage)?;
+        let image = ctx.dataset.image;
+        if let Some(ck) = resume {
+            crate::models::check_image(ck, image, &ctx.dataset.name)?;
+        }
+        let (g_net, d_net) = networks(c, image).map_err(crate::error::usage)?;
         let (gn, dn) = (param_names(&g_net), param_names(&d_net));
         let (gan, opt_d, opt_g, start, resumed) = match resume {
             Some(ck) => {
@@ -318,7 +322,7 @@ impl Family for GanFamily {
                 (gan, opt_d, opt_g, Position::read(ck)?, (sums, last))
             }
             None => {
-                let gan = Gan::init(c, seed, &device).map_err(crate::error::usage)?;
+                let gan = Gan::init(c, image, seed, &device).map_err(crate::error::usage)?;
                 let opt_d = Optimizer::new(rule_d, &param_sizes(&d_net), &device);
                 let opt_g = Optimizer::new(rule_g, &param_sizes(&g_net), &device);
                 (

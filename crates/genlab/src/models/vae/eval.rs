@@ -9,7 +9,6 @@ use serde_json::{Value, json};
 
 use super::{self as vae, Architecture, Likelihood, Vae};
 use crate::cpu::{bernoulli_log_likelihood, sigmoid_squared_error};
-use crate::data::PIXELS;
 use crate::eval::importance::{LatentModel, estimate, std_error};
 use crate::eval::options::EvalOptions;
 use crate::nn::Mode;
@@ -17,11 +16,12 @@ use crate::nn::host::HostNetwork;
 use crate::rng::{Purpose, fill_standard_normal, stream};
 use crate::run::RunDir;
 
-/// The constant in -log N(x; x_hat, sigma^2 I) with sigma^2 = 1/2, the
-/// Gaussian whose negative log-density is exactly the seed's 784 x MSE (the
-/// sum of squared errors) plus this: 784/2 ln(2 pi sigma^2) = 392 ln(pi).
-pub fn gaussian_constant() -> f64 {
-    PIXELS as f64 / 2.0 * std::f64::consts::PI.ln()
+/// The constant in -log N(x; x_hat, sigma^2 I) with sigma^2 = 1/2 over
+/// `pixels` values, the Gaussian whose negative log-density is exactly the
+/// seed's sum of squared errors plus this: pixels/2 ln(2 pi sigma^2) (392
+/// ln(pi) for MNIST's 784).
+pub fn gaussian_constant(pixels: usize) -> f64 {
+    pixels as f64 / 2.0 * std::f64::consts::PI.ln()
 }
 
 /// Importance samples per test image unless `--k` says otherwise. The conv
@@ -86,7 +86,7 @@ impl LatentModel for VaeDensity<'_> {
     }
 
     fn dim(&self) -> usize {
-        PIXELS
+        self.vae.net.image.pixels()
     }
 
     fn posterior(&self, x: &[f32]) -> Result<(Vec<f32>, Vec<f32>)> {
@@ -95,12 +95,13 @@ impl LatentModel for VaeDensity<'_> {
 
     fn log_likelihood(&self, x: &[f32], z: &[f32], s: usize) -> Result<Vec<f64>> {
         let logits = self.logits(z)?;
-        let c = gaussian_constant();
+        let pixels = self.dim();
+        let c = gaussian_constant(pixels);
         Ok(logits
-            .par_chunks_exact(PIXELS)
+            .par_chunks_exact(pixels)
             .enumerate()
             .map(|(r, l)| {
-                let img = &x[(r / s) * PIXELS..(r / s + 1) * PIXELS];
+                let img = &x[(r / s) * pixels..(r / s + 1) * pixels];
                 match self.likelihood {
                     Likelihood::Bernoulli => bernoulli_log_likelihood(l, img) as f64,
                     Likelihood::Mse => -(sigmoid_squared_error(l, img) as f64) - c,
@@ -122,7 +123,7 @@ pub fn evaluate_vae(run: &RunDir, opts: &EvalOptions) -> Result<(Value, Vec<Stri
     }
     let data = loaded.config.data.load(opts.data_dir.clone())?;
     let test = vae::test_pixels(&data.test, cfg.likelihood, opts.seed);
-    let n = test.len() / PIXELS;
+    let n = test.len() / model.net.image.pixels();
     let latent = model.net.latent;
 
     // The seed's loss, with one fixed-seed reparameterisation per image.
@@ -165,7 +166,7 @@ pub fn evaluate_vae(run: &RunDir, opts: &EvalOptions) -> Result<(Value, Vec<Stri
             format!("{n} test images as pixel/255"),
             format!(
                 "Gaussian decoder N(x_hat, 1/2 I): the density whose negative log is the seed's 784 x MSE plus {:.3} (= 392 ln pi); a density on [0,1]^784, so it depends on this variance and is not comparable with Bernoulli figures",
-                gaussian_constant()
+                gaussian_constant(model.net.image.pixels())
             ),
         ),
     };
@@ -218,7 +219,7 @@ pub fn evaluate_vae(run: &RunDir, opts: &EvalOptions) -> Result<(Value, Vec<Stri
                 Likelihood::Bernoulli => "bernoulli",
             },
             "constant_included": match cfg.likelihood {
-                Likelihood::Mse => Some(gaussian_constant()),
+                Likelihood::Mse => Some(gaussian_constant(model.net.image.pixels())),
                 Likelihood::Bernoulli => None,
             },
             "binarisation": match cfg.likelihood {

@@ -85,7 +85,7 @@ impl NetworkShard {
         scale: f32,
         likelihood: Likelihood,
     ) -> [f64; 2] {
-        let b = x.len() / PIXELS;
+        let b = x.len() / self.trunk.net.input_size();
         if b == 0 {
             self.grads.iter_mut().for_each(|g| g.fill(0.0));
             return [0.0, 0.0];
@@ -197,9 +197,11 @@ impl HostNetworkVae {
         likelihood: Likelihood,
     ) -> ([f64; 2], bool) {
         let (p, counts) = (&self.params, self.counts);
+        let width = self.shards[0].trunk.net.input_size();
         in_halves(
             &mut self.shards,
             x,
+            width,
             eps,
             self.latent,
             |half| &mut half.grads,

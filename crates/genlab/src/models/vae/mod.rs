@@ -28,7 +28,7 @@ use super::tensors::{download, from_checkpoint, take_gradients, to_checkpoint, u
 use super::{Family, ModelConfig, TrainContext};
 use crate::config::{OnNan, RunConfig};
 use crate::data::batches::{fill_batch, split_to_f32};
-use crate::data::{EpochOrder, PIXELS, PixelView, SIDE, Split};
+use crate::data::{EpochOrder, ImageShape, PIXELS, PixelView, SIDE, Split};
 use crate::nn::{self, Layer, Network, Padding};
 use crate::rng::{GenRng, Purpose, fill_standard_normal, stream};
 use crate::run::{Checkpoint, RunDir, TensorData};
@@ -366,6 +366,8 @@ pub struct VaeNet {
     pub encoder_params: usize,
     /// The conv VAE's convolutions (the seed's for the MLP, unused).
     pub conv: ConvShape,
+    /// The images the networks are built for.
+    pub image: ImageShape,
 }
 
 fn build(name: &str, input: &[usize], layers: &[(&str, Layer)]) -> Network {
@@ -377,20 +379,29 @@ fn build(name: &str, input: &[usize], layers: &[(&str, Layer)]) -> Network {
 }
 
 impl VaeNet {
-    /// The networks for `latent` dimensions and the hidden widths `widths`
-    /// (input side first; the conv VAE takes one: its dense layer), with the
-    /// seed's convolutions.
+    /// The networks for MNIST's images, `latent` dimensions and the hidden
+    /// widths `widths` (input side first; the conv VAE takes one: its dense
+    /// layer), with the seed's convolutions.
     pub fn new(architecture: Architecture, latent: usize, widths: &[usize]) -> Self {
-        Self::with_convolutions(architecture, latent, widths, &ConvShape::seed())
+        Self::with_convolutions(
+            architecture,
+            latent,
+            widths,
+            &ConvShape::seed(),
+            ImageShape::MNIST,
+        )
     }
 
-    /// [`VaeNet::new`] with the convolutions `conv` (the conv VAE).
+    /// [`VaeNet::new`] with the convolutions `conv` (the conv VAE), for
+    /// images of shape `image`.
     pub fn with_convolutions(
         architecture: Architecture,
         latent: usize,
         widths: &[usize],
         conv_shape: &ConvShape,
+        image: ImageShape,
     ) -> Self {
+        let pixels = image.pixels();
         let l = latent;
         let h = *widths.last().expect("at least one hidden width");
         let dense = |units| Layer::Dense { units };
@@ -417,9 +428,9 @@ impl VaeNet {
                     dec.push((d, dense(w)));
                     dec.push((a, Layer::Relu));
                 }
-                dec.push(("out".into(), dense(PIXELS)));
+                dec.push(("out".into(), dense(pixels)));
                 (
-                    Network::build("encoder", &[PIXELS], &enc)
+                    Network::build("encoder", &[pixels], &enc)
                         .expect("the VAE's layers fit their shapes"),
                     Network::build("decoder", &[l], &dec)
                         .expect("the VAE's layers fit their shapes"),
@@ -448,7 +459,7 @@ impl VaeNet {
                 enc.push(("flat".into(), Layer::Flatten));
                 enc.push(("hidden".into(), dense(h)));
                 enc.push((format!("act{}", n + 1), Layer::Relu));
-                let encoder = Network::build("encoder", &[1, SIDE, SIDE], &enc)
+                let encoder = Network::build("encoder", &image.dims(), &enc)
                     .expect("the VAE's layers fit their shapes");
                 // The decoder starts from the shape the encoder's convolutions end in.
                 let grid = encoder.layers[2 * n - 1].output.clone();
@@ -463,7 +474,7 @@ impl VaeNet {
                     dec.push((format!("deconv{}", i + 1), deconv(c, 2)));
                     dec.push((format!("act{}", i + 1), Layer::Relu));
                 }
-                dec.push((format!("deconv{}", n + 1), deconv(1, 1)));
+                dec.push((format!("deconv{}", n + 1), deconv(image.channels, 1)));
                 dec.push(("flat".into(), Layer::Flatten));
                 let decoder = Network::build("decoder", &[l], &dec)
                     .expect("the VAE's layers fit their shapes");
@@ -493,15 +504,18 @@ impl VaeNet {
             specs,
             encoder_params,
             conv: conv_shape.clone(),
+            image,
         }
     }
 
-    pub fn from_config(c: &VaeConfig) -> Self {
+    /// The networks a configuration describes, for images of shape `image`.
+    pub fn from_config(c: &VaeConfig, image: ImageShape) -> Self {
         VaeNet::with_convolutions(
             c.architecture,
             c.latent,
             &c.hidden_widths(),
             &c.conv_shape(),
+            image,
         )
     }
 
@@ -627,6 +641,7 @@ impl Vae {
         );
         ck.set_meta("genlab.latent", self.net.latent.to_string());
         ck.set_meta("genlab.hidden", self.net.hidden.to_string());
+        ck.set_meta(crate::data::IMAGE_META, self.net.image.to_meta());
         Ok(ck)
     }
 
@@ -653,8 +668,9 @@ impl Vae {
     /// Means and log-variances of q(z|x), `[n, latent]` each, in batches.
     pub fn encode(&self, x: &[f32]) -> Result<(Vec<f32>, Vec<f32>)> {
         let (mut mean, mut logvar) = (Vec::new(), Vec::new());
-        for chunk in x.chunks(INFERENCE_BATCH * PIXELS) {
-            let (m, v) = self.net.encode(&self.params, self.rows(chunk, PIXELS));
+        let pixels = self.net.image.pixels();
+        for chunk in x.chunks(INFERENCE_BATCH * pixels) {
+            let (m, v) = self.net.encode(&self.params, self.rows(chunk, pixels));
             mean.extend(download(m)?);
             logvar.extend(download(v)?);
         }
@@ -663,7 +679,7 @@ impl Vae {
 
     /// Decoder logits for latent rows `z`, in batches.
     pub fn decode_logits(&self, z: &[f32]) -> Result<Vec<f32>> {
-        let mut out = Vec::with_capacity(z.len() / self.net.latent * PIXELS);
+        let mut out = Vec::with_capacity(z.len() / self.net.latent * self.net.image.pixels());
         for chunk in z.chunks(INFERENCE_BATCH * self.net.latent) {
             out.extend(download(
                 self.net
@@ -682,15 +698,16 @@ impl Vae {
 
     /// Mean reconstruction and KL terms over images `x` with noise `eps`.
     pub fn loss_terms(&self, x: &[f32], eps: &[f32], likelihood: Likelihood) -> Result<(f64, f64)> {
-        let n = x.len() / PIXELS;
+        let pixels = self.net.image.pixels();
+        let n = x.len() / pixels;
         let (mut recon, mut kl) = (0.0f64, 0.0f64);
         for (xc, ec) in x
-            .chunks(INFERENCE_BATCH * PIXELS)
+            .chunks(INFERENCE_BATCH * pixels)
             .zip(eps.chunks(INFERENCE_BATCH * self.net.latent))
         {
             let (r, k) = self.net.loss_parts(
                 &self.params,
-                self.rows(xc, PIXELS),
+                self.rows(xc, pixels),
                 self.rows(ec, self.net.latent),
                 likelihood,
             );
@@ -712,8 +729,9 @@ pub fn burn_step(
     eps: &[f32],
     likelihood: Likelihood,
 ) -> Result<([f64; 2], bool, Vec<Tensor<1>>)> {
-    let rows = x.len() / PIXELS;
-    let xt = upload(x.to_vec(), [rows, PIXELS], &vae.device);
+    let pixels = net.image.pixels();
+    let rows = x.len() / pixels;
+    let xt = upload(x.to_vec(), [rows, pixels], &vae.device);
     let et = upload(eps.to_vec(), [rows, net.latent], &vae.device);
     let tracked: Vec<Tensor<1>> = vae
         .params
@@ -766,7 +784,10 @@ pub fn load_run(run: &RunDir) -> Result<LoadedVae> {
     let config: RunConfig<VaeConfig> = run.read_config().map_err(crate::error::usage)?;
     let (ck, path) = run.load_weights()?;
     let device = config.device.device().map_err(crate::error::usage)?;
-    let vae = Vae::from_checkpoint(VaeNet::from_config(&config.model), &ck, &device)
+    let loaded = ImageShape::of_checkpoint(&ck).and_then(|image| {
+        Vae::from_checkpoint(VaeNet::from_config(&config.model, image), &ck, &device)
+    });
+    let vae = loaded
         .with_context(|| format!("{}", path.display()))
         .map_err(crate::error::usage)?;
     Ok(LoadedVae { config, vae })

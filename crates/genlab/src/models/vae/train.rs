@@ -209,7 +209,11 @@ impl Family for VaeFamily {
         let config = &run_config.model;
         let seed = run_config.seed;
         let device = ctx.device.clone();
-        let net = VaeNet::from_config(config);
+        let image = ctx.dataset.image;
+        if let Some(ck) = resume {
+            super::super::check_image(ck, image, &ctx.dataset.name)?;
+        }
+        let net = VaeNet::from_config(config, image);
         let (names, sizes) = (net.names(), net.sizes());
         let (vae, opt, start, best_val, resumed) = match resume {
             Some(ck) => {
