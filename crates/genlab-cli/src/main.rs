@@ -749,7 +749,7 @@ fn evaluator_train(args: EvaluatorTrainArgs) -> Result<()> {
         recipe.batch_size,
         recipe.lr
     );
-    let mut net = train(&data.train, &data.test, recipe, |r| {
+    let mut net = train(data.image, &data.train, &data.test, recipe, |r| {
         println!(
             "epoch {:>2}/{}  {:.1}s  loss {:.4}  test accuracy {:.2}%",
             r.epoch,

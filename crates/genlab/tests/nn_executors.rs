@@ -534,3 +534,65 @@ fn batch_normalisation_agrees_with_autodiff_in_training_and_inference() {
     assert_eq!(names, ["n.bn.running_mean", "n.bn.running_var"]);
     assert_eq!(net.initial_buffers(), [vec![0.0; 4], vec![1.0; 4]]);
 }
+
+#[test]
+fn max_pooling_agrees_with_autodiff_on_random_shapes_and_in_a_lenet() {
+    let mut rng = Rand::seed_from_u64(7);
+    for _ in 0..12 {
+        let input = [
+            rng.random_range(1..4),
+            rng.random_range(2..10),
+            rng.random_range(2..10),
+        ];
+        // Windows that leave rows and columns over are dropped at the end.
+        let size = [rng.random_range(1..4), rng.random_range(1..4)];
+        let Ok(net) = Network::build(
+            "pool",
+            &input,
+            &[
+                ("pool".into(), Layer::MaxPool2d { size }),
+                ("flat".into(), Layer::Flatten),
+                ("out".into(), Layer::Dense { units: 3 }),
+            ],
+        ) else {
+            continue;
+        };
+        assert_eq!(
+            net.layers[0].output,
+            [input[0], input[1] / size[0], input[2] / size[1]]
+        );
+        check(&net, rng.random_range(1..4), &mut rng);
+    }
+    let same = |filters| Layer::Conv2d {
+        filters,
+        kernel: [3, 3],
+        stride: [1, 1],
+        padding: Padding::Same,
+    };
+    let lenet = Network::build(
+        "classifier",
+        &[1, 12, 12],
+        &[
+            ("conv1".into(), same(4)),
+            ("act1".into(), Layer::Relu),
+            ("pool1".into(), Layer::MaxPool2d { size: [2, 2] }),
+            ("conv2".into(), same(6)),
+            ("act2".into(), Layer::Relu),
+            ("pool2".into(), Layer::MaxPool2d { size: [2, 2] }),
+            ("flat".into(), Layer::Flatten),
+            ("features".into(), Layer::Dense { units: 8 }),
+            ("act3".into(), Layer::Relu),
+            ("classes".into(), Layer::Dense { units: 5 }),
+        ],
+    )
+    .unwrap();
+    check(&lenet, 3, &mut rng);
+    let err = Network::build(
+        "bad",
+        &[4],
+        &[("pool".into(), Layer::MaxPool2d { size: [2, 2] })],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("[channels, height, width]"), "{err}");
+}

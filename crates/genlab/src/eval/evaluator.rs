@@ -2,49 +2,77 @@
 //! penultimate layer gives the features for FID, KID and precision/recall,
 //! and whose class probabilities give the Inception Score and class coverage.
 //! Trained by genlab with a fixed recipe and seed on a dataset's training
-//! set (`genlab evaluator train`), on host buffers (`evaluator_conv.rs`).
+//! set (`genlab evaluator train`); described as data ([`network`]) and run
+//! by nn's host executor, forward and backward.
 //!
 //! Architecture (LeNet-like): conv 3x3 'same' 1 -> 16, relu, 2x2 max-pool
 //! (28 -> 14); conv 3x3 'same' 16 -> 32, relu, 2x2 max-pool (14 -> 7);
-//! flatten (c, h, w) 1568 -> dense 64 (relu; the features) -> dense 10 (logits). 105,866 parameters (0.42 MB
-//! of f32). Tensor names: `conv1.weight` `[16, 1, 3, 3]`, `conv1.bias`,
-//! `conv2.weight` `[32, 16, 3, 3]`, `conv2.bias`, `features.weight`
-//! `[1568, 64]`, `features.bias`, `classes.weight` `[64, 10]`,
-//! `classes.bias` (dense kernels `[in, out]`).
+//! flatten (c, h, w) 1568 -> dense 64 (relu; the features) -> dense 10
+//! (logits). 105,866 parameters (0.42 MB of f32). Tensor names:
+//! `conv1.weight` `[16, 1, 3, 3]`, `conv1.bias`, `conv2.weight` `[32, 16, 3,
+//! 3]`, `conv2.bias`, `features.weight` `[1568, 64]`, `features.bias`,
+//! `classes.weight` `[64, 10]`, `classes.bias` (dense kernels `[in, out]`):
+//! the description's parameter names without the network's name.
 
 use anyhow::{Result, bail};
 use rand::RngExt;
 
-use super::evaluator_conv::{Geom, conv_backward, permute};
-use crate::cpu::matmul;
 use crate::data::batches::fill_batch;
-use crate::data::{EpochOrder, PIXELS, PixelView, Split};
-use crate::models::host::{
-    HostOptimizer, add_bias, add_bias_relu, dense, dense_backward, relu_backward,
-};
+use crate::data::{EpochOrder, ImageShape, PixelView, Split};
+use crate::models::host::HostOptimizer;
 use crate::models::optim::Rule;
+use crate::nn::host::{HostNetwork, InputGradient};
+use crate::nn::{Layer, Mode, Network, Padding};
 use crate::rng::{GenRng, Purpose, stream};
 use crate::run::{Checkpoint, TensorData};
 
-pub const C1: usize = 16;
-pub const C2: usize = 32;
-const S7: usize = 7;
-pub const FLAT: usize = C2 * S7 * S7;
 pub const FEATURES: usize = 64;
 pub const CLASSES: usize = 10;
 
-/// Names and shapes of the parameters, in order.
-pub fn specs() -> Vec<(&'static str, Vec<usize>)> {
-    vec![
-        ("conv1.weight", vec![C1, 1, 3, 3]),
-        ("conv1.bias", vec![C1]),
-        ("conv2.weight", vec![C2, C1, 3, 3]),
-        ("conv2.bias", vec![C2]),
-        ("features.weight", vec![FLAT, FEATURES]),
-        ("features.bias", vec![FEATURES]),
-        ("classes.weight", vec![FEATURES, CLASSES]),
-        ("classes.bias", vec![CLASSES]),
-    ]
+/// The network's name, which its parameter names start with.
+const NAME: &str = "evaluator";
+/// The layer whose output is the features (the features' activation).
+const FEATURE_LAYER: &str = "act3";
+
+/// The evaluator network for images of shape `image`.
+pub fn network(image: ImageShape) -> Network {
+    let same = |filters| Layer::Conv2d {
+        filters,
+        kernel: [3, 3],
+        stride: [1, 1],
+        padding: Padding::Same,
+    };
+    let pool = || Layer::MaxPool2d { size: [2, 2] };
+    let layers = [
+        ("conv1", same(16)),
+        ("act1", Layer::Relu),
+        ("pool1", pool()),
+        ("conv2", same(32)),
+        ("act2", Layer::Relu),
+        ("pool2", pool()),
+        ("flat", Layer::Flatten),
+        ("features", Layer::Dense { units: FEATURES }),
+        (FEATURE_LAYER, Layer::Relu),
+        ("classes", Layer::Dense { units: CLASSES }),
+    ];
+    let layers: Vec<(String, Layer)> = layers.into_iter().map(|(n, l)| (n.into(), l)).collect();
+    Network::build(NAME, &image.dims(), &layers).expect("the evaluator fits images of 4x4 or more")
+}
+
+/// A parameter's name in evaluator checkpoints.
+fn checkpoint_name(name: &str) -> &str {
+    name.strip_prefix(NAME)
+        .and_then(|n| n.strip_prefix('.'))
+        .expect("the evaluator's parameters carry its name")
+}
+
+/// Names and shapes of the parameters of MNIST's evaluator, in order.
+pub fn specs() -> Vec<(String, Vec<usize>)> {
+    network(ImageShape::MNIST)
+        .params
+        .iter()
+        .map(|p| (checkpoint_name(&p.name).to_string(), p.shape.clone()))
+        .collect()
 }
 
 /// The training recipe (fixed: the shipped weights must be reproducible).
@@ -71,149 +99,54 @@ impl Default for Recipe {
     }
 }
 
-/// The network with buffers for batches of up to `rows` images.
+/// The network, its parameters and gradients, run by the host executor
+/// on batches of up to `rows` images.
 pub struct Evaluator {
+    pub net: Network,
     pub params: Vec<Vec<f32>>,
+    pub grads: Vec<Vec<f32>>,
     rows: usize,
-    g1: Geom,
-    g2: Geom,
-    cols1: Vec<f32>,
-    a1: Vec<f32>,
-    p1: Vec<f32>,
-    arg1: Vec<u8>,
-    cols2: Vec<f32>,
-    a2: Vec<f32>,
-    p2: Vec<f32>,
-    arg2: Vec<u8>,
-    flat: Vec<f32>,
-    feat: Vec<f32>,
-    logits: Vec<f32>,
-    // Gradients.
-    grads: Vec<Vec<f32>>,
-    dfeat: Vec<f32>,
-    dflat: Vec<f32>,
-    dp2: Vec<f32>,
-    da2: Vec<f32>,
-    dcols: Vec<f32>,
-    dp1: Vec<f32>,
-    da1: Vec<f32>,
-}
-
-/// 2x2 max-pooling of `b` channels-last `h x w x c` images; records which
-/// of the four inputs won (for the backward pass).
-fn max_pool(
-    x: &[f32],
-    out: &mut [f32],
-    arg: &mut [u8],
-    b: usize,
-    (h, w, c): (usize, usize, usize),
-) {
-    let (oh, ow) = (h / 2, w / 2);
-    for bi in 0..b {
-        let img = &x[bi * h * w * c..][..h * w * c];
-        for i in 0..oh {
-            for j in 0..ow {
-                let o = ((bi * oh + i) * ow + j) * c;
-                for ch in 0..c {
-                    let mut best = (f32::NEG_INFINITY, 0u8);
-                    for (k, (di, dj)) in [(0, 0), (0, 1), (1, 0), (1, 1)].into_iter().enumerate() {
-                        let v = img[((2 * i + di) * w + 2 * j + dj) * c + ch];
-                        if v > best.0 {
-                            best = (v, k as u8);
-                        }
-                    }
-                    out[o + ch] = best.0;
-                    arg[o + ch] = best.1;
-                }
-            }
-        }
-    }
-}
-
-/// The adjoint of [`max_pool`]: each output gradient goes to its winner.
-fn max_unpool(
-    d_out: &[f32],
-    arg: &[u8],
-    dx: &mut [f32],
-    b: usize,
-    (h, w, c): (usize, usize, usize),
-) {
-    let (oh, ow) = (h / 2, w / 2);
-    dx[..b * h * w * c].fill(0.0);
-    for bi in 0..b {
-        for i in 0..oh {
-            for j in 0..ow {
-                let o = ((bi * oh + i) * ow + j) * c;
-                for ch in 0..c {
-                    let k = arg[o + ch] as usize;
-                    let (di, dj) = (k / 2, k % 2);
-                    dx[((bi * h + 2 * i + di) * w + 2 * j + dj) * c + ch] = d_out[o + ch];
-                }
-            }
-        }
-    }
+    exec: HostNetwork,
+    /// The index of the features' layer.
+    feature_layer: usize,
+    /// The gradient at the logits.
+    d_logits: Vec<f32>,
 }
 
 impl Evaluator {
-    pub fn from_params(params: Vec<Vec<f32>>, rows: usize) -> Self {
-        let g1 = Geom {
-            img_h: 28,
-            img_w: 28,
-            channels: 1,
-            grid_h: 28,
-            grid_w: 28,
-            stride: 1,
-            pad: 1,
-        };
-        let g2 = Geom {
-            img_h: 14,
-            img_w: 14,
-            channels: C1,
-            grid_h: 14,
-            grid_w: 14,
-            stride: 1,
-            pad: 1,
-        };
-        let z = |n: usize| vec![0.0f32; rows * n];
-        let grads = params.iter().map(|p| vec![0.0; p.len()]).collect();
+    pub fn from_params(net: Network, params: Vec<Vec<f32>>, rows: usize) -> Self {
+        let feature_layer = net
+            .layers
+            .iter()
+            .position(|l| l.name == FEATURE_LAYER)
+            .expect("the evaluator has its features' layer");
+        let mut exec = HostNetwork::new(net.clone());
+        exec.mode = Mode::Infer;
         Evaluator {
-            rows,
-            cols1: z(784 * 9),
-            a1: z(784 * C1),
-            p1: z(196 * C1),
-            arg1: vec![0u8; rows * 196 * C1],
-            cols2: z(196 * C1 * 9),
-            a2: z(196 * C2),
-            p2: z(FLAT),
-            arg2: vec![0u8; rows * FLAT],
-            flat: z(FLAT),
-            feat: z(FEATURES),
-            logits: z(CLASSES),
-            dfeat: z(FEATURES),
-            dflat: z(FLAT),
-            dp2: z(FLAT),
-            da2: z(196 * C2),
-            dcols: z(196 * C1 * 9),
-            dp1: z(196 * C1),
-            da1: z(784 * C1),
-            grads,
+            grads: params.iter().map(|p| vec![0.0; p.len()]).collect(),
             params,
-            g1,
-            g2,
+            rows,
+            exec,
+            feature_layer,
+            d_logits: Vec::new(),
+            net,
         }
     }
 
     /// Glorot-uniform kernels, zero biases.
-    pub fn init(rng: &mut GenRng, rows: usize) -> Self {
-        let params = specs()
+    pub fn init(image: ImageShape, rng: &mut GenRng, rows: usize) -> Self {
+        let net = network(image);
+        let params = net
+            .params
             .iter()
-            .map(|(_, s)| {
-                let n: usize = s.iter().product();
+            .map(|p| {
+                let (s, n) = (&p.shape, p.len());
                 if s.len() == 1 {
                     return vec![0.0; n];
                 }
                 let (fan_in, fan_out) = if s.len() == 4 {
-                    (s[1] * 9, s[0] * 9)
+                    let taps = s[2] * s[3];
+                    (s[1] * taps, s[0] * taps)
                 } else {
                     (s[0], s[1])
                 };
@@ -221,80 +154,68 @@ impl Evaluator {
                 (0..n).map(|_| rng.random_range(-limit..limit)).collect()
             })
             .collect();
-        Evaluator::from_params(params, rows)
+        Evaluator::from_params(net, params, rows)
+    }
+
+    /// The image shape the network is built for.
+    pub fn image(&self) -> ImageShape {
+        let [channels, height, width] = [self.net.input[0], self.net.input[1], self.net.input[2]];
+        ImageShape {
+            channels,
+            height,
+            width,
+        }
     }
 
     pub fn to_checkpoint(&self) -> Checkpoint {
         let mut ck = Checkpoint::default();
-        for ((name, shape), p) in specs().into_iter().zip(&self.params) {
-            ck.insert(name, TensorData::new(shape, p.clone()));
+        for (spec, p) in self.net.params.iter().zip(&self.params) {
+            ck.insert(
+                checkpoint_name(&spec.name),
+                TensorData::new(spec.shape.clone(), p.clone()),
+            );
         }
+        ck.set_meta(crate::data::IMAGE_META, self.image().to_meta());
         ck
     }
 
+    /// The network a checkpoint holds (for the images it records; MNIST's
+    /// when it records none, as the shipped ones).
     pub fn from_checkpoint(ck: &Checkpoint, rows: usize) -> Result<Self> {
-        let params = specs()
+        let net = network(ImageShape::of_checkpoint(ck)?);
+        let params = net
+            .params
             .iter()
-            .map(|(name, shape)| Ok(ck.tensor(name, shape)?.data.clone()))
+            .map(|p| Ok(ck.tensor(checkpoint_name(&p.name), &p.shape)?.data.clone()))
             .collect::<Result<Vec<_>>>()?;
-        Ok(Evaluator::from_params(params, rows))
+        Ok(Evaluator::from_params(net, params, rows))
     }
 
-    /// Forward pass of up to `rows` images; fills the features and logits.
-    fn forward(&mut self, x: &[f32]) -> usize {
-        let b = x.len() / PIXELS;
+    /// Forward pass of up to `rows` images; returns their number and logits.
+    fn forward(&mut self, x: &[f32]) -> (usize, &[f32]) {
+        let b = x.len() / self.net.input_size();
         assert!(b <= self.rows);
-        let p = &self.params;
-        self.g1.im2col(x, &mut self.cols1, b);
-        let r1 = b * 784;
-        matmul(
-            &mut self.a1[..r1 * C1],
-            &self.cols1[..r1 * 9],
-            &p[0],
-            (r1, 9, C1),
-            false,
-            true,
-            0.0,
-            1.0,
-        );
-        add_bias_relu(&mut self.a1[..r1 * C1], &p[1]);
-        max_pool(&self.a1, &mut self.p1, &mut self.arg1, b, (28, 28, C1));
-        self.g2.im2col(&self.p1, &mut self.cols2, b);
-        let r2 = b * 196;
-        matmul(
-            &mut self.a2[..r2 * C2],
-            &self.cols2[..r2 * C1 * 9],
-            &p[2],
-            (r2, C1 * 9, C2),
-            false,
-            true,
-            0.0,
-            1.0,
-        );
-        add_bias_relu(&mut self.a2[..r2 * C2], &p[3]);
-        max_pool(&self.a2, &mut self.p2, &mut self.arg2, b, (14, 14, C2));
-        permute(&self.p2, &mut self.flat, b, C2, S7 * S7, true);
-        dense(&mut self.feat, &self.flat, &p[4], b, FLAT, FEATURES);
-        add_bias_relu(&mut self.feat[..b * FEATURES], &p[5]);
-        dense(&mut self.logits, &self.feat, &p[6], b, FEATURES, CLASSES);
-        add_bias(&mut self.logits[..b * CLASSES], &p[7]);
-        b
+        (b, self.exec.forward(&self.params, x, b, &[]))
     }
 
     /// Penultimate-layer features (`n x 64`) and class probabilities
     /// (`n x 10`) of images `x` (pixel values in [0, 1]).
     pub fn features_and_probs(&mut self, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
-        let n = x.len() / PIXELS;
+        let n = x.len() / self.net.input_size();
         let (mut feats, mut probs) = (
             Vec::with_capacity(n * FEATURES),
             Vec::with_capacity(n * CLASSES),
         );
-        for chunk in x.chunks(self.rows * PIXELS) {
-            let b = self.forward(chunk);
-            feats.extend_from_slice(&self.feat[..b * FEATURES]);
-            for row in self.logits[..b * CLASSES].chunks_exact(CLASSES) {
+        for chunk in x.chunks(self.rows * self.net.input_size()) {
+            let (_, logits) = self.forward(chunk);
+            for row in logits.chunks_exact(CLASSES) {
                 probs.extend(softmax(row));
             }
+            let features = self
+                .exec
+                .layer_output(self.feature_layer)
+                .expect("the features end a pass");
+            feats.extend_from_slice(features);
         }
         (feats, probs)
     }
@@ -322,81 +243,32 @@ impl Evaluator {
     /// One step of softmax cross-entropy (mean over the batch): returns the
     /// summed loss; gradients into `self.grads`.
     fn loss_and_grads(&mut self, x: &[f32], labels: &[u8]) -> f64 {
-        let b = self.forward(x);
+        let b = x.len() / self.net.input_size();
+        assert!(b <= self.rows);
+        let logits = self.exec.forward(&self.params, x, b, &[]);
         let mut loss = 0.0f64;
         let inv = 1.0 / b as f32;
-        for (r, row) in self.logits[..b * CLASSES]
-            .chunks_exact_mut(CLASSES)
+        self.d_logits.resize(logits.len(), 0.0);
+        for (r, (row, d)) in logits
+            .chunks_exact(CLASSES)
+            .zip(self.d_logits.chunks_exact_mut(CLASSES))
             .enumerate()
         {
             let p = softmax(row);
             let y = labels[r] as usize;
             loss -= (p[y].max(1e-30) as f64).ln();
-            for (c, v) in row.iter_mut().enumerate() {
+            for (c, v) in d.iter_mut().enumerate() {
                 *v = (p[c] - if c == y { 1.0 } else { 0.0 }) * inv;
             }
         }
-        let p = &self.params;
-        let g = &mut self.grads;
-        {
-            let (gw, gb) = g[6..].split_at_mut(1);
-            dense_backward(
-                &self.feat,
-                &p[6],
-                &self.logits,
-                (b, FEATURES, CLASSES),
-                &mut gw[0],
-                &mut gb[0],
-                Some(&mut self.dfeat),
-                false,
-            );
-        }
-        relu_backward(&mut self.dfeat[..b * FEATURES], &self.feat[..b * FEATURES]);
-        {
-            let (gw, gb) = g[4..].split_at_mut(1);
-            dense_backward(
-                &self.flat,
-                &p[4],
-                &self.dfeat,
-                (b, FLAT, FEATURES),
-                &mut gw[0],
-                &mut gb[0],
-                Some(&mut self.dflat),
-                false,
-            );
-        }
-        permute(&self.dflat, &mut self.dp2, b, C2, S7 * S7, false);
-        max_unpool(&self.dp2, &self.arg2, &mut self.da2, b, (14, 14, C2));
-        let (r1, r2) = (b * 784, b * 196);
-        relu_backward(&mut self.da2[..r2 * C2], &self.a2[..r2 * C2]);
-        {
-            let (gw, gb) = g[2..].split_at_mut(1);
-            let dp1 = Some(&mut self.dp1[..]);
-            conv_backward(
-                &self.g2,
-                b,
-                &self.cols2,
-                &self.da2,
-                &p[2],
-                &mut gw[0],
-                &mut gb[0],
-                &mut self.dcols,
-                dp1,
-            );
-        }
-        max_unpool(&self.dp1, &self.arg1, &mut self.da1, b, (28, 28, C1));
-        relu_backward(&mut self.da1[..r1 * C1], &self.a1[..r1 * C1]);
-        let (gw, gb) = g.split_at_mut(1);
-        conv_backward(
-            &self.g1,
+        self.exec.backward(
+            &self.params,
+            x,
             b,
-            &self.cols1,
-            &self.da1,
-            &p[0],
-            &mut gw[0],
-            &mut gb[0],
-            &mut self.dcols,
-            None,
+            &self.d_logits,
+            &[],
+            Some(&mut self.grads),
+            InputGradient::Skip,
         );
         loss
     }
@@ -426,9 +298,11 @@ pub struct EpochReport {
     pub seconds: f64,
 }
 
-/// Trains the evaluator on `train` with `recipe`, reporting each epoch's
-/// mean loss and accuracy on `test` to `report`.
+/// Trains the evaluator for images of shape `image` on `train` with
+/// `recipe`, reporting each epoch's mean loss and accuracy on `test` to
+/// `report`.
 pub fn train(
+    image: ImageShape,
     train: &Split,
     test: &Split,
     recipe: Recipe,
@@ -438,6 +312,7 @@ pub fn train(
         bail!("the evaluator needs training images");
     }
     let mut net = Evaluator::init(
+        image,
         &mut stream(recipe.seed, Purpose::Init, 7),
         recipe.batch_size,
     );
@@ -577,8 +452,9 @@ pub fn load(
 mod tests {
     use super::*;
 
-    /// The hand-written backward pass against burn's autodiff of the same
-    /// network (NCHW, conv2d + max_pool2d), every parameter's gradient.
+    /// The executor's backward pass against burn's autodiff of the same
+    /// network written out by hand (NCHW, conv2d + max_pool2d), every
+    /// parameter's gradient.
     /// (Finite differences are unreliable here: ReLU and max-pool kinks.)
     #[test]
     fn gradients_match_burn_autodiff() {
@@ -588,8 +464,27 @@ mod tests {
         use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
         use burn::tensor::{Device, Tensor};
 
+        // The network written out by hand, independently of its description.
+        const PIXELS: usize = 784;
+        const C1: usize = 16;
+        const C2: usize = 32;
+        const FLAT: usize = C2 * 7 * 7;
+        let names: Vec<String> = specs().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(
+            names,
+            [
+                "conv1.weight",
+                "conv1.bias",
+                "conv2.weight",
+                "conv2.bias",
+                "features.weight",
+                "features.bias",
+                "classes.weight",
+                "classes.bias"
+            ]
+        );
         let mut rng = stream(3, Purpose::Fixed, 0);
-        let mut net = Evaluator::init(&mut stream(3, Purpose::Init, 0), 4);
+        let mut net = Evaluator::init(ImageShape::MNIST, &mut stream(3, Purpose::Init, 0), 4);
         for (p, (_, s)) in net.params.iter_mut().zip(specs()) {
             if s.len() == 1 {
                 p.iter_mut().for_each(|v| *v = rng.random_range(-0.1..0.1));

@@ -6,7 +6,6 @@
 pub mod ais;
 pub mod compare;
 pub mod evaluator;
-mod evaluator_conv;
 pub mod importance;
 pub mod options;
 pub mod quality;

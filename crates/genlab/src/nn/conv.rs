@@ -149,11 +149,12 @@ impl Geometry {
                             let y = (gy * self.stride[0] + i).wrapping_sub(self.pad[0]);
                             for j in 0..kw {
                                 let x = (gx * self.stride[1] + j).wrapping_sub(self.pad[1]);
-                                let dst = &mut row[(i * kw + j) * ch..][..ch];
-                                if y < h && x < w {
-                                    dst.copy_from_slice(&img[(y * w + x) * ch..][..ch]);
+                                let t = (i * kw + j) * ch;
+                                let inside = y < h && x < w;
+                                if inside {
+                                    copy_run(&mut row[t..t + ch], &img[(y * w + x) * ch..][..ch]);
                                 } else {
-                                    dst.fill(0.0);
+                                    zero_run(&mut row[t..t + ch]);
                                 }
                             }
                         }
@@ -195,6 +196,35 @@ impl Geometry {
                     }
                 }
             });
+    }
+}
+
+/// Copies a tap's run of channels. Runs are short (a few to a few hundred
+/// values, once per tap and position), where a call to memcpy costs more
+/// than the copy: fixed blocks of 8 are copied inline.
+#[inline(always)]
+fn copy_run(dst: &mut [f32], src: &[f32]) {
+    let (mut d, mut s) = (dst.chunks_exact_mut(8), src.chunks_exact(8));
+    for (a, b) in (&mut d).zip(&mut s) {
+        let a: &mut [f32; 8] = a.try_into().expect("blocks of 8");
+        let b: &[f32; 8] = b.try_into().expect("blocks of 8");
+        *a = *b;
+    }
+    for (a, b) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *a = *b;
+    }
+}
+
+/// Zeroes a tap's run of channels (see [`copy_run`]).
+#[inline(always)]
+fn zero_run(dst: &mut [f32]) {
+    let mut d = dst.chunks_exact_mut(8);
+    for a in &mut d {
+        let a: &mut [f32; 8] = a.try_into().expect("blocks of 8");
+        *a = [0.0; 8];
+    }
+    for a in d.into_remainder() {
+        *a = 0.0;
     }
 }
 

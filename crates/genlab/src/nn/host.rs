@@ -139,6 +139,8 @@ pub struct HostNetwork {
     acts: Vec<Vec<f32>>,
     /// Per convolution, the patch matrix of its last forward pass.
     cols: Vec<Vec<f32>>,
+    /// Per max-pooling layer, where in its input each output's maximum was.
+    winners: Vec<Vec<u32>>,
     /// Per convolution of several channels, its weights in tap-major order.
     taps: Vec<Vec<f32>>,
     /// Transposed convolutions' patches and patch gradients.
@@ -169,6 +171,7 @@ impl HostNetwork {
                 .collect(),
             acts: per_layer(),
             cols: per_layer(),
+            winners: net.layers.iter().map(|_| Vec::new()).collect(),
             taps: per_layer(),
             patches: Vec::new(),
             weight_grad: Vec::new(),
@@ -179,6 +182,17 @@ impl HostNetwork {
             grad_next: Vec::new(),
             net,
         }
+    }
+
+    /// Layer `i`'s output in the last forward pass (images channels-last),
+    /// where the executor keeps one: at the last layer of each pass (a
+    /// dense layer's or a convolution's is kept after the activation and
+    /// dropout fused into it).
+    pub fn layer_output(&self, i: usize) -> Option<&[f32]> {
+        self.passes
+            .iter()
+            .any(|p| p.last == i)
+            .then(|| self.acts[i].as_slice())
     }
 
     /// The output for `rows` examples `x` with parameters `params` (in
@@ -200,6 +214,7 @@ impl HostNetwork {
             norms,
             acts,
             cols,
+            winners,
             taps,
             patches,
             input: input_buf,
@@ -318,6 +333,12 @@ impl HostNetwork {
                         }
                     }
                 }
+                Layer::MaxPool2d { size } => {
+                    let [c, h, w] = [layer.input[0], layer.input[1], layer.input[2]];
+                    let [oh, ow] = [layer.output[1], layer.output[2]];
+                    winners[i].resize(out.len(), 0);
+                    max_pool(input, out, &mut winners[i], [c, h, w, oh, ow], *size)
+                }
                 Layer::Relu => map(out, input, |v| v.max(0.0)),
                 Layer::LeakyRelu { slope } => {
                     let s = *slope as f32;
@@ -380,6 +401,7 @@ impl HostNetwork {
             norms,
             acts,
             cols,
+            winners,
             taps,
             patches,
             weight_grad,
@@ -399,10 +421,12 @@ impl HostNetwork {
             Some(_) => input_buf,
             None => x,
         };
-        grad.resize(d_out.len(), 0.0);
+        // The two gradient buffers keep their largest size: a resize that
+        // grows would zero what is overwritten anyway.
+        grow(grad, d_out.len());
         match channels_last(&net.layers.last().expect("a network has layers").output) {
             Some((c, p)) => to_channels_last(d_out, grad, rows, c, p),
-            None => grad.copy_from_slice(d_out),
+            None => grad[..d_out.len()].copy_from_slice(d_out),
         }
         let mut mask = if mode == Mode::Train { masks.len() } else { 0 };
         for pass in passes.iter().rev() {
@@ -412,9 +436,10 @@ impl HostNetwork {
             let output = &acts[pass.last];
             let k: usize = layer.input.iter().product();
             let need_input_grad = i > 0 || !matches!(d_input, InputGradient::Skip);
-            let dy = &mut *grad;
-            let dx = &mut *grad_next;
-            dx.resize(rows * k, 0.0);
+            let n_out: usize = layer.output.iter().product();
+            grow(grad_next, rows * k);
+            let dy = &mut grad[..rows * n_out];
+            let dx = &mut grad_next[..rows * k];
             // Through a fused activation and dropout, in place.
             let mut through_activation = |dy: &mut [f32]| {
                 let (activation, dropout) = pass.fused.expect("a fused pass");
@@ -553,6 +578,20 @@ impl HostNetwork {
                         }
                     }
                 }
+                Layer::MaxPool2d { .. } => {
+                    // Each output's gradient goes to the input that won.
+                    dx.fill(0.0);
+                    let n: usize = layer.output.iter().product();
+                    for ((dx_r, dy_r), w_r) in dx
+                        .chunks_exact_mut(k)
+                        .zip(dy.chunks_exact(n))
+                        .zip(winners[i].chunks_exact(n))
+                    {
+                        for (&d, &w) in dy_r.iter().zip(w_r) {
+                            dx_r[w as usize] += d;
+                        }
+                    }
+                }
                 // For slopes >= 0 the output's sign is the input's.
                 Layer::Relu => zip_map(dx, dy, output, |d, y| if y > 0.0 { d } else { 0.0 }),
                 Layer::LeakyRelu { slope } => {
@@ -575,19 +614,27 @@ impl HostNetwork {
             std::mem::swap(grad, grad_next);
         }
         // The input's gradient, back in burn's layout.
+        let n = rows * net.input_size();
         let g: &[f32] = match channels_last(&net.input) {
             Some((c, p)) => {
-                grad_next.resize(grad.len(), 0.0);
-                to_channels_first(grad, grad_next, rows, c, p);
-                grad_next
+                grow(grad_next, n);
+                to_channels_first(&grad[..n], grad_next, rows, c, p);
+                &grad_next[..n]
             }
-            None => grad,
+            None => &grad[..n],
         };
         match d_input {
             InputGradient::Skip => {}
             InputGradient::Write(d) => d[..g.len()].copy_from_slice(g),
             InputGradient::Add(d) => d.iter_mut().zip(g).for_each(|(o, v)| *o += v),
         }
+    }
+}
+
+/// Makes `v` at least `n` long.
+fn grow(v: &mut Vec<f32>, n: usize) {
+    if v.len() < n {
+        v.resize(n, 0.0);
     }
 }
 
@@ -612,6 +659,48 @@ fn fused_mask<'m: 'b, 'b>(
         "dropout mask size"
     );
     (activation, executor_mask(m, &layer.output, rows, buf))
+}
+
+crate::simd_fn! {
+    /// Max pooling of a batch of images in the executor's layout
+    /// (channels-last, which for one channel is burn's), `[c, h, w]` in and
+    /// `[oh, ow]` out per channel, recording each output's winner (its index
+    /// in the example's input; the first of equal values).
+    fn max_pool(input: &[f32], out: &mut [f32], winners: &mut [u32], dims: [usize; 5], size: [usize; 2]) {
+        let [c, h, w, oh, ow] = dims;
+        let [sh, sw] = size;
+        for ((x_r, y_r), w_r) in input
+            .chunks_exact(c * h * w)
+            .zip(out.chunks_exact_mut(c * oh * ow))
+            .zip(winners.chunks_exact_mut(c * oh * ow))
+        {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    // The window's positions in order, each a run of channels
+                    // compared as one (branch-free, so the compiler vectorises
+                    // it); the first of equal values wins.
+                    let o = (oy * ow + ox) * c;
+                    let (best, win) = (&mut y_r[o..o + c], &mut w_r[o..o + c]);
+                    let first = (oy * sh * w + ox * sw) * c;
+                    for (ch, (b, i)) in best.iter_mut().zip(win.iter_mut()).enumerate() {
+                        *b = x_r[first + ch];
+                        *i = (first + ch) as u32;
+                    }
+                    for dy in 0..sh {
+                        for dx in 0..sw {
+                            let at = ((oy * sh + dy) * w + ox * sw + dx) * c;
+                            let run = &x_r[at..at + c];
+                            for (ch, ((b, i), &v)) in best.iter_mut().zip(win.iter_mut()).zip(run).enumerate() {
+                                let gt = v > *b;
+                                *b = if gt { v } else { *b };
+                                *i = if gt { (at + ch) as u32 } else { *i };
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Where channel `ch`'s value at position `j` sits in one example of a

@@ -46,6 +46,12 @@ pub enum Layer {
         stride: [usize; 2],
         padding: Padding,
     },
+    /// 2-D max pooling over non-overlapping `size` windows of a
+    /// `[channels, height, width]` input (rows and columns left over at the
+    /// end are dropped, as in PyTorch's floor mode).
+    MaxPool2d {
+        size: [usize; 2],
+    },
     /// 2-D transposed convolution; weights `[channels, filters, kh, kw]`.
     ConvTranspose2d {
         filters: usize,
@@ -175,6 +181,17 @@ impl Layer {
             Layer::ConvTranspose2d { filters, .. } => {
                 let g = self.geometry(input)?.expect("a convolution");
                 Ok(vec![*filters, g.image[0], g.image[1]])
+            }
+            Layer::MaxPool2d { size } => {
+                let &[c, h, w] = input else {
+                    return Err(format!(
+                        "max pooling needs a [channels, height, width] input, this one gets {input:?}"
+                    ));
+                };
+                if size.contains(&0) || size[0] > h || size[1] > w {
+                    return Err(format!("a {size:?} window does not fit a {h}x{w} input"));
+                }
+                Ok(vec![c, h / size[0], w / size[1]])
             }
             Layer::Flatten => Ok(vec![size]),
             Layer::Reshape { shape } => {

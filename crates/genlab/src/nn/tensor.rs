@@ -5,8 +5,8 @@
 
 use burn::tensor::Tensor;
 use burn::tensor::activation::{leaky_relu, relu, sigmoid, tanh};
-use burn::tensor::module::{conv_transpose2d, conv2d, linear};
-use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
+use burn::tensor::module::{conv_transpose2d, conv2d, linear, max_pool2d};
+use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, MaxPoolOptions};
 
 use super::{Layer, Mode, Network};
 
@@ -136,6 +136,13 @@ pub fn run(
                 let y = xhat * params[w].clone().reshape([1, c, 1])
                     + params[b].clone().reshape([1, c, 1]);
                 y.reshape([rows, c * plane])
+            }
+            Layer::MaxPool2d { size } => {
+                let rows = h.dims()[0];
+                let [c, ih, iw] = [layer.input[0], layer.input[1], layer.input[2]];
+                let x = h.reshape([rows, c, ih, iw]);
+                let y = max_pool2d(x, MaxPoolOptions::new(*size));
+                y.reshape([rows, layer.output.iter().product::<usize>()])
             }
             Layer::Relu => relu(h),
             Layer::LeakyRelu { slope } => leaky_relu(h, *slope),
