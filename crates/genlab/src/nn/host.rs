@@ -114,9 +114,9 @@ fn executor_mask<'a>(
 ) -> &'a [f32] {
     match channels_last(shape) {
         Some((c, p)) => {
-            buf.resize(m.len(), 0.0);
+            grow(buf, m.len());
             to_channels_last(m, buf, rows, c, p);
-            buf
+            &buf[..m.len()]
         }
         None => m,
     }
@@ -155,6 +155,8 @@ pub struct HostNetwork {
     /// The gradient flowing backward, and the next one (swapped per pass).
     grad: Vec<f32>,
     grad_next: Vec<f32>,
+    /// The rows of the last forward pass.
+    rows: usize,
 }
 
 impl HostNetwork {
@@ -180,6 +182,7 @@ impl HostNetwork {
             mask: Vec::new(),
             grad: Vec::new(),
             grad_next: Vec::new(),
+            rows: 0,
             net,
         }
     }
@@ -189,10 +192,11 @@ impl HostNetwork {
     /// dense layer's or a convolution's is kept after the activation and
     /// dropout fused into it).
     pub fn layer_output(&self, i: usize) -> Option<&[f32]> {
+        let n = self.rows * self.net.layers[i].output.iter().product::<usize>();
         self.passes
             .iter()
             .any(|p| p.last == i)
-            .then(|| self.acts[i].as_slice())
+            .then(|| &self.acts[i][..n])
     }
 
     /// The output for `rows` examples `x` with parameters `params` (in
@@ -220,26 +224,36 @@ impl HostNetwork {
             input: input_buf,
             output: output_buf,
             mask: mask_buf,
+            rows: last_rows,
             ..
         } = self;
         let mode = *mode;
         let mut mask = masks.iter();
         let x: &[f32] = match channels_last(&net.input) {
             Some((c, p)) => {
-                input_buf.resize(x.len(), 0.0);
+                grow(input_buf, x.len());
                 to_channels_last(x, input_buf, rows, c, p);
-                input_buf
+                &input_buf[..x.len()]
             }
             None => x,
         };
+        // Buffers keep their largest size (batches of two sizes alternate
+        // in a GAN step): a resize that grows would zero what is overwritten.
+        *last_rows = rows;
         for pass in passes.iter() {
             let i = pass.first;
             let (done, rest) = acts.split_at_mut(i);
-            let input: &[f32] = if i == 0 { x } else { &done[i - 1] };
             let layer = &net.layers[i];
+            let k_in: usize = layer.input.iter().product();
+            let input: &[f32] = if i == 0 {
+                x
+            } else {
+                &done[i - 1][..rows * k_in]
+            };
             let n: usize = layer.output.iter().product();
             let out = &mut rest[pass.last - i];
-            out.resize(rows * n, 0.0);
+            grow(out, rows * n);
+            let out = &mut out[..rows * n];
             match &layer.layer {
                 Layer::Dense { .. } => {
                     let (w, b) = layer.params.expect("dense layers have parameters");
@@ -252,8 +266,8 @@ impl HostNetwork {
                     let (w, b) = layer.params.expect("convolutions have parameters");
                     let g = layer.geometry.expect("convolutions have a geometry");
                     let (f, q, patch_rows) = (params[b].len(), g.patch(), rows * g.positions());
-                    let c = &mut cols[i];
-                    c.resize(patch_rows * q, 0.0);
+                    grow(&mut cols[i], patch_rows * q);
+                    let c = &mut cols[i][..patch_rows * q];
                     g.im2col_rows(input, c, rows);
                     let wt = tap_major(&params[w], &g, &mut taps[i]);
                     matmul(out, c, wt, (patch_rows, q, f), false, true, 0.0, 1.0);
@@ -264,7 +278,8 @@ impl HostNetwork {
                     let (w, b) = layer.params.expect("convolutions have parameters");
                     let g = layer.geometry.expect("convolutions have a geometry");
                     let (cin, q, patch_rows) = (layer.input[0], g.patch(), rows * g.positions());
-                    patches.resize(patch_rows * q, 0.0);
+                    grow(patches, patch_rows * q);
+                    let patches = &mut patches[..patch_rows * q];
                     let wt = tap_major(&params[w], &g, &mut taps[i]);
                     matmul(
                         patches,
@@ -336,8 +351,9 @@ impl HostNetwork {
                 Layer::MaxPool2d { size } => {
                     let [c, h, w] = [layer.input[0], layer.input[1], layer.input[2]];
                     let [oh, ow] = [layer.output[1], layer.output[2]];
-                    winners[i].resize(out.len(), 0);
-                    max_pool(input, out, &mut winners[i], [c, h, w, oh, ow], *size)
+                    grow(&mut winners[i], out.len());
+                    let won = &mut winners[i][..out.len()];
+                    max_pool(input, out, won, [c, h, w, oh, ow], *size)
                 }
                 Layer::Relu => map(out, input, |v| v.max(0.0)),
                 Layer::LeakyRelu { slope } => {
@@ -362,13 +378,14 @@ impl HostNetwork {
                 Layer::Identity => out.copy_from_slice(input),
             }
         }
-        let last = acts.last().expect("a network has at least one layer");
+        let n = rows * net.output_size();
+        let last = &acts.last().expect("a network has at least one layer")[..n];
         let shape = &net.layers.last().expect("a network has layers").output;
         match channels_last(shape) {
             Some((c, p)) => {
-                output_buf.resize(last.len(), 0.0);
+                grow(output_buf, n);
                 to_channels_first(last, output_buf, rows, c, p);
-                output_buf
+                &output_buf[..n]
             }
             None => last,
         }
@@ -418,7 +435,7 @@ impl HostNetwork {
             }
         }
         let x: &[f32] = match channels_last(&net.input) {
-            Some(_) => input_buf,
+            Some(_) => &input_buf[..rows * net.input_size()],
             None => x,
         };
         // The two gradient buffers keep their largest size: a resize that
@@ -432,11 +449,11 @@ impl HostNetwork {
         for pass in passes.iter().rev() {
             let i = pass.first;
             let layer = &net.layers[i];
-            let input: &[f32] = if i == 0 { x } else { &acts[i - 1] };
-            let output = &acts[pass.last];
             let k: usize = layer.input.iter().product();
-            let need_input_grad = i > 0 || !matches!(d_input, InputGradient::Skip);
             let n_out: usize = layer.output.iter().product();
+            let input: &[f32] = if i == 0 { x } else { &acts[i - 1][..rows * k] };
+            let output = &acts[pass.last][..rows * n_out];
+            let need_input_grad = i > 0 || !matches!(d_input, InputGradient::Skip);
             grow(grad_next, rows * k);
             let dy = &mut grad[..rows * n_out];
             let dx = &mut grad_next[..rows * k];
@@ -498,7 +515,8 @@ impl HostNetwork {
                     }
                     if need_input_grad {
                         let wt = weights_as_run(&params[w], &g, &taps[i]);
-                        patches.resize(patch_rows * q, 0.0);
+                        grow(patches, patch_rows * q);
+                        let patches = &mut patches[..patch_rows * q];
                         matmul(patches, dy, wt, (patch_rows, f, q), false, false, 0.0, 1.0);
                         g.col2im_rows(patches, dx, rows);
                     }
@@ -508,7 +526,8 @@ impl HostNetwork {
                     let g = layer.geometry.expect("convolutions have a geometry");
                     let (cin, q, patch_rows) = (layer.input[0], g.patch(), rows * g.positions());
                     through_activation(dy);
-                    patches.resize(patch_rows * q, 0.0);
+                    grow(patches, patch_rows * q);
+                    let patches = &mut patches[..patch_rows * q];
                     g.im2col_rows(dy, patches, rows);
                     if let Some(grads) = grads.as_deref_mut() {
                         column_sums(dy, g.channels, &mut grads[b]);
@@ -632,9 +651,9 @@ impl HostNetwork {
 }
 
 /// Makes `v` at least `n` long.
-fn grow(v: &mut Vec<f32>, n: usize) {
+fn grow<T: Copy + Default>(v: &mut Vec<T>, n: usize) {
     if v.len() < n {
-        v.resize(n, 0.0);
+        v.resize(n, T::default());
     }
 }
 
@@ -726,7 +745,8 @@ fn relayout(
         (Some((c, p)), None) => to_channels_first(src, dst, rows, c, p),
         (None, Some((c, p))) => to_channels_last(src, dst, rows, c, p),
         (Some((c, p)), Some((c2, p2))) => {
-            scratch.resize(src.len(), 0.0);
+            grow(scratch, src.len());
+            let scratch = &mut scratch[..src.len()];
             to_channels_first(src, scratch, rows, c, p);
             to_channels_last(scratch, dst, rows, c2, p2);
         }
@@ -741,8 +761,8 @@ fn weight_grad_buffer<'a>(
     scratch: &'a mut Vec<f32>,
 ) -> &'a mut [f32] {
     if g.channels > 1 {
-        scratch.resize(grad.len(), 0.0);
-        scratch
+        grow(scratch, grad.len());
+        &mut scratch[..grad.len()]
     } else {
         grad
     }
