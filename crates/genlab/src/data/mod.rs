@@ -65,20 +65,10 @@ impl ImageShape {
             _ => None,
         }
     }
-
-    /// The image shape a checkpoint records (checkpoints written before
-    /// genlab recorded it hold MNIST-shaped networks).
-    pub fn of_checkpoint(ck: &crate::run::Checkpoint) -> anyhow::Result<ImageShape> {
-        match ck.meta(IMAGE_META) {
-            Err(_) => Ok(ImageShape::MNIST),
-            Ok(s) => ImageShape::from_meta(s).ok_or_else(|| {
-                anyhow::anyhow!("checkpoint entry {IMAGE_META} = '{s}' is not CxHxW")
-            }),
-        }
-    }
 }
 
 /// The checkpoint metadata key of the image shape a network was built for.
 pub const IMAGE_META: &str = "genlab.image";
+
 /// Number of classes.
 pub const CLASSES: usize = 10;

@@ -182,7 +182,7 @@ impl Evaluator {
     /// The network a checkpoint holds (for the images it records; MNIST's
     /// when it records none, as the shipped ones).
     pub fn from_checkpoint(ck: &Checkpoint, rows: usize) -> Result<Self> {
-        let net = network(ImageShape::of_checkpoint(ck)?);
+        let net = network(ck.image_shape()?);
         let params = net
             .params
             .iter()

@@ -70,7 +70,7 @@ pub fn check_image(
     image: crate::data::ImageShape,
     dataset: &crate::data::DatasetName,
 ) -> Result<()> {
-    let trained = crate::data::ImageShape::of_checkpoint(ck).map_err(crate::error::usage)?;
+    let trained = ck.image_shape().map_err(crate::error::usage)?;
     if trained != image {
         crate::usage_bail!(
             "the checkpoint's networks were built for {} images, dataset {dataset} has {}; resume with the dataset it was trained on",

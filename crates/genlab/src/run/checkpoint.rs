@@ -130,6 +130,18 @@ impl Checkpoint {
         self.metadata.insert(key.to_string(), value.into());
     }
 
+    /// The image shape the checkpoint's networks were built for
+    /// (checkpoints written before genlab recorded it hold MNIST-shaped
+    /// networks).
+    pub fn image_shape(&self) -> Result<crate::data::ImageShape> {
+        use crate::data::{IMAGE_META, ImageShape};
+        match self.metadata.get(IMAGE_META) {
+            None => Ok(ImageShape::MNIST),
+            Some(s) => ImageShape::from_meta(s)
+                .ok_or_else(|| anyhow!("checkpoint entry {IMAGE_META} = '{s}' is not CxHxW")),
+        }
+    }
+
     /// The metadata value `key`, or an error naming the checkpoint.
     pub fn meta(&self, key: &str) -> Result<&str> {
         self.metadata.get(key).map(String::as_str).ok_or_else(|| {

@@ -339,7 +339,7 @@ impl Gan {
 
     /// The networks a checkpoint holds (built for the images it records).
     pub fn from_checkpoint(config: &GanConfig, ck: &Checkpoint, device: &Device) -> Result<Self> {
-        let image = ImageShape::of_checkpoint(ck)?;
+        let image = ck.image_shape()?;
         let (g_net, d_net) = networks(config, image)?;
         let load = |net: &Network| -> Result<Vec<Tensor<1>>> {
             net.params

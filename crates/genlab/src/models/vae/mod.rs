@@ -784,7 +784,7 @@ pub fn load_run(run: &RunDir) -> Result<LoadedVae> {
     let config: RunConfig<VaeConfig> = run.read_config().map_err(crate::error::usage)?;
     let (ck, path) = run.load_weights()?;
     let device = config.device.device().map_err(crate::error::usage)?;
-    let loaded = ImageShape::of_checkpoint(&ck).and_then(|image| {
+    let loaded = ck.image_shape().and_then(|image| {
         Vae::from_checkpoint(VaeNet::from_config(&config.model, image), &ck, &device)
     });
     let vae = loaded
