@@ -139,26 +139,26 @@ simd_fn! {
 
 simd_fn! {
     /// Squared-error reconstruction through a sigmoid: with `p = sigmoid(l)`,
-    /// returns `sum (p - x)^2` and overwrites `l` with its gradient scaled by
-    /// `scale`: `scale * 2 (p - x) p (1 - p)`.
-    pub fn sigmoid_mse_grad(l: &mut [f32], x: &[f32], scale: f32) -> f32 {
+    /// returns `sum (p - x)^2` and writes its gradient at the logits, scaled
+    /// by `scale`, into `g`: `scale * 2 (p - x) p (1 - p)`.
+    pub fn sigmoid_mse_grad(l: &[f32], x: &[f32], scale: f32, g: &mut [f32]) -> f32 {
         let mut acc = [0.0f32; 8];
         let n = l.len() - l.len() % 8;
-        let (head, tail) = l.split_at_mut(n);
-        for (lc, xc) in head.chunks_exact_mut(8).zip(x.chunks_exact(8)) {
+        let (head, tail) = g[..l.len()].split_at_mut(n);
+        for ((gc, lc), xc) in head.chunks_exact_mut(8).zip(l.chunks_exact(8)).zip(x.chunks_exact(8)) {
             for k in 0..8 {
                 let p = sigmoid(lc[k]);
                 let d = p - xc[k];
                 acc[k] += d * d;
-                lc[k] = scale * 2.0 * d * p * (1.0 - p);
+                gc[k] = scale * 2.0 * d * p * (1.0 - p);
             }
         }
         let mut rest = 0.0f32;
-        for (v, &xv) in tail.iter_mut().zip(&x[n..]) {
-            let p = sigmoid(*v);
+        for ((o, &v), &xv) in tail.iter_mut().zip(&l[n..]).zip(&x[n..]) {
+            let p = sigmoid(v);
             let d = p - xv;
             rest += d * d;
-            *v = scale * 2.0 * d * p * (1.0 - p);
+            *o = scale * 2.0 * d * p * (1.0 - p);
         }
         acc.iter().sum::<f32>() + rest
     }
@@ -166,22 +166,22 @@ simd_fn! {
 
 simd_fn! {
     /// Bernoulli reconstruction on logits: returns `sum softplus(l) - x l`
-    /// and overwrites `l` with `scale * (sigmoid(l) - x)`.
-    pub fn bernoulli_grad(l: &mut [f32], x: &[f32], scale: f32) -> f32 {
+    /// and writes `scale * (sigmoid(l) - x)` into `g`.
+    pub fn bernoulli_grad(l: &[f32], x: &[f32], scale: f32, g: &mut [f32]) -> f32 {
         let mut acc = [0.0f32; 8];
         let n = l.len() - l.len() % 8;
-        let (head, tail) = l.split_at_mut(n);
-        for (lc, xc) in head.chunks_exact_mut(8).zip(x.chunks_exact(8)) {
+        let (head, tail) = g[..l.len()].split_at_mut(n);
+        for ((gc, lc), xc) in head.chunks_exact_mut(8).zip(l.chunks_exact(8)).zip(x.chunks_exact(8)) {
             for k in 0..8 {
                 let v = lc[k];
                 acc[k] += softplus(v) - xc[k] * v;
-                lc[k] = scale * (sigmoid(v) - xc[k]);
+                gc[k] = scale * (sigmoid(v) - xc[k]);
             }
         }
         let mut rest = 0.0f32;
-        for (v, &xv) in tail.iter_mut().zip(&x[n..]) {
-            rest += softplus(*v) - xv * *v;
-            *v = scale * (sigmoid(*v) - xv);
+        for ((o, &v), &xv) in tail.iter_mut().zip(&l[n..]).zip(&x[n..]) {
+            rest += softplus(v) - xv * v;
+            *o = scale * (sigmoid(v) - xv);
         }
         acc.iter().sum::<f32>() + rest
     }

@@ -391,6 +391,15 @@ impl HostNetwork {
         }
     }
 
+    /// The output of the last [`HostNetwork::forward`].
+    pub fn output(&self) -> &[f32] {
+        let n = self.rows * self.net.output_size();
+        match channels_last(&self.net.layers.last().expect("a network has layers").output) {
+            Some(_) => &self.output[..n],
+            None => &self.acts.last().expect("a network has layers")[..n],
+        }
+    }
+
     /// Gradients of the last [`HostNetwork::forward`] (same `x`, `rows`,
     /// `masks`) given `d_out`, the loss's gradient at the output: every
     /// parameter's into `grads` when given (overwritten, [`Network::params`]
@@ -403,14 +412,35 @@ impl HostNetwork {
         rows: usize,
         d_out: &[f32],
         masks: &[&[f32]],
-        mut grads: Option<&mut [Vec<f32>]>,
-        mut d_input: InputGradient,
+        grads: Option<&mut [Vec<f32>]>,
+        d_input: InputGradient,
     ) {
         assert_eq!(
             d_out.len(),
             rows * self.net.output_size(),
             "output gradient size"
         );
+        self.backward_with(params, x, rows, masks, grads, d_input, |_, g| {
+            g.copy_from_slice(d_out)
+        });
+    }
+
+    /// [`HostNetwork::backward`] with the gradient at the output written by
+    /// `loss(output, gradient)` straight into the executor's buffer (both in
+    /// burn's layout), which saves a buffer and a copy; returns what `loss`
+    /// returns.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_with<R>(
+        &mut self,
+        params: &[Vec<f32>],
+        x: &[f32],
+        rows: usize,
+        masks: &[&[f32]],
+        mut grads: Option<&mut [Vec<f32>]>,
+        mut d_input: InputGradient,
+        loss: impl FnOnce(&[f32], &mut [f32]) -> R,
+    ) -> R {
+        assert_eq!(rows, self.rows, "backward of the last forward pass");
         let HostNetwork {
             net,
             mode,
@@ -423,6 +453,7 @@ impl HostNetwork {
             patches,
             weight_grad,
             input: input_buf,
+            output: output_buf,
             mask: mask_buf,
             grad,
             grad_next,
@@ -440,11 +471,18 @@ impl HostNetwork {
         };
         // The two gradient buffers keep their largest size: a resize that
         // grows would zero what is overwritten anyway.
-        grow(grad, d_out.len());
-        match channels_last(&net.layers.last().expect("a network has layers").output) {
-            Some((c, p)) => to_channels_last(d_out, grad, rows, c, p),
-            None => grad[..d_out.len()].copy_from_slice(d_out),
-        }
+        let n = rows * net.output_size();
+        grow(grad, n);
+        let last = acts.last().expect("a network has layers");
+        let result = match channels_last(&net.layers.last().expect("a network has layers").output) {
+            Some((c, p)) => {
+                grow(grad_next, n);
+                let r = loss(&output_buf[..n], &mut grad_next[..n]);
+                to_channels_last(&grad_next[..n], grad, rows, c, p);
+                r
+            }
+            None => loss(&last[..n], &mut grad[..n]),
+        };
         let mut mask = if mode == Mode::Train { masks.len() } else { 0 };
         for pass in passes.iter().rev() {
             let i = pass.first;
@@ -497,7 +535,7 @@ impl HostNetwork {
                         matmul(t, dy, &params[w], (rows, n, k), false, true, alpha, 1.0);
                     }
                     if i == 0 {
-                        return;
+                        return result;
                     }
                 }
                 Layer::Conv2d { .. } => {
@@ -647,6 +685,7 @@ impl HostNetwork {
             InputGradient::Write(d) => d[..g.len()].copy_from_slice(g),
             InputGradient::Add(d) => d.iter_mut().zip(g).for_each(|(o, v)| *o += v),
         }
+        result
     }
 }
 

@@ -15,7 +15,9 @@ use crate::models::host::{
 use crate::nn::host::{HostNetwork, InputGradient};
 
 /// One part of a batch: the four networks' executors (with their
-/// activations), the buffers between them, and its parameter gradients.
+/// activations: the trunk's output feeds both heads, the decoder's output
+/// becomes the loss's gradient in its own buffer), the buffers between them,
+/// and its parameter gradients.
 struct NetworkShard {
     trunk: HostNetwork,
     mean_head: HostNetwork,
@@ -23,12 +25,8 @@ struct NetworkShard {
     decoder: HostNetwork,
     /// Parameter gradients, in [`VaeNet::specs`] order.
     grads: Vec<Vec<f32>>,
-    h: Vec<f32>,
-    mean: Vec<f32>,
-    logvar: Vec<f32>,
     sd: Vec<f32>,
     z: Vec<f32>,
-    logits: Vec<f32>,
     d_z: Vec<f32>,
     d_mean: Vec<f32>,
     d_logvar: Vec<f32>,
@@ -61,12 +59,8 @@ impl NetworkShard {
             logvar_head: HostNetwork::new(net.logvar.clone()),
             decoder: HostNetwork::new(net.decoder.clone()),
             grads: net.specs.iter().map(|s| vec![0.0; s.len()]).collect(),
-            h: Vec::new(),
-            mean: Vec::new(),
-            logvar: Vec::new(),
             sd: Vec::new(),
             z: Vec::new(),
-            logits: Vec::new(),
             d_z: Vec::new(),
             d_mean: Vec::new(),
             d_logvar: Vec::new(),
@@ -92,51 +86,46 @@ impl NetworkShard {
         }
         let (a, m, v) = (counts[0], counts[1], counts[2]);
         let (pt, pm, pv, pd) = (&p[..a], &p[a..a + m], &p[a + m..a + m + v], &p[a + m + v..]);
-        let copy = |dst: &mut Vec<f32>, src: &[f32]| {
-            dst.clear();
-            dst.extend_from_slice(src);
-        };
-        copy(&mut self.h, self.trunk.forward(pt, x, b, &[]));
-        copy(&mut self.mean, self.mean_head.forward(pm, &self.h, b, &[]));
-        copy(
-            &mut self.logvar,
-            self.logvar_head.forward(pv, &self.h, b, &[]),
-        );
-        let n = self.mean.len();
+        self.trunk.forward(pt, x, b, &[]);
+        let h = self.trunk.output();
+        self.mean_head.forward(pm, h, b, &[]);
+        self.logvar_head.forward(pv, h, b, &[]);
+        let (mean, logvar) = (self.mean_head.output(), self.logvar_head.output());
+        let n = mean.len();
         self.sd.resize(n, 0.0);
         self.z.resize(n, 0.0);
-        let kl = reparameterize(&self.mean, &self.logvar, eps, &mut self.sd, &mut self.z);
-        copy(&mut self.logits, self.decoder.forward(pd, &self.z, b, &[]));
-        // The logits become their gradient; the loss is the batch mean, so every gradient carries 1/b.
-        let recon = match likelihood {
-            Likelihood::Mse => sigmoid_mse_grad(&mut self.logits, x, scale),
-            Likelihood::Bernoulli => bernoulli_grad(&mut self.logits, x, scale),
-        } as f64;
+        let kl = reparameterize(mean, logvar, eps, &mut self.sd, &mut self.z);
+        self.decoder.forward(pd, &self.z, b, &[]);
         let [gt, gm, gv, gd] = split4(&mut self.grads, counts);
         self.d_z.resize(n, 0.0);
-        self.decoder.backward(
+        // The loss is the batch mean, so every gradient carries 1/b.
+        let recon = self.decoder.backward_with(
             pd,
             &self.z,
             b,
-            &self.logits,
             &[],
             Some(gd),
             InputGradient::Write(&mut self.d_z),
-        );
+            |logits, g| match likelihood {
+                Likelihood::Mse => sigmoid_mse_grad(logits, x, scale, g),
+                Likelihood::Bernoulli => bernoulli_grad(logits, x, scale, g),
+            },
+        ) as f64;
         self.d_mean.resize(n, 0.0);
         self.d_logvar.resize(n, 0.0);
         reparameterize_backward(
             &self.d_z,
-            (&self.mean, &eps[..n], &self.sd),
+            (self.mean_head.output(), &eps[..n], &self.sd),
             scale,
             &mut self.d_mean,
             &mut self.d_logvar,
         );
-        self.d_h.resize(self.h.len(), 0.0);
+        let h = self.trunk.output();
+        self.d_h.resize(h.len(), 0.0);
         // Both heads read the trunk's output: the second adds its gradient.
         self.mean_head.backward(
             pm,
-            &self.h,
+            h,
             b,
             &self.d_mean,
             &[],
@@ -145,7 +134,7 @@ impl NetworkShard {
         );
         self.logvar_head.backward(
             pv,
-            &self.h,
+            h,
             b,
             &self.d_logvar,
             &[],
