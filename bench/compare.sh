@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
 # Side-by-side speed of genlab and PyTorch on the same machine and thread
-# count, alternating the two, ROUNDS times. Needs PyTorch:
+# count, alternating the two, ROUNDS times. PyTorch runs at its best here:
+# each script in its fastest idiom (bench/*_torch.py), with the allocator
+# TORCH_ALLOC (default tcmalloc, the fastest for PyTorch on this machine;
+# glibc-tuned: glibc's mmap and trim thresholds raised to 1 GiB, as genlab
+# sets them for itself, so that large blocks stay on the heap; jemalloc;
+# glibc), once eagerly and once through
+# torch.compile (a second PyTorch column; its compilation happens before the
+# timing). Ratios are against the faster PyTorch column. Needs PyTorch:
 #   python3 -m venv .venv && .venv/bin/pip install -r bench/requirements.txt
 #   PYTHON=.venv/bin/python bench/compare.sh [workload...]
 # Workloads (default: all): rbm-500 (one CD-30 update), matmul (64x784 @
 # 784x500), and the training presets vae-2, vae-16, conv-vae, gan (one epoch on
 # MNIST; both sides also print the mean training loss of that epoch, which
 # must agree within noise). Environment: ROUNDS (5), THREADS (2), PYTHON,
-# GENLAB_DATA (../shared/data), CSV (bench/results/compare.csv), and
+# GENLAB_DATA (../shared/data), CSV (bench/results/compare.csv), TORCH_ALLOC,
+# COMPILE (1; 0 leaves the compiled column out), and
 # GENLAB_CPU_KERNELS=0 to time burn's generic path instead of genlab's CPU
 # kernels. Prints a table of medians.
 # On a GPU: DEVICE=wgpu (or cuda) builds genlab with that backend (into
@@ -37,6 +45,20 @@ for w in "${WORKLOADS[@]}"; do
     *) echo "unknown workload $w (rbm-500 matmul vae-2 vae-8 vae-16 conv-vae gan)" >&2; exit 2 ;;
   esac
 done
+TORCH_ALLOC=${TORCH_ALLOC:-tcmalloc}
+COMPILE=${COMPILE:-1}
+case "$TORCH_ALLOC" in
+  glibc) TORCH_ENV=() ;;
+  glibc-tuned) TORCH_ENV=(MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=1073741824) ;;
+  jemalloc|tcmalloc)
+    lib=$(ls /usr/lib/*-linux-gnu/lib"$TORCH_ALLOC".so* 2>/dev/null | head -n 1)
+    if [ -z "$lib" ]; then
+      echo "TORCH_ALLOC=$TORCH_ALLOC: no lib$TORCH_ALLOC.so found (apt-get install libjemalloc2 / libgoogle-perftools4)" >&2
+      exit 2
+    fi
+    TORCH_ENV=(LD_PRELOAD="$lib") ;;
+  *) echo "TORCH_ALLOC=$TORCH_ALLOC: expected glibc, glibc-tuned, jemalloc or tcmalloc" >&2; exit 2 ;;
+esac
 TARGET=${CARGO_TARGET_DIR:-target}
 cargo build --release -q -p genlab-cli "${FEATURES[@]}"
 cargo bench -p genlab --bench rbm --no-run "${FEATURES[@]}" 2>/dev/null
@@ -50,8 +72,8 @@ TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 mkdir -p bench/results
 CSV=${CSV:-bench/results/compare.csv}
-echo "round,workload,unit,genlab,pytorch,genlab_loss,pytorch_loss,genlab_device,pytorch_device" > "$CSV"
-echo "genlab on $DEVICE, PyTorch on $TORCH_DEVICE, $THREADS threads"
+echo "round,workload,unit,genlab,pytorch,pytorch_compiled,genlab_loss,pytorch_loss,pytorch_compiled_loss,genlab_device,pytorch_device,torch_alloc" > "$CSV"
+echo "genlab on $DEVICE, PyTorch on $TORCH_DEVICE (allocator $TORCH_ALLOC), $THREADS threads"
 # The machine's measured f32 peak on these threads, for the GFLOP/s column
 # (CPU runs only).
 PEAK=0
@@ -79,17 +101,29 @@ genlab_side() {
       read -r g gl < <("$PYTHON" -c 'import json,sys; m=json.loads(open(sys.argv[1]).readline()); print(m["seconds"], m["d_loss"])' "$TMP/run/metrics.jsonl") ;;
   esac
 }
-torch_side() {
+# One PyTorch run of one workload, eager (3rd argument 0) or compiled (1):
+# sets t and, for training workloads, tl.
+torch_run() {
+  local py=(env "${TORCH_ENV[@]}" "$PYTHON")
   case "$1" in
     rbm-500)
-      t=$("$PYTHON" bench/rbm_torch.py "$THREADS" "$TORCH_DEVICE" | sed -n 's/.*median \([0-9.]*\) ms.*/\1/p'); tl= ;;
+      t=$("${py[@]}" bench/rbm_torch.py "$THREADS" "$TORCH_DEVICE" "$3" | sed -n 's/.*median \([0-9.]*\) ms.*/\1/p'); tl= ;;
     matmul)
-      t=$("$PYTHON" bench/matmul_torch.py "$THREADS" | sed -n 's/.*median \([0-9.]*\) GFLOP.*/\1/p'); tl= ;;
+      t=$("${py[@]}" bench/matmul_torch.py "$THREADS" | sed -n 's/.*median \([0-9.]*\) GFLOP.*/\1/p'); tl= ;;
     vae-*|conv-vae)
-      read -r _ t _ tl < <("$PYTHON" bench/vae_torch.py "$1" "$THREADS" "$GENLAB_DATA" "$2" "$TORCH_DEVICE") ;;
+      read -r _ t _ tl < <("${py[@]}" bench/vae_torch.py "$1" "$THREADS" "$GENLAB_DATA" "$2" "$TORCH_DEVICE" "$3") ;;
     gan)
-      read -r _ _ _ t _ tl _ < <("$PYTHON" bench/gan_torch.py "$THREADS" "$GENLAB_DATA" 1 "$2" "$TORCH_DEVICE") ;;
+      read -r _ _ _ t _ tl _ < <("${py[@]}" bench/gan_torch.py "$THREADS" "$GENLAB_DATA" 1 "$2" "$TORCH_DEVICE" "$3") ;;
   esac
+}
+# Both PyTorch columns of one workload: t, tl (eager) and tc, tcl (compiled;
+# empty for the matmul, a single product, and with COMPILE=0).
+torch_side() {
+  tc=; tcl=
+  if [ "$COMPILE" = 1 ] && [ "$1" != matmul ]; then
+    torch_run "$1" "$2" 1; tc=$t; tcl=$tl
+  fi
+  torch_run "$1" "$2" 0
 }
 # Each round starts one further along the workload list and, every other
 # round, runs PyTorch first: neither side always follows the same process or
@@ -113,8 +147,8 @@ for r in $(seq 1 "$ROUNDS"); do
       gan) label="gan epoch (loss: mean d_loss)"; unit=s ;;
       *) label="$w epoch"; unit=s ;;
     esac
-    echo "$r,$label,$unit,$g,$t,$gl,$tl,$DEVICE,$TORCH_DEVICE" >> "$CSV"
-    echo "round $r: $label: genlab $g $unit${gl:+ (loss $gl)}, pytorch $t $unit${tl:+ (loss $tl)}"
+    echo "$r,$label,$unit,$g,$t,$tc,$gl,$tl,$tcl,$DEVICE,$TORCH_DEVICE,$TORCH_ALLOC" >> "$CSV"
+    echo "round $r: $label: genlab $g $unit${gl:+ (loss $gl)}, pytorch $t $unit${tl:+ (loss $tl)}${tc:+, compiled $tc $unit}${tcl:+ (loss $tcl)}"
   done
 done
 "$PYTHON" - "$CSV" "$PEAK" <<'PY'
@@ -145,23 +179,38 @@ if peak > 0:
     print()
     print(f"peak (measured, independent FMA chains): {peak:.0f} GFLOP/s")
 print()
-print("| workload | unit | genlab (median) | PyTorch (median) | genlab / PyTorch | genlab GFLOP/s (% of peak) | loss genlab / PyTorch |")
-print("|---|---|---|---|---|---|---|")
+def spread(values, fmt):
+    return f"{fmt(min(values))}-{fmt(max(values))}"
+
+
+def g3(v):
+    return f"{v:.3g}"
+
+
+print(f"| workload | unit | genlab (median, range over {len(set(r['round'] for r in rows))} rounds) | PyTorch eager | PyTorch compiled | genlab / faster PyTorch | genlab GFLOP/s (% of peak) | loss genlab / PyTorch |")
+print("|---|---|---|---|---|---|---|---|")
 for w in dict.fromkeys(r["workload"] for r in rows):
     sel = [r for r in rows if r["workload"] == w]
-    g = statistics.median(float(r["genlab"]) for r in sel)
-    t = statistics.median(float(r["pytorch"]) for r in sel)
+    gs = [float(r["genlab"]) for r in sel]
+    ts = [float(r["pytorch"]) for r in sel]
+    cs = [float(r["pytorch_compiled"]) for r in sel if r["pytorch_compiled"]]
+    g, t = statistics.median(gs), statistics.median(ts)
+    c = statistics.median(cs) if cs else None
+    # Lower is better, except for a rate (GFLOP/s).
+    rate_unit = sel[0]["unit"] == "GFLOP/s"
+    best = t if c is None else (max(t, c) if rate_unit else min(t, c))
     loss = ""
     if sel[0]["genlab_loss"]:
         gl = statistics.median(float(r["genlab_loss"]) for r in sel)
         tl = statistics.median(float(r["pytorch_loss"]) for r in sel)
         loss = f"{gl:.2f} / {tl:.2f}"
-    if sel[0]["unit"] == "GFLOP/s":
+    if rate_unit:
         achieved = g
     elif w in FLOP:
         achieved = FLOP[w] / g / 1e9
     else:
         achieved = None
     rate = f"{achieved:.0f} ({100 * achieved / peak:.0f}%)" if achieved and peak > 0 else ""
-    print(f"| {w} | {sel[0]['unit']} | {g:.3g} | {t:.3g} | {g / t:.2f} | {rate} | {loss} |")
+    compiled = f"{g3(c)} ({spread(cs, g3)})" if c is not None else "-"
+    print(f"| {w} | {sel[0]['unit']} | {g3(g)} ({spread(gs, g3)}) | {g3(t)} ({spread(ts, g3)}) | {compiled} | {g / best:.2f} | {rate} | {loss} |")
 PY

@@ -1,7 +1,7 @@
 """One training epoch of a seed VAE preset in PyTorch, on MNIST, timed the
 way genlab's metrics.jsonl times its own (the batches only: no data loading,
 no validation). Usage: vae_torch.py PRESET THREADS DATA_DIR [SEED] [DEVICE]
-(DEVICE: a torch device, cpu by default, e.g. cuda).
+(DEVICE: a torch device, cpu by default, e.g. cuda) [COMPILE].
 
 vae-2 / vae-16: Dense 784-256 relu, heads 256->L; decoder L-256-784 sigmoid;
 loss = sum of squared errors over pixels + KL, mean over the batch; Adam
@@ -10,6 +10,9 @@ conv-vae: SPEC section 3 (two stride-2 'same' convolutions, dense 16, heads
 to 2; dense 2->3136, transposed convolutions 64, 32, 1); RMSprop (lr 1e-3,
 alpha 0.9, eps 1e-7); batch 32, the first 10,000 images. Glorot-uniform
 kernels and zero biases, as Keras (and genlab) initialise.
+With COMPILE=1 the batch's loss runs through torch.compile (its forward and
+backward graphs), compiled on warm-up batches of both sizes (no update, the
+random state put back) before the timed epoch.
 Prints: seconds <s> loss <mean train loss over the epoch>."""
 import gzip
 import os
@@ -24,6 +27,7 @@ from torch import nn
 preset, threads, data = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 seed = int(sys.argv[4]) if len(sys.argv) > 4 else 0
 device = torch.device(sys.argv[5] if len(sys.argv) > 5 else "cpu")
+compiled = len(sys.argv) > 6 and sys.argv[6] == "1"
 torch.set_num_threads(threads)
 torch.manual_seed(seed)
 
@@ -96,15 +100,29 @@ else:
 
 model.apply(keras_init)
 model.to(device)
+
+
+def batch_loss(x):
+    x_hat, mean, logvar = model(x)
+    recon = ((x - x_hat) ** 2).sum(1)
+    kl = -0.5 * (1 + logvar - mean**2 - logvar.exp()).sum(1)
+    return (recon + kl).mean()
+
+
+if compiled:
+    batch_loss = torch.compile(batch_loss)
+    state = torch.get_rng_state()
+    last = x_all.shape[0] % batch or batch
+    for rows in (batch, last):
+        batch_loss(x_all[:rows]).backward()
+    opt.zero_grad(set_to_none=True)
+    torch.set_rng_state(state)
 order = torch.randperm(x_all.shape[0]).to(device)
 total, n = 0.0, 0
 start = time.perf_counter()
 for i in range(0, x_all.shape[0], batch):
     x = x_all[order[i : i + batch]]
-    x_hat, mean, logvar = model(x)
-    recon = ((x - x_hat) ** 2).sum(1)
-    kl = -0.5 * (1 + logvar - mean**2 - logvar.exp()).sum(1)
-    loss = (recon + kl).mean()
+    loss = batch_loss(x)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
