@@ -237,23 +237,26 @@ pub fn tap_major<'a>(w: &'a [f32], g: &Geometry, buf: &'a mut Vec<f32>) -> &'a [
         return w;
     }
     buf.resize(w.len(), 0.0);
-    for (src, dst) in w.chunks_exact(c * taps).zip(buf.chunks_exact_mut(c * taps)) {
-        for ch in 0..c {
-            for t in 0..taps {
-                dst[t * c + ch] = src[ch * taps + t];
-            }
-        }
-    }
+    to_channels_last(w, buf, w.len() / (c * taps), c, taps);
     buf
 }
 
 /// The inverse of [`tap_major`], into `out`.
 pub fn from_tap_major(w: &[f32], g: &Geometry, out: &mut [f32]) {
     let (c, taps) = (g.channels, g.kernel[0] * g.kernel[1]);
-    for (src, dst) in w.chunks_exact(c * taps).zip(out.chunks_exact_mut(c * taps)) {
-        for ch in 0..c {
-            for t in 0..taps {
-                dst[ch * taps + t] = src[t * c + ch];
+    to_channels_first(w, out, out.len() / (c * taps), c, taps);
+}
+
+/// `batch` blocks of `rows x cols` values, each transposed.
+fn transpose_blocks(src: &[f32], dst: &mut [f32], batch: usize, rows: usize, cols: usize) {
+    for (s, d) in src
+        .chunks_exact(rows * cols)
+        .zip(dst.chunks_exact_mut(rows * cols))
+        .take(batch)
+    {
+        for r in 0..rows {
+            for c in 0..cols {
+                d[c * rows + r] = s[r * cols + c];
             }
         }
     }
@@ -261,32 +264,12 @@ pub fn from_tap_major(w: &[f32], g: &Geometry, out: &mut [f32]) {
 
 /// `batch` examples of `c x p` (channels first) into `p x c` (channels last).
 pub fn to_channels_last(src: &[f32], dst: &mut [f32], batch: usize, c: usize, p: usize) {
-    for (s, d) in src
-        .chunks_exact(c * p)
-        .zip(dst.chunks_exact_mut(c * p))
-        .take(batch)
-    {
-        for ci in 0..c {
-            for pi in 0..p {
-                d[pi * c + ci] = s[ci * p + pi];
-            }
-        }
-    }
+    transpose_blocks(src, dst, batch, c, p);
 }
 
 /// The inverse of [`to_channels_last`].
 pub fn to_channels_first(src: &[f32], dst: &mut [f32], batch: usize, c: usize, p: usize) {
-    for (s, d) in src
-        .chunks_exact(c * p)
-        .zip(dst.chunks_exact_mut(c * p))
-        .take(batch)
-    {
-        for ci in 0..c {
-            for pi in 0..p {
-                d[ci * p + pi] = s[pi * c + ci];
-            }
-        }
-    }
+    transpose_blocks(src, dst, batch, p, c);
 }
 
 #[cfg(test)]
