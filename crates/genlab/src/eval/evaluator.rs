@@ -191,11 +191,13 @@ impl Evaluator {
         Ok(Evaluator::from_params(net, params, rows))
     }
 
-    /// Forward pass of up to `rows` images; returns their number and logits.
-    fn forward(&mut self, x: &[f32]) -> (usize, &[f32]) {
+    /// Forward pass of up to `rows` images; returns their number (the
+    /// logits are then `self.exec.output()`).
+    fn forward(&mut self, x: &[f32]) -> usize {
         let b = x.len() / self.net.input_size();
         assert!(b <= self.rows);
-        (b, self.exec.forward(&self.params, x, b, &[]))
+        self.exec.forward(&self.params, x, b, &[]);
+        b
     }
 
     /// Penultimate-layer features (`n x 64`) and class probabilities
@@ -207,8 +209,8 @@ impl Evaluator {
             Vec::with_capacity(n * CLASSES),
         );
         for chunk in x.chunks(self.rows * self.net.input_size()) {
-            let (_, logits) = self.forward(chunk);
-            for row in logits.chunks_exact(CLASSES) {
+            self.forward(chunk);
+            for row in self.exec.output().chunks_exact(CLASSES) {
                 probs.extend(softmax(row));
             }
             let features = self
@@ -243,9 +245,8 @@ impl Evaluator {
     /// One step of softmax cross-entropy (mean over the batch): returns the
     /// summed loss; gradients into `self.grads`.
     fn loss_and_grads(&mut self, x: &[f32], labels: &[u8]) -> f64 {
-        let b = x.len() / self.net.input_size();
-        assert!(b <= self.rows);
-        let logits = self.exec.forward(&self.params, x, b, &[]);
+        let b = self.forward(x);
+        let logits = self.exec.output();
         let mut loss = 0.0f64;
         let inv = 1.0 / b as f32;
         self.d_logits.resize(logits.len(), 0.0);
