@@ -446,13 +446,54 @@ fn importance_sampling_recovers_an_exact_gaussian_marginal() {
     }
 }
 
+/// One training step of `vae` on the CPU executor against burn's autodiff:
+/// the two loss sums agree to 1e-4 (relative) and every parameter's gradient
+/// to 1e-4 of its largest value. Returns the executor's state after the
+/// step, not yet applied.
+fn executor_step_matches_autodiff(
+    what: &str,
+    vae: &Vae,
+    opt: &Optimizer,
+    x: &[f32],
+    eps: &[f32],
+    likelihood: Likelihood,
+) -> HostNetworkVae {
+    let net = &vae.net;
+    let (want_stats, finite, want_grads) = burn_step(net, vae, x, eps, likelihood).unwrap();
+    assert!(finite, "{what}");
+    let mut host = HostNetworkVae::new(vae, opt).unwrap();
+    let (stats, finite) = host.forward_backward(x, eps, likelihood);
+    assert!(finite, "{what}");
+    for (a, b) in stats.iter().zip(&want_stats) {
+        assert!(
+            (a - b).abs() < 1e-4 * b.abs().max(1.0),
+            "{what}: {stats:?} vs {want_stats:?}"
+        );
+    }
+    for (i, (g, want)) in host.grads().iter().zip(want_grads).enumerate() {
+        let name = &net.specs[i].name;
+        let want = download(want).unwrap();
+        let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        assert!(scale > 0.0, "{what}: {name} has no gradient");
+        let err = g
+            .iter()
+            .zip(&want)
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            err <= 1e-4 * scale,
+            "{what}: {name} gradient off by {err} (scale {scale})"
+        );
+    }
+    host
+}
+
 #[test]
 fn cpu_fast_path_matches_the_autodiff_step() {
     let dev = device();
     let mut rng = stream(5, Purpose::Fixed, 0);
     let rows = 7;
-    // One hidden layer runs the fused path, deeper encoders (and their
-    // mirrored decoders) the CPU executor of the networks' description.
+    // The seed's one hidden layer and deeper encoders (with their mirrored
+    // decoders), all on the CPU executor of the networks' description.
     let shapes: [&[usize]; 3] = [&[16], &[24, 12], &[20, 16, 8]];
     for (likelihood, widths) in [Likelihood::Mse, Likelihood::Bernoulli]
         .into_iter()
@@ -477,31 +518,8 @@ fn cpu_fast_path_matches_the_autodiff_step() {
             })
             .collect();
         let eps = randn(&mut rng, rows * 3, 1.0);
-        let (want_stats, finite, want_grads) = burn_step(&net, &vae, &x, &eps, likelihood).unwrap();
-        assert!(finite);
-        let mut host = HostNetworkVae::new(&vae, &opt).unwrap();
-        let (stats, finite) = host.forward_backward(&x, &eps, likelihood);
-        assert!(finite);
-        for (a, b) in stats.iter().zip(&want_stats) {
-            assert!(
-                (a - b).abs() < 1e-4 * b.abs().max(1.0),
-                "{likelihood:?}: {stats:?} vs {want_stats:?}"
-            );
-        }
-        for (i, (g, want)) in host.grads().iter().zip(want_grads).enumerate() {
-            let want = download(want).unwrap();
-            let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            assert!(scale > 0.0, "{likelihood:?}: parameter {i} has no gradient");
-            let err = g
-                .iter()
-                .zip(&want)
-                .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-            assert!(
-                err <= 1e-4 * scale,
-                "{likelihood:?}: parameter {} gradient off by {err} (scale {scale})",
-                net.specs[i].name
-            );
-        }
+        let what = format!("{likelihood:?} {widths:?}");
+        let mut host = executor_step_matches_autodiff(&what, &vae, &opt, &x, &eps, likelihood);
         // One update each way lands on the same parameters.
         let mut burn_vae = vae.clone();
         let mut burn_opt = Optimizer::new(rule, &net.sizes(), &dev);
@@ -579,32 +597,7 @@ fn vaes_of_other_shapes_and_images_match_autodiff_on_the_cpu_executor() {
             .map(|_| rng.random::<f32>())
             .collect();
         let eps = randn(&mut rng, rows * 2, 1.0);
-        let (want_stats, finite, want_grads) =
-            burn_step(&net, &vae, &x, &eps, Likelihood::Mse).unwrap();
-        assert!(finite);
-        let mut host = HostNetworkVae::new(&vae, &opt).unwrap();
-        let (stats, finite) = host.forward_backward(&x, &eps, Likelihood::Mse);
-        assert!(finite);
-        for (a, b) in stats.iter().zip(&want_stats) {
-            assert!(
-                (a - b).abs() < 1e-4 * b.abs().max(1.0),
-                "{what}: {stats:?} vs {want_stats:?}"
-            );
-        }
-        for (i, (g, want)) in host.grads().iter().zip(want_grads).enumerate() {
-            let want = download(want).unwrap();
-            let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            assert!(scale > 0.0, "{what}: {} has no gradient", net.specs[i].name);
-            let err = g
-                .iter()
-                .zip(&want)
-                .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-            assert!(
-                err <= 1e-4 * scale,
-                "{what}: {} gradient off by {err} (scale {scale})",
-                net.specs[i].name
-            );
-        }
+        executor_step_matches_autodiff(&what, &vae, &opt, &x, &eps, Likelihood::Mse);
     }
 }
 
@@ -642,31 +635,8 @@ fn cpu_conv_fast_path_matches_the_autodiff_step() {
             Likelihood::Bernoulli => x.iter().map(|&u| (u < 0.3) as u8 as f32).collect(),
         };
         let eps = randn(&mut rng, rows * 2, 1.0);
-        let (want_stats, finite, want_grads) = burn_step(&net, &vae, &x, &eps, likelihood).unwrap();
-        assert!(finite);
-        let mut host = HostNetworkVae::new(&vae, &opt).unwrap();
-        let (stats, finite) = host.forward_backward(&x, &eps, likelihood);
-        assert!(finite);
-        for (a, b) in stats.iter().zip(&want_stats) {
-            assert!(
-                (a - b).abs() < 1e-4 * b.abs().max(1.0),
-                "{likelihood:?}: {stats:?} vs {want_stats:?}"
-            );
-        }
-        for (i, (g, want)) in host.grads().iter().zip(want_grads).enumerate() {
-            let want = download(want).unwrap();
-            let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            assert!(scale > 0.0, "{likelihood:?}: parameter {i} has no gradient");
-            let err = g
-                .iter()
-                .zip(&want)
-                .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-            assert!(
-                err <= 1e-4 * scale,
-                "{likelihood:?}: parameter {} gradient off by {err} (scale {scale})",
-                net.specs[i].name
-            );
-        }
+        let what = format!("{likelihood:?}");
+        executor_step_matches_autodiff(&what, &vae, &opt, &x, &eps, likelihood);
     }
 }
 
