@@ -116,6 +116,55 @@ fn main() {
         );
     }
 
+    // One Gibbs half-step's product for one shard of 32 chains on one core,
+    // as the update runs it, at the densities a chain goes through (a
+    // trained rbm-500's states have 12-20% ones): the sum of the weight rows
+    // the ones select (indexing included) against the dense product. Where
+    // they cross sets `GATHER_BELOW`.
+    let rows = 32;
+    let mut ones = genlab::cpu::Ones::default();
+    let (mut w_panels, mut wt_panels) = (
+        genlab::cpu::Panels::default(),
+        genlab::cpu::Panels::default(),
+    );
+    w_panels.fill(&rbm.w, nv, nh, false);
+    wt_panels.fill(&rbm.w, nv, nh, true);
+    let mut sweep_rng = stream(0, Purpose::Fixed, 1);
+    for density in [0.05f32, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6] {
+        let mut draw = |n: usize| -> Vec<f32> {
+            (0..rows * n)
+                .map(|_| (sweep_rng.random::<f32>() < density) as u8 as f32)
+                .collect()
+        };
+        let (v, h) = (draw(nv), draw(nh));
+        let time = |f: &mut dyn FnMut()| {
+            let mut us = Vec::new();
+            for rep in 0..205 {
+                let t = Instant::now();
+                genlab::cpu::serial(&mut *f);
+                if rep >= 5 {
+                    us.push(t.elapsed().as_secs_f64() * 1e6);
+                }
+            }
+            median(&mut us)
+        };
+        let (mut hp, mut vp) = (vec![0.0f32; rows * nh], vec![0.0f32; rows * nv]);
+        let gathered = time(&mut || {
+            ones.index(&v, nv);
+            genlab::cpu::gathered_product(&mut hp, &w_panels, &ones);
+            ones.index(&h, nh);
+            genlab::cpu::gathered_product(&mut vp, &wt_panels, &ones);
+        });
+        let dense = time(&mut || {
+            genlab::cpu::matmul(&mut hp, &v, &rbm.w, (rows, nv, nh), false, false, 0.0, 1.0);
+            genlab::cpu::matmul(&mut vp, &h, &rbm.w, (rows, nh, nv), false, true, 0.0, 1.0);
+        });
+        println!(
+            "one Gibbs step's products, {rows} chains, one core, {:.0}% ones: gathered rows {gathered:.1} us, dense products {dense:.1} us",
+            density * 100.0
+        );
+    }
+
     let runs = 100;
     let steps = 1_000;
     let base = rbm.vb.clone();
