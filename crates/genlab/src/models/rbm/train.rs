@@ -33,8 +33,8 @@ fn epoch_metrics(
     pl_set: &[f32],
     train_subset: &[f32],
 ) -> Map<String, Value> {
-    let fe_train = mean(&rbm.free_energy(&binarise(train_subset)));
-    let fe_test = mean(&rbm.free_energy(&binarise(test)));
+    let fe_train = mean_free_energy_binarised(rbm, train_subset);
+    let fe_test = mean_free_energy_binarised(rbm, test);
     let mut m = Map::new();
     m.insert(
         "recon_error_test".into(),
@@ -50,12 +50,21 @@ fn epoch_metrics(
     m
 }
 
-fn binarise(v: &[f32]) -> Vec<f32> {
-    v.iter().map(|p| p.round()).collect()
-}
-
-fn mean(x: &[f32]) -> f64 {
-    x.iter().map(|&v| v as f64).sum::<f64>() / x.len().max(1) as f64
+/// The mean free energy of `v`'s images rounded to {0, 1}, rounded 1,024
+/// at a time (no copy of the whole set beside it).
+fn mean_free_energy_binarised(rbm: &Rbm, v: &[f32]) -> f64 {
+    let mut chunk = Vec::with_capacity(v.len().min(1024 * rbm.visible));
+    let mut total = 0.0f64;
+    for part in v.chunks(1024 * rbm.visible) {
+        chunk.clear();
+        chunk.extend(part.iter().map(|p| p.round()));
+        total += rbm
+            .free_energy(&chunk)
+            .iter()
+            .map(|&f| f as f64)
+            .sum::<f64>();
+    }
+    total / (v.len() / rbm.visible).max(1) as f64
 }
 
 /// Normalises each of the first `n` hidden units' weight vectors to [0, 1] as 28x28 tiles.
