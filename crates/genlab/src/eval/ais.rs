@@ -10,8 +10,9 @@
 
 use rayon::prelude::*;
 
-use crate::cpu::{matmul, sigmoid, softplus, sum, uniform};
+use crate::cpu::{Ones, Panels, gathered_product, matmul, sigmoid, softplus, sum, uniform};
 use crate::models::rbm::Rbm;
+use crate::models::rbm::kernel::GATHER_BELOW;
 use crate::rng::GenRng;
 use crate::simd_fn;
 use rand::Rng;
@@ -167,14 +168,62 @@ pub fn ais_log_z(
     steps: usize,
     rng: &mut GenRng,
 ) -> AisEstimate {
-    let (nv, nh) = (rbm.visible, rbm.hidden);
+    let nv = rbm.visible;
     let betas = schedule(steps);
-    let log_z0 = base.iter().map(|&b| softplus(b) as f64).sum::<f64>() + nh as f64 * LN2;
     // v ~ p_0: independent Bernoulli(sigmoid(base)).
     let key = rng.next_u64();
     let mut v: Vec<f32> = (0..runs * nv)
         .map(|i| (uniform(key, i as u32) < sigmoid(base[i % nv])) as u8 as f32)
         .collect();
+    let upward = betas.windows(2).map(|b| (b[0] as f32, b[1] as f32));
+    let log_w = anneal(rbm, base, &mut v, upward, rng);
+    // log Z = log Z_0 + log mean(w); uncertainty from the standard error of the mean.
+    let m = log_w.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let r: Vec<f64> = log_w.iter().map(|l| (l - m).exp()).collect();
+    let n = runs as f64;
+    let mean = r.iter().sum::<f64>() / n;
+    let var = r.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+    let se = (var / n).sqrt();
+    let log_z0 = base_log_z(rbm, base);
+    let log = |x: f64| {
+        if x > 0.0 {
+            x.ln() + m + log_z0
+        } else {
+            f64::NEG_INFINITY
+        }
+    };
+    AisEstimate {
+        log_z: log(mean),
+        log_z_low: log(mean - 3.0 * se),
+        log_z_high: log(mean + 3.0 * se),
+        runs,
+        steps: betas.len() - 1,
+    }
+}
+
+/// log Z_0 of the base model with visible biases `base` and the RBM's
+/// hidden units free: sum_i softplus(base_i) + H log 2.
+pub fn base_log_z(rbm: &Rbm, base: &[f32]) -> f64 {
+    base.iter().map(|&b| softplus(b) as f64).sum::<f64>() + rbm.hidden as f64 * LN2
+}
+
+/// Moves the chains `v` (rows of visible states, in place) along the path
+/// from the base model to the RBM (module docs), one transition per
+/// `(b_prev, b_k)` pair: the log weight of each chain gains
+/// log p*_{b_k}(v) - log p*_{b_prev}(v) at its current state, then h and v
+/// are drawn from the Gibbs kernel at b_k. AIS runs the pairs upwards from
+/// 0; RAISE downwards from 1 (its first pair (1, 1), a plain Gibbs step of
+/// the RBM, gains nothing). Returns the log weights. The draws are keyed by
+/// each element's place, so the result does not depend on the threads.
+pub(crate) fn anneal(
+    rbm: &Rbm,
+    base: &[f32],
+    v: &mut [f32],
+    transitions: impl Iterator<Item = (f32, f32)>,
+    rng: &mut GenRng,
+) -> Vec<f64> {
+    let (nv, nh) = (rbm.visible, rbm.hidden);
+    let runs = v.len() / nv;
     let delta_bias: Vec<f32> = rbm.vb.iter().zip(base).map(|(a, b)| a - b).collect();
     // c[r] = (vb - base)'v_r, kept up to date as v changes.
     let mut c: Vec<f64> = v
@@ -191,11 +240,20 @@ pub fn ais_log_z(
     let mut h = vec![0.0f32; runs * nh];
     let mut pv = vec![0.0f32; runs * nv];
     let mut diff = vec![0.0f32; runs * nh];
+    // Both layers are binary: sparse ones are multiplied as sums of the
+    // weight rows they select (as in training's Gibbs chain).
+    let (mut w_panels, mut wt_panels) = (Panels::default(), Panels::default());
+    w_panels.fill(&rbm.w, nv, nh, false);
+    wt_panels.fill(&rbm.w, nv, nh, true);
+    let mut ones = Ones::default();
     const ROWS: usize = 4;
-    for k in 1..betas.len() {
-        let (b_prev, b_k) = (betas[k - 1] as f32, betas[k] as f32);
+    for (b_prev, b_k) in transitions {
         let d_beta = (b_k - b_prev) as f64;
-        matmul(&mut a, &v, &rbm.w, (runs, nv, nh), false, false, 0.0, 1.0);
+        if ones.index(v, nv) < GATHER_BELOW {
+            gathered_product(&mut a, &w_panels, &ones);
+        } else {
+            matmul(&mut a, v, &rbm.w, (runs, nv, nh), false, false, 0.0, 1.0);
+        }
         let key_h = rng.next_u64();
         // Weight update and hidden sample at beta_k, fused per row.
         a.par_chunks(ROWS * nh)
@@ -216,7 +274,11 @@ pub fn ais_log_z(
                 }
             });
         // v ~ p(v | h) at beta_k: sigmoid((1-beta) base + beta (vb + W h)).
-        matmul(&mut pv, &h, &rbm.w, (runs, nh, nv), false, true, 0.0, 1.0);
+        if ones.index(&h, nh) < GATHER_BELOW {
+            gathered_product(&mut pv, &wt_panels, &ones);
+        } else {
+            matmul(&mut pv, &h, &rbm.w, (runs, nh, nv), false, true, 0.0, 1.0);
+        }
         let key_v = rng.next_u64();
         v.par_chunks_mut(ROWS * nv)
             .zip(pv.par_chunks_mut(ROWS * nv))
@@ -234,27 +296,7 @@ pub fn ais_log_z(
                 }
             });
     }
-    // log Z = log Z_0 + log mean(w); uncertainty from the standard error of the mean.
-    let m = log_w.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-    let r: Vec<f64> = log_w.iter().map(|l| (l - m).exp()).collect();
-    let n = runs as f64;
-    let mean = r.iter().sum::<f64>() / n;
-    let var = r.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
-    let se = (var / n).sqrt();
-    let log = |x: f64| {
-        if x > 0.0 {
-            x.ln() + m + log_z0
-        } else {
-            f64::NEG_INFINITY
-        }
-    };
-    AisEstimate {
-        log_z: log(mean),
-        log_z_low: log(mean - 3.0 * se),
-        log_z_high: log(mean + 3.0 * se),
-        runs,
-        steps: betas.len() - 1,
-    }
+    log_w
 }
 
 #[cfg(test)]
