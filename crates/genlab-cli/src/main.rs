@@ -279,6 +279,15 @@ struct EvalArgs {
     /// AIS inverse temperatures.
     #[arg(long, default_value_t = 14_500)]
     ais_steps: usize,
+    /// RBM: test images whose likelihood RAISE (reverse annealing, a conservative estimate) also gives; 0 skips it.
+    #[arg(long, default_value_t = 100)]
+    raise_images: usize,
+    /// RBM: RAISE's reverse chains per image (from each of two base models).
+    #[arg(long, default_value_t = 5)]
+    raise_chains: usize,
+    /// RBM: RAISE's inverse temperatures.
+    #[arg(long, default_value_t = 14_500)]
+    raise_steps: usize,
     /// VAE: importance samples per test image (default 5000 for MLP VAEs, 500 for the conv VAE).
     #[arg(long)]
     k: Option<usize>,
@@ -370,6 +379,9 @@ fn eval(args: EvalArgs) -> Result<()> {
             seed: args.seed,
             ais_runs: args.ais_runs,
             ais_steps: args.ais_steps,
+            raise_images: args.raise_images,
+            raise_chains: args.raise_chains,
+            raise_steps: args.raise_steps,
             k: args.k,
             samples: args.samples,
             sample_steps: args.sample_steps,

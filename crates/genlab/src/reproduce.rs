@@ -83,6 +83,9 @@ impl ReproduceOptions {
             EvalOptions {
                 ais_runs: 16,
                 ais_steps: 1000,
+                raise_images: 20,
+                raise_chains: 4,
+                raise_steps: 1000,
                 k: Some(50),
                 samples: 1000,
                 sample_steps: 100,

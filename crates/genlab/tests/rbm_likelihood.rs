@@ -8,6 +8,7 @@ mod common;
 use genlab::data::batches::split_to_f32;
 use genlab::data::{DataSources, Dataset, DatasetName, PixelView};
 use genlab::eval::ais::{exact_log_z, log_sum_exp, two_base_log_z};
+use genlab::eval::raise::{raise_log_likelihood, two_base_raise};
 use genlab::models::rbm::Rbm;
 use genlab::rng::{Purpose, stream};
 use genlab::run::Checkpoint;
@@ -116,4 +117,167 @@ fn trained_rbm_20_fixture_is_what_the_seed_preset_produces() {
         mean_f < mean_f0 - 50.0,
         "trained {mean_f} vs untrained {mean_f0}"
     );
+}
+
+fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// The annealed model's p(x) by enumeration: the sum over every path of
+/// p_0(v_0) T_1(v_1|v_0) .. T_K(x|v_{K-1}), T_k the Gibbs kernel v -> h -> v
+/// at beta_k of the path between the base model and the RBM.
+fn annealed_model_probability(rbm: &Rbm, base: &[f32], betas: &[f64], x: u32) -> f64 {
+    let (nv, nh) = (rbm.visible, rbm.hidden);
+    let bit = |c: u32, i: usize| ((c >> i) & 1) as f64;
+    let bernoulli = |p: f64, on: f64| if on == 1.0 { p } else { 1.0 - p };
+    let kernel = |beta: f64, v: u32, v2: u32| -> f64 {
+        let mut total = 0.0;
+        for h in 0..(1u32 << nh) {
+            let mut p = 1.0;
+            for j in 0..nh {
+                let a: f64 = rbm.hb[j] as f64
+                    + (0..nv)
+                        .map(|i| rbm.w[i * nh + j] as f64 * bit(v, i))
+                        .sum::<f64>();
+                p *= bernoulli(sigmoid(beta * a), bit(h, j));
+            }
+            for i in 0..nv {
+                let a: f64 = rbm.vb[i] as f64
+                    + (0..nh)
+                        .map(|j| rbm.w[i * nh + j] as f64 * bit(h, j))
+                        .sum::<f64>();
+                let x = (1.0 - beta) * base[i] as f64 + beta * a;
+                p *= bernoulli(sigmoid(x), bit(v2, i));
+            }
+            total += p;
+        }
+        total
+    };
+    let states = 1u32 << nv;
+    // Distribution of v_0, then pushed through each kernel in turn.
+    let mut dist: Vec<f64> = (0..states)
+        .map(|v| {
+            (0..nv)
+                .map(|i| bernoulli(sigmoid(base[i] as f64), bit(v, i)))
+                .product()
+        })
+        .collect();
+    for &beta in &betas[1..] {
+        dist = (0..states)
+            .map(|v2| {
+                (0..states)
+                    .map(|v| dist[v as usize] * kernel(beta, v, v2))
+                    .sum()
+            })
+            .collect();
+    }
+    dist[x as usize]
+}
+
+fn random_rbm(nv: usize, nh: usize, seed: u64, scale: f32) -> Rbm {
+    let mut rng = stream(seed, Purpose::Init, 0);
+    let mut rbm = Rbm::init(nv, nh, &mut rng);
+    for x in rbm
+        .w
+        .iter_mut()
+        .chain(rbm.hb.iter_mut())
+        .chain(rbm.vb.iter_mut())
+    {
+        *x = (rng.random::<f32>() * 2.0 - 1.0) * scale;
+    }
+    rbm
+}
+
+#[test]
+fn raise_weights_average_to_the_annealed_models_probability() {
+    // RAISE is unbiased for the annealed model's p(x) (its log is a lower
+    // bound only through the log of a mean): with many chains, the mean
+    // weight must match the enumeration within its standard error.
+    let (nv, nh) = (4, 3);
+    let rbm = random_rbm(nv, nh, 5, 1.5);
+    let base = vec![-0.3f32, 0.4, 0.1, -0.8];
+    let steps = 3;
+    let betas = genlab::eval::ais::schedule(steps);
+    for x in [0b0000u32, 0b1011, 0b0110] {
+        let image: Vec<f32> = (0..nv).map(|i| ((x >> i) & 1) as f32).collect();
+        let e = raise_log_likelihood(
+            &rbm,
+            &base,
+            &image,
+            20_000,
+            steps,
+            &mut stream(7, Purpose::Eval, x),
+        );
+        let want = annealed_model_probability(&rbm, &base, &betas, x);
+        let got = e.per_image[0].exp();
+        let rel = (got / want - 1.0).abs();
+        assert!(
+            rel < 4.0 * e.chain_stderr + 1e-3,
+            "x = {x:04b}: RAISE mean weight {got}, annealed model {want} (relative s.e. {})",
+            e.chain_stderr
+        );
+    }
+}
+
+#[test]
+fn raise_and_ais_bracket_the_exact_likelihood_of_a_trained_20_unit_rbm() {
+    let rbm = trained_rbm_20();
+    let data = mnist();
+    let log_z = exact_log_z(&rbm);
+    let binary_train = split_to_f32(
+        &data.train,
+        PixelView::Dynamic,
+        &mut stream(0, Purpose::Eval, 12),
+    );
+    let mut test = data.test.clone();
+    test.truncate(32);
+    let images = split_to_f32(&test, PixelView::Dynamic, &mut stream(0, Purpose::Eval, 10));
+    let neg_f = rbm
+        .free_energy(&images)
+        .iter()
+        .map(|&f| -f as f64)
+        .sum::<f64>()
+        / 32.0;
+    let exact = neg_f - log_z;
+    let mut raise_gaps = Vec::new();
+    let mut ais_gaps = Vec::new();
+    for steps in [100, 1_000, 10_000] {
+        let r = two_base_raise(&rbm, &binary_train, &images, 8, steps, 1);
+        let a = two_base_log_z(&rbm, &binary_train, 100, steps, 1);
+        let ais_low = a
+            .from_base_rates
+            .log_z_low
+            .max(a.from_model_biases.log_z_low);
+        let ais = neg_f - a.log_z;
+        let se = r
+            .from_base_rates
+            .chain_stderr
+            .max(r.from_model_biases.chain_stderr);
+        eprintln!(
+            "{steps} temperatures: exact {exact:.3}; RAISE {:.3} from {} (base rates {:.3}, model biases {:.3}, chain s.e. {se:.3}); AIS {ais:.3} (at most {:.3})",
+            r.mean_log_likelihood,
+            r.base,
+            r.from_base_rates.mean_log_likelihood,
+            r.from_model_biases.mean_log_likelihood,
+            neg_f - ais_low
+        );
+        // RAISE from below, AIS from above, each within its stated error.
+        assert!(
+            r.mean_log_likelihood <= exact + 3.0 * se,
+            "{steps}: RAISE {} above the exact {exact}",
+            r.mean_log_likelihood
+        );
+        assert!(
+            neg_f - ais_low >= exact,
+            "{steps}: AIS's interval lies below the exact {exact}"
+        );
+        raise_gaps.push(exact - r.mean_log_likelihood);
+        ais_gaps.push((ais - exact).abs());
+    }
+    // Both close in on the exact value as the temperatures grow.
+    assert!(
+        raise_gaps[2] < raise_gaps[1] && raise_gaps[1] < raise_gaps[0] && raise_gaps[2] < 5.0,
+        "RAISE gaps {raise_gaps:?}"
+    );
+    assert!(ais_gaps[2] < 0.5, "AIS gaps {ais_gaps:?}");
 }

@@ -9,6 +9,7 @@ pub mod evaluator;
 pub mod importance;
 pub mod options;
 pub mod quality;
+pub mod raise;
 pub mod sample_metrics;
 
 use std::path::{Path, PathBuf};
@@ -21,7 +22,7 @@ use crate::run::RunDir;
 
 pub use options::{
     EXACT_MAX_HIDDEN, EvalOptions, MAX_AIS_RUNS, MAX_AIS_STEPS, MAX_CHAIN_STEPS,
-    MAX_IMPORTANCE_SAMPLES, MAX_SAMPLES,
+    MAX_IMPORTANCE_SAMPLES, MAX_RAISE_CHAINS, MAX_RAISE_IMAGES, MAX_SAMPLES,
 };
 
 /// A report: the JSON written to eval.json, and the lines printed for a person.
@@ -45,7 +46,37 @@ pub fn evaluate(run_root: &Path, opts: &EvalOptions) -> Result<Report> {
             opts.ais_steps
         );
     }
+    if opts.raise_images > 0 && opts.raise_chains < 2 {
+        crate::usage_bail!(
+            "--raise-chains {}: at least 2 chains per image are needed for an uncertainty",
+            opts.raise_chains
+        );
+    }
+    if opts.raise_images > 0 && opts.raise_steps < 100 {
+        crate::usage_bail!(
+            "--raise-steps {}: use at least 100 (10,000 or more for a trustworthy estimate)",
+            opts.raise_steps
+        );
+    }
     use crate::bounded::check_count;
+    check_count(
+        "--raise-images",
+        opts.raise_images,
+        MAX_RAISE_IMAGES,
+        "test images",
+    )?;
+    check_count(
+        "--raise-chains",
+        opts.raise_chains,
+        MAX_RAISE_CHAINS,
+        "chains per image",
+    )?;
+    check_count(
+        "--raise-steps",
+        opts.raise_steps,
+        MAX_AIS_STEPS,
+        "inverse temperatures",
+    )?;
     check_count("--ais-runs", opts.ais_runs, MAX_AIS_RUNS, "chains")?;
     check_count(
         "--ais-steps",

@@ -10,6 +10,12 @@ pub struct EvalOptions {
     pub ais_runs: usize,
     /// Intermediate distributions of the AIS schedule.
     pub ais_steps: usize,
+    /// RBM: test images RAISE estimates the likelihood of (0 skips it).
+    pub raise_images: usize,
+    /// RBM: reverse chains per image.
+    pub raise_chains: usize,
+    /// RBM: inverse temperatures of RAISE's schedule.
+    pub raise_steps: usize,
     /// Importance samples per image for latent-variable models (None: the model's default).
     pub k: Option<usize>,
     /// Generated images for the sample-quality metrics (0 skips them).
@@ -29,6 +35,9 @@ impl Default for EvalOptions {
             seed: 0,
             ais_runs: 100,
             ais_steps: 14_500,
+            raise_images: 100,
+            raise_chains: 5,
+            raise_steps: 14_500,
             k: None,
             samples: 10_000,
             sample_steps: 1000,
@@ -43,6 +52,8 @@ impl Default for EvalOptions {
 /// or more, and far beyond what a figure gains from.
 pub const MAX_AIS_RUNS: usize = 10_000;
 pub const MAX_AIS_STEPS: usize = 1_000_000;
+pub const MAX_RAISE_IMAGES: usize = 10_000;
+pub const MAX_RAISE_CHAINS: usize = 1_000;
 pub const MAX_IMPORTANCE_SAMPLES: usize = 100_000;
 pub const MAX_SAMPLES: usize = 100_000;
 pub const MAX_CHAIN_STEPS: usize = 100_000;

@@ -1,6 +1,6 @@
 //! The RBM's likelihood: log Z by AIS from two bases (and exactly for
-//! small hidden layers), and the average log-likelihood of test and
-//! training images.
+//! small hidden layers), the average log-likelihood of test and training
+//! images, and RAISE's conservative estimate on test images beside AIS's.
 
 use std::time::Instant;
 
@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 use super as rbm;
 use crate::data::PixelView;
 use crate::data::batches::split_to_f32;
-use crate::eval::ais;
 use crate::eval::options::{EXACT_MAX_HIDDEN, EvalOptions};
+use crate::eval::{ais, raise};
 use crate::rng::{Purpose, stream};
 use crate::run::RunDir;
 
@@ -51,6 +51,21 @@ pub fn evaluate_rbm(run: &RunDir, opts: &EvalOptions) -> Result<(Value, Vec<Stri
     };
     let (nf_test, nf_train) = (mean_neg_f(&test), mean_neg_f(&train));
     let ll = |nf: f64, z: f64| nf - z;
+    // RAISE on the first test images, and AIS's figure on the same images.
+    let raise_images = opts.raise_images.min(test.len() / model.visible);
+    let raise = (raise_images > 0).then(|| {
+        let images = &test[..raise_images * model.visible];
+        let t = Instant::now();
+        let r = raise::two_base_raise(
+            model,
+            &all_train,
+            images,
+            opts.raise_chains,
+            opts.raise_steps,
+            opts.seed,
+        );
+        (r, mean_neg_f(images), t.elapsed().as_secs_f64())
+    });
 
     let mut lines = vec![
         format!("run              {}", run.root.display()),
@@ -97,6 +112,29 @@ pub fn evaluate_rbm(run: &RunDir, opts: &EvalOptions) -> Result<(Value, Vec<Stri
         ll(nf_train, log_z),
         train.len() / model.visible
     ));
+    if let Some((r, nf, seconds)) = &raise {
+        let ais_here = ll(*nf, estimate.log_z);
+        lines.push(format!(
+            "RAISE            {:.2} nats per image on the first {raise_images} test images (AIS there {ais_here:.2}, gap {:.2}); {} reverse chains x {} inverse temperatures from each base, {seconds:.1} s",
+            r.mean_log_likelihood,
+            ais_here - r.mean_log_likelihood,
+            r.from_base_rates.chains,
+            r.from_base_rates.steps,
+        ));
+        lines.push(format!(
+            "RAISE            towards the base-rate model {:.2} (+- {:.2}), towards the model's biases {:.2} (+- {:.2}): the smaller is reported (a lower estimate in practice; see eval/raise.rs)",
+            r.from_base_rates.mean_log_likelihood,
+            r.from_base_rates.chain_stderr,
+            r.from_model_biases.mean_log_likelihood,
+            r.from_model_biases.chain_stderr,
+        ));
+        if let Some((z, _)) = exact {
+            lines.push(format!(
+                "(exact log-likelihood of those images: {:.2})",
+                ll(*nf, z)
+            ));
+        }
+    }
     if exact.is_some() {
         lines.push(format!(
             "(with the AIS log Z instead: test {:.2}, train {:.2})",
@@ -104,7 +142,23 @@ pub fn evaluate_rbm(run: &RunDir, opts: &EvalOptions) -> Result<(Value, Vec<Stri
             ll(nf_train, estimate.log_z)
         ));
     }
-    let json = json!({
+    let raise_json = match &raise {
+        Some((r, nf, seconds)) => json!({
+            "raise_test_log_likelihood": r.mean_log_likelihood,
+            "raise_base": r.base,
+            "raise_base_rates": [r.from_base_rates.mean_log_likelihood, r.from_base_rates.chain_stderr],
+            "raise_model_biases": [r.from_model_biases.mean_log_likelihood, r.from_model_biases.chain_stderr],
+            "raise_images": raise_images,
+            "raise_chains": r.from_base_rates.chains,
+            "raise_steps": r.from_base_rates.steps,
+            "raise_seconds": seconds,
+            "raise_ais_same_images": ll(*nf, estimate.log_z),
+            "raise_ais_gap": ll(*nf, estimate.log_z) - r.mean_log_likelihood,
+            "raise_exact_same_images": exact.map(|(z, _)| ll(*nf, z)),
+        }),
+        None => json!({}),
+    };
+    let mut json = json!({
         "run": run.root.display().to_string(),
         "family": "rbm",
         "preset": loaded.config.preset,
@@ -127,5 +181,10 @@ pub fn evaluate_rbm(run: &RunDir, opts: &EvalOptions) -> Result<(Value, Vec<Stri
             "train_images": train.len() / model.visible,
         }
     });
+    if let (Some(likelihood), Some(extra)) =
+        (json["likelihood"].as_object_mut(), raise_json.as_object())
+    {
+        likelihood.extend(extra.clone());
+    }
     Ok((json, lines))
 }
