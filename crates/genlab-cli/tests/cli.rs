@@ -213,6 +213,12 @@ fn small_rbm_run_writes_every_file() {
         "200",
         "--sample-steps",
         "50",
+        "--raise-images",
+        "10",
+        "--raise-chains",
+        "3",
+        "--raise-steps",
+        "300",
         "--json",
     ]));
     assert!(ok, "{err}");
@@ -220,6 +226,15 @@ fn small_rbm_run_writes_every_file() {
     let ll = &report["likelihood"];
     assert_eq!(ll["log_z_source"], "exact", "H = 20 is summed exactly");
     assert!(ll["test_log_likelihood"].as_f64().unwrap() < 0.0);
+    // RAISE on the first 10 test images, beside AIS and the exact figure there.
+    assert_eq!(
+        (ll["raise_images"].as_u64(), ll["raise_chains"].as_u64()),
+        (Some(10), Some(3))
+    );
+    let raise = ll["raise_test_log_likelihood"].as_f64().unwrap();
+    let ais = ll["raise_ais_same_images"].as_f64().unwrap();
+    assert!(raise < 0.0 && (ll["raise_ais_gap"].as_f64().unwrap() - (ais - raise)).abs() < 1e-9);
+    assert!(ll["raise_exact_same_images"].as_f64().unwrap() < 0.0);
     let q = &report["sample_quality"]["model"];
     assert_eq!(q["images"], 200);
     assert!(
@@ -234,6 +249,7 @@ fn small_rbm_run_writes_every_file() {
         (vec!["inpaint", r, "--remove", "1.5"], "--remove 1.5"),
         (vec!["sample", r, "--steps", "0"], "--steps 0"),
         (vec!["eval", r, "--ais-runs", "1"], "--ais-runs 1"),
+        (vec!["eval", r, "--raise-chains", "1"], "--raise-chains 1"),
         (vec!["eval", "/nonexistent/run"], "no such run directory"),
     ] {
         let (ok, _, err) = run(&mut genlab(&args));

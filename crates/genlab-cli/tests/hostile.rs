@@ -192,6 +192,8 @@ fn outputs_that_are_special_files_are_written_through_not_replaced() {
         "4",
         "--ais-steps",
         "100",
+        "--raise-images",
+        "0",
         "--out",
         "-",
     ])
@@ -396,6 +398,10 @@ fn sizes_that_cannot_fit_are_refused_before_anything_is_written() {
         (
             vec!["eval", s(&run), "--k", "1000000000"],
             "--k 1000000000: at most",
+        ),
+        (
+            vec!["eval", s(&run), "--raise-images", "100000000"],
+            "--raise-images 100000000: at most",
         ),
         (
             vec!["eval", s(&run), "--samples", "100000000"],

@@ -100,9 +100,14 @@ pub fn evaluate(run_root: &Path, opts: &EvalOptions) -> Result<Report> {
     let run = RunDir::open(run_root)?;
     let _lock = crate::run::RunLock::acquire(&run.root, "evaluating")?;
     let family = crate::models::family::of_run(&run)?;
+    let evaluator = if opts.samples > 0 {
+        Some(quality::prepare(&run, opts)?)
+    } else {
+        None
+    };
     let (mut json, mut lines) = family.evaluate(&run, opts)?;
-    if opts.samples > 0 {
-        let (sample_json, sample_lines) = quality::evaluate_samples(&run, family, opts)?;
+    if let Some(evaluator) = evaluator {
+        let (sample_json, sample_lines) = quality::evaluate_samples(&run, family, opts, evaluator)?;
         if let Value::Object(map) = &mut json {
             map.extend(sample_json.as_object().cloned().unwrap_or_default());
         }

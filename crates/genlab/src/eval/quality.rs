@@ -54,12 +54,10 @@ fn line(name: &str, m: &Value) -> String {
     )
 }
 
-/// Generates `opts.samples` images from the run's model and measures them.
-pub fn evaluate_samples(
-    run: &RunDir,
-    family: &dyn ModelFamily,
-    opts: &EvalOptions,
-) -> Result<(Value, Vec<String>)> {
+/// The checks of the sample-quality options and the evaluator network
+/// they use, done before any other work of `genlab eval` so that a bad
+/// option or evaluator file is refused at once.
+pub fn prepare(run: &RunDir, opts: &EvalOptions) -> Result<(evaluator::Evaluator, String)> {
     let n = opts.samples;
     if n < 10 {
         crate::usage_bail!(
@@ -70,14 +68,25 @@ pub fn evaluate_samples(
         crate::usage_bail!("--sample-steps 0: a Gibbs chain needs at least one step");
     }
     let data_cfg: RunConfig<toml::Value> = run.read_config()?;
-    let dataset = data_cfg.data.dataset.clone();
-    let ds_name = match &dataset {
+    let ds_name = match &data_cfg.data.dataset {
         DatasetName::Mnist => "mnist".to_string(),
         DatasetName::FashionMnist => "fashion-mnist".to_string(),
         DatasetName::Idx(p) => format!("idx:{}", p.display()),
     };
-    let (mut net, evaluator_desc) =
-        evaluator::load(&ds_name, opts.evaluator.as_deref(), 500).map_err(crate::error::usage)?;
+    evaluator::load(&ds_name, opts.evaluator.as_deref(), 500).map_err(crate::error::usage)
+}
+
+/// Generates `opts.samples` images from the run's model and measures them
+/// with the evaluator from [`prepare`].
+pub fn evaluate_samples(
+    run: &RunDir,
+    family: &dyn ModelFamily,
+    opts: &EvalOptions,
+    (mut net, evaluator_desc): (evaluator::Evaluator, String),
+) -> Result<(Value, Vec<String>)> {
+    let n = opts.samples;
+    let data_cfg: RunConfig<toml::Value> = run.read_config()?;
+    let dataset = data_cfg.data.dataset.clone();
     let t0 = Instant::now();
     let model = family.load(run)?;
     let spec = SampleSpec {
