@@ -267,12 +267,21 @@ struct InpaintArgs {
     data_dir: Option<PathBuf>,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum EvalOn {
+    Test,
+    Validation,
+}
+
 #[derive(Args)]
 struct EvalArgs {
     /// The run directory.
     run: PathBuf,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// The images of the likelihood: the test set, or the training images the run held out (data.validation).
+    #[arg(long, value_enum, default_value_t = EvalOn::Test)]
+    on: EvalOn,
     /// AIS chains (run in parallel as one batch).
     #[arg(long, default_value_t = 100)]
     ais_runs: usize,
@@ -377,6 +386,10 @@ fn eval(args: EvalArgs) -> Result<()> {
         &args.run,
         &genlab::eval::EvalOptions {
             seed: args.seed,
+            on: match args.on {
+                EvalOn::Test => genlab::eval::EvalSplit::Test,
+                EvalOn::Validation => genlab::eval::EvalSplit::Validation,
+            },
             ais_runs: args.ais_runs,
             ais_steps: args.ais_steps,
             raise_images: args.raise_images,

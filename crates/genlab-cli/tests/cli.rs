@@ -350,3 +350,108 @@ fn the_rbm_trains_alike_on_burn_tensors_and_on_the_cpu_kernels() {
         .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
     assert!(worst < 1e-3, "largest difference {worst}");
 }
+
+#[test]
+fn a_validation_split_is_held_out_of_training_and_evaluated_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = |name: &str, extra: &[&str]| {
+        let out = dir.path().join(name);
+        let mut args = vec![
+            "train",
+            "rbm-20",
+            "--epochs",
+            "1",
+            "--test-limit",
+            "100",
+            "--set",
+            "model.k=1",
+            "--set",
+            "model.pl_images=10",
+            "--set",
+            "model.sample_steps=5",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let (ok, _, err) = run(&mut genlab(&args));
+        assert!(ok, "{err}");
+        out
+    };
+    let held = train(
+        "held",
+        &["--train-limit", "700", "--set", "data.validation=60"],
+    );
+    // Training saw the first 640 images: the same weights as a run limited to 640.
+    let limited = train("limited", &["--train-limit", "640"]);
+    let weights = |run: &Path| std::fs::read(run.join("weights.safetensors")).unwrap();
+    assert_eq!(weights(&held), weights(&limited));
+    let eval = |run: &Path, on: &str| {
+        run_json(&[
+            "eval",
+            run.to_str().unwrap(),
+            "--on",
+            on,
+            "--samples",
+            "0",
+            "--ais-runs",
+            "4",
+            "--ais-steps",
+            "100",
+            "--raise-images",
+            "5",
+            "--raise-chains",
+            "2",
+            "--raise-steps",
+            "100",
+            "--json",
+            "--out",
+            "-",
+        ])
+    };
+    let v = eval(&held, "validation");
+    assert_eq!(v["likelihood"]["split"], "validation");
+    assert_eq!(v["likelihood"]["test_images"], 60);
+    let t = eval(&held, "test");
+    assert_eq!(
+        (
+            t["likelihood"]["split"].as_str(),
+            t["likelihood"]["test_images"].as_u64()
+        ),
+        (Some("test"), Some(100))
+    );
+    // A run that held out nothing says so.
+    let (ok, _, err) = run(&mut genlab(&[
+        "eval",
+        limited.to_str().unwrap(),
+        "--on",
+        "validation",
+        "--samples",
+        "0",
+    ]));
+    assert_clean_error(ok, &err);
+    assert!(err.contains("data.validation"), "{err}");
+    // Holding out the whole training set is refused before any work.
+    let out = dir.path().join("all");
+    let (ok, _, err) = run(&mut genlab(&[
+        "train",
+        "rbm-20",
+        "--train-limit",
+        "50",
+        "--set",
+        "data.validation=50",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    assert_clean_error(ok, &err);
+    assert!(
+        err.contains("data.validation = 50 leaves no training images"),
+        "{err}"
+    );
+}
+
+/// Runs genlab, which must succeed, and parses the JSON it prints.
+fn run_json(args: &[&str]) -> serde_json::Value {
+    let (ok, out, err) = run(&mut genlab(args));
+    assert!(ok, "{err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}

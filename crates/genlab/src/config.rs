@@ -27,6 +27,12 @@ pub struct DataConfig {
     /// Keep only the first M test images.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_limit: Option<usize>,
+    /// Hold out the last N training images (after `train_limit`) as a
+    /// validation split: training never sees them, and `genlab eval --on
+    /// validation` measures the likelihood on them (for tuning without
+    /// touching the test set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<usize>,
 }
 
 impl Default for DataConfig {
@@ -35,6 +41,7 @@ impl Default for DataConfig {
             dataset: DatasetName::Mnist,
             train_limit: None,
             test_limit: None,
+            validation: None,
         }
     }
 }
@@ -56,6 +63,7 @@ impl DataConfig {
         for (key, limit) in [
             ("data.train_limit", self.train_limit),
             ("data.test_limit", self.test_limit),
+            ("data.validation", self.validation),
         ] {
             if limit == Some(0) {
                 crate::usage_bail!("{key} = 0: a limit must be a positive number of images");
@@ -69,6 +77,15 @@ impl DataConfig {
         let sources = DataSources::from_env(data_dir);
         let mut dataset = Dataset::load(&self.dataset, &sources, crate::progress::interactive())?;
         dataset.limit(self.train_limit, self.test_limit);
+        if let Some(n) = self.validation {
+            if n >= dataset.train.len() {
+                crate::usage_bail!(
+                    "data.validation = {n} leaves no training images ({} in the training set); hold out fewer",
+                    dataset.train.len()
+                );
+            }
+            dataset.validation = Some(dataset.train.split_off(dataset.train.len() - n));
+        }
         Ok(dataset)
     }
 }

@@ -38,6 +38,15 @@ impl Split {
         }
     }
 
+    /// Keeps the first `n` images and returns the rest.
+    pub fn split_off(&mut self, n: usize) -> Split {
+        let n = n.min(self.len());
+        Split {
+            pixels: self.pixels.split_off(n * PIXELS),
+            labels: self.labels.split_off(n),
+        }
+    }
+
     /// Keeps the first `n` images (all of them if `n` is larger).
     pub fn truncate(&mut self, n: usize) {
         let n = n.min(self.len());
@@ -72,6 +81,8 @@ pub struct Dataset {
     pub image: super::ImageShape,
     pub train: Split,
     pub test: Split,
+    /// Training images held out by `data.validation` (none unless asked).
+    pub validation: Option<Split>,
 }
 
 impl Dataset {
@@ -104,6 +115,7 @@ impl Dataset {
                 pixels: test_images.pixels,
                 labels: test_labels,
             },
+            validation: None,
         })
     }
 

@@ -21,7 +21,7 @@ use crate::atomic::write_atomic;
 use crate::run::RunDir;
 
 pub use options::{
-    EXACT_MAX_HIDDEN, EvalOptions, MAX_AIS_RUNS, MAX_AIS_STEPS, MAX_CHAIN_STEPS,
+    EXACT_MAX_HIDDEN, EvalOptions, EvalSplit, MAX_AIS_RUNS, MAX_AIS_STEPS, MAX_CHAIN_STEPS,
     MAX_IMPORTANCE_SAMPLES, MAX_RAISE_CHAINS, MAX_RAISE_IMAGES, MAX_SAMPLES,
 };
 

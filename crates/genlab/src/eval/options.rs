@@ -2,10 +2,42 @@
 
 use std::path::PathBuf;
 
+/// The images `genlab eval` measures the likelihood on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum EvalSplit {
+    #[default]
+    Test,
+    /// The training images the run held out (`data.validation`).
+    Validation,
+}
+
+impl EvalSplit {
+    pub fn name(self) -> &'static str {
+        match self {
+            EvalSplit::Test => "test",
+            EvalSplit::Validation => "validation",
+        }
+    }
+
+    /// This split of `data`; a clear error when the run held out none.
+    pub fn of(self, data: &crate::data::Dataset) -> anyhow::Result<&crate::data::Split> {
+        match self {
+            EvalSplit::Test => Ok(&data.test),
+            EvalSplit::Validation => data.validation.as_ref().ok_or_else(|| {
+                crate::error::usage(anyhow::anyhow!(
+                    "--on validation: this run held out no validation images; train with --set data.validation=N"
+                ))
+            }),
+        }
+    }
+}
+
 /// Options of `genlab eval`.
 #[derive(Debug, Clone)]
 pub struct EvalOptions {
     pub seed: u64,
+    /// The images of the likelihood (the sample-quality metrics always use the test set).
+    pub on: EvalSplit,
     /// AIS chains, run in parallel as one batch.
     pub ais_runs: usize,
     /// Intermediate distributions of the AIS schedule.
@@ -33,6 +65,7 @@ impl Default for EvalOptions {
     fn default() -> Self {
         EvalOptions {
             seed: 0,
+            on: EvalSplit::Test,
             ais_runs: 100,
             ais_steps: 14_500,
             raise_images: 100,

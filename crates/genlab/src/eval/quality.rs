@@ -104,6 +104,7 @@ pub fn evaluate_samples(
         dataset,
         train_limit: None,
         test_limit: None,
+        validation: None,
     }
     .load(opts.data_dir.clone())?;
     let fixed = &mut stream(0, Purpose::Fixed, 0);

@@ -21,8 +21,9 @@ pub fn evaluate_rbm(run: &RunDir, opts: &EvalOptions) -> Result<(Value, Vec<Stri
     let model = &loaded.rbm;
     let data = loaded.config.data.load(opts.data_dir.clone())?;
     // Binary data for the likelihood: one fixed-seed Bernoulli draw per pixel.
+    let split = opts.on.name();
     let test = split_to_f32(
-        &data.test,
+        opts.on.of(&data)?,
         PixelView::Dynamic,
         &mut stream(opts.seed, Purpose::Eval, 10),
     );
@@ -102,7 +103,7 @@ pub fn evaluate_rbm(run: &RunDir, opts: &EvalOptions) -> Result<(Value, Vec<Stri
         ));
     }
     lines.push(format!(
-        "test log-likelihood   {:.2} nats per image ({} test images binarised by a Bernoulli draw, seed {})",
+        "{split} log-likelihood   {:.2} nats per image ({} {split} images binarised by a Bernoulli draw, seed {})",
         ll(nf_test, log_z),
         test.len() / model.visible,
         opts.seed
@@ -115,7 +116,7 @@ pub fn evaluate_rbm(run: &RunDir, opts: &EvalOptions) -> Result<(Value, Vec<Stri
     if let Some((r, nf, seconds)) = &raise {
         let ais_here = ll(*nf, estimate.log_z);
         lines.push(format!(
-            "RAISE            {:.2} nats per image on the first {raise_images} test images (AIS there {ais_here:.2}, gap {:.2}); {} reverse chains x {} inverse temperatures from each base, {seconds:.1} s",
+            "RAISE            {:.2} nats per image on the first {raise_images} {split} images (AIS there {ais_here:.2}, gap {:.2}); {} reverse chains x {} inverse temperatures from each base, {seconds:.1} s",
             r.mean_log_likelihood,
             ais_here - r.mean_log_likelihood,
             r.from_base_rates.chains,
@@ -137,7 +138,7 @@ pub fn evaluate_rbm(run: &RunDir, opts: &EvalOptions) -> Result<(Value, Vec<Stri
     }
     if exact.is_some() {
         lines.push(format!(
-            "(with the AIS log Z instead: test {:.2}, train {:.2})",
+            "(with the AIS log Z instead: {split} {:.2}, train {:.2})",
             ll(nf_test, estimate.log_z),
             ll(nf_train, estimate.log_z)
         ));
@@ -165,6 +166,7 @@ pub fn evaluate_rbm(run: &RunDir, opts: &EvalOptions) -> Result<(Value, Vec<Stri
         "seed": opts.seed,
         "likelihood": {
             "binarisation": "one Bernoulli(pixel/255) draw per pixel, fixed seed",
+            "split": split,
             "log_z": log_z,
             "log_z_source": if exact.is_some() { "exact" } else { "ais" },
             "log_z_ais": estimate.log_z,

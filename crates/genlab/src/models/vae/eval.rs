@@ -122,7 +122,8 @@ pub fn evaluate_vae(run: &RunDir, opts: &EvalOptions) -> Result<(Value, Vec<Stri
         );
     }
     let data = loaded.config.data.load(opts.data_dir.clone())?;
-    let test = vae::test_pixels(&data.test, cfg.likelihood, opts.seed);
+    let split = opts.on.name();
+    let test = vae::test_pixels(opts.on.of(&data)?, cfg.likelihood, opts.seed);
     let n = test.len() / model.net.image.pixels();
     let latent = model.net.latent;
 
@@ -157,13 +158,13 @@ pub fn evaluate_vae(run: &RunDir, opts: &EvalOptions) -> Result<(Value, Vec<Stri
     let (data_desc, density_desc) = match cfg.likelihood {
         Likelihood::Bernoulli => (
             format!(
-                "{n} test images binarised by one Bernoulli(pixel/255) draw each, seed {}",
+                "{n} {split} images binarised by one Bernoulli(pixel/255) draw each, seed {}",
                 opts.seed
             ),
             "Bernoulli decoder: a probability mass on binary images".to_string(),
         ),
         Likelihood::Mse => (
-            format!("{n} test images as pixel/255"),
+            format!("{n} {split} images as pixel/255"),
             format!(
                 "Gaussian decoder N(x_hat, 1/2 I): the density whose negative log is the seed's 784 x MSE plus {:.3} (= 392 ln pi); a density on [0,1]^784, so it depends on this variance and is not comparable with Bernoulli figures",
                 gaussian_constant(model.net.image.pixels())
@@ -204,6 +205,7 @@ pub fn evaluate_vae(run: &RunDir, opts: &EvalOptions) -> Result<(Value, Vec<Stri
         "preset": loaded.config.preset,
         "seed": opts.seed,
         "test_images": n,
+        "split": split,
         "loss": {
             "definition": match cfg.likelihood {
                 Likelihood::Mse => "784 x MSE + KL per image (sum of squared errors over pixels + KL)",
