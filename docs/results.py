@@ -34,8 +34,9 @@ def evaluation(run):
 
 def rbm_table(out):
     lines = [
-        "| preset | epochs | test log-likelihood | train log-likelihood | log Z |",
-        "|---|---|---|---|---|",
+        "| preset | epochs | test log-likelihood | train log-likelihood | log Z "
+        "| first 100 test images: AIS / RAISE (gap) |",
+        "|---|---|---|---|---|---|",
     ]
     for preset in ["rbm-20", "rbm-100", "rbm-500", "rbm-500-pcd"]:
         run = out / preset
@@ -51,9 +52,18 @@ def rbm_table(out):
                 f"{ev['log_z']:.2f} AIS ({ev['log_z_ais_rule']}; from base rates {mid:.2f}, "
                 f"from the model's biases {mid2:.2f})"
             )
+        if "raise_test_log_likelihood" in ev:
+            exact = ev.get("raise_exact_same_images")
+            raise_cell = (
+                f"{ev['raise_ais_same_images']:.2f} / {ev['raise_test_log_likelihood']:.2f} "
+                f"({ev['raise_ais_gap']:.2f}; RAISE from {ev['raise_base']})"
+                + (f", exact {exact:.2f}" if exact is not None else "")
+            )
+        else:
+            raise_cell = "-"
         lines.append(
             f"| `{preset}` | {len(rows)} | "
-            f"{ev['test_log_likelihood']:.2f} | {ev['train_log_likelihood']:.2f} | {log_z} |"
+            f"{ev['test_log_likelihood']:.2f} | {ev['train_log_likelihood']:.2f} | {log_z} | {raise_cell} |"
         )
     return "\n".join(lines)
 
