@@ -186,12 +186,13 @@ pub fn softplus(x: f32) -> f32 {
     x.max(0.0) + ln_1_to_2(1.0 + exp(-x.abs()))
 }
 
-/// Defines a function whose body is compiled twice, for the baseline CPU and
-/// with AVX2 + FMA, and picks the second at run time where the CPU has them.
-/// Everything the body calls must be `#[inline(always)]` so it is compiled
-/// (and vectorised) with the same features. Both versions use the same IEEE
-/// operations in the same order (Rust never contracts into FMA on its own),
-/// so they give bit-identical results.
+/// Defines a function whose body is compiled three times, for the baseline
+/// CPU, with AVX2 + FMA and with AVX-512, and picks the widest the CPU has
+/// at run time. Everything the body calls must be `#[inline(always)]` so it
+/// is compiled (and vectorised) with the same features. All versions use the
+/// same IEEE operations in the same order (Rust never contracts into FMA on
+/// its own, and the bodies fix their own partial sums), so they give
+/// bit-identical results.
 #[macro_export]
 macro_rules! simd_fn {
     ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
@@ -203,10 +204,24 @@ macro_rules! simd_fn {
             fn body($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             {
+                #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
+                    body($($arg),*)
+                }
                 #[target_feature(enable = "avx2,fma")]
                 #[allow(clippy::too_many_arguments)]
                 unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
                     body($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512dq")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the CPU supports the features `avx512` was compiled for.
+                    return unsafe { avx512($($arg),*) };
                 }
                 if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
                     // SAFETY: the CPU supports the features `avx2` was compiled for.
@@ -448,11 +463,21 @@ impl Panels {
         self.lanes.clear();
         self.lanes
             .resize(cols.div_ceil(PANEL) * rows, Lane::default());
-        for (i, wr) in w.chunks_exact(n).enumerate() {
-            for (j, &x) in wr.iter().enumerate() {
-                // Element (r, c) of the stored matrix.
-                let (r, c) = if transposed { (j, i) } else { (i, j) };
-                self.lanes[(c / PANEL) * rows + r].0[c % PANEL] = x;
+        if transposed {
+            // Lane (p, r) of W' is column r of W's rows p*16.., read 16 rows at a time.
+            for (p, block) in w.chunks(PANEL * n).enumerate() {
+                let lanes = &mut self.lanes[p * rows..(p + 1) * rows];
+                for (t, wr) in block.chunks_exact(n).enumerate() {
+                    for (lane, &x) in lanes.iter_mut().zip(wr) {
+                        lane.0[t] = x;
+                    }
+                }
+            }
+        } else {
+            for (i, wr) in w.chunks_exact(n).enumerate() {
+                for (p, chunk) in wr.chunks(PANEL).enumerate() {
+                    self.lanes[p * rows + i].0[..chunk.len()].copy_from_slice(chunk);
+                }
             }
         }
     }
