@@ -354,35 +354,15 @@ fn the_rbm_trains_alike_on_burn_tensors_and_on_the_cpu_kernels() {
 #[test]
 fn a_validation_split_is_held_out_of_training_and_evaluated_on_request() {
     let dir = tempfile::tempdir().unwrap();
-    let train = |name: &str, extra: &[&str]| {
+    let train = |name: &str, train_limit: &str, extra: &[&str]| {
         let out = dir.path().join(name);
-        let mut args = vec![
-            "train",
-            "rbm-20",
-            "--epochs",
-            "1",
-            "--test-limit",
-            "100",
-            "--set",
-            "model.k=1",
-            "--set",
-            "model.pl_images=10",
-            "--set",
-            "model.sample_steps=5",
-            "--out",
-            out.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        let (ok, _, err) = run(&mut genlab(&args));
+        let (ok, _, err) = run(&mut common::tiny_rbm_train(&out, "1", train_limit, extra));
         assert!(ok, "{err}");
         out
     };
-    let held = train(
-        "held",
-        &["--train-limit", "700", "--set", "data.validation=60"],
-    );
+    let held = train("held", "700", &["--set", "data.validation=60"]);
     // Training saw the first 640 images: the same weights as a run limited to 640.
-    let limited = train("limited", &["--train-limit", "640"]);
+    let limited = train("limited", "640", &[]);
     let weights = |run: &Path| std::fs::read(run.join("weights.safetensors")).unwrap();
     assert_eq!(weights(&held), weights(&limited));
     let eval = |run: &Path, on: &str| {

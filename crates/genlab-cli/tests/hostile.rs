@@ -17,26 +17,7 @@ use common::genlab;
 /// `genlab train` of a tiny RBM (10 CD-1 batches of 640 images an epoch,
 /// well under a second each) into `out`, with `extra` arguments after.
 fn tiny_rbm_command(out: &Path, epochs: &str, extra: &[&str]) -> std::process::Command {
-    let mut args = vec![
-        "train",
-        "rbm-20",
-        "--epochs",
-        epochs,
-        "--train-limit",
-        "640",
-        "--test-limit",
-        "100",
-        "--set",
-        "model.k=1",
-        "--set",
-        "model.pl_images=10",
-        "--set",
-        "model.sample_steps=5",
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    args.extend(extra);
-    genlab(&args)
+    common::tiny_rbm_train(out, epochs, "640", extra)
 }
 
 fn tiny_rbm(out: &Path, epochs: &str) -> Output {

@@ -20,6 +20,33 @@ pub fn genlab(args: &[&str]) -> Command {
     c
 }
 
+/// `genlab train` of a tiny RBM (CD-1, batches of 64 from the first
+/// `train_limit` images, 100 test images, small per-epoch figures; well under
+/// a second an epoch) into `out`, with `extra` arguments after.
+#[allow(dead_code)]
+pub fn tiny_rbm_train(out: &Path, epochs: &str, train_limit: &str, extra: &[&str]) -> Command {
+    let mut args = vec![
+        "train",
+        "rbm-20",
+        "--epochs",
+        epochs,
+        "--train-limit",
+        train_limit,
+        "--test-limit",
+        "100",
+        "--set",
+        "model.k=1",
+        "--set",
+        "model.pl_images=10",
+        "--set",
+        "model.sample_steps=5",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    genlab(&args)
+}
+
 /// Whether a test must skip: prints one `SKIPPED:` line when `present` is
 /// false, or panics instead where `GENLAB_REQUIRE_OPTIONAL=1` (CI).
 #[allow(dead_code)]
