@@ -12,6 +12,8 @@ use genlab::models::rbm::ChainStart;
 use genlab::models::{self, TrainRequest};
 use genlab::presets::PRESETS;
 
+mod eval_command;
+
 #[derive(Parser)]
 #[command(
     name = "genlab",
@@ -31,8 +33,8 @@ enum Command {
     Sample(SampleArgs),
     /// Remove part of test digits' ink and let the model fill it in; prints the error on removed pixels.
     Inpaint(InpaintArgs),
-    /// Measure a trained run (RBM: log Z by AIS, exact for small H, and test log-likelihood); writes eval.json.
-    Eval(EvalArgs),
+    /// Measure a trained run (RBM: log Z by AIS, exact for small H, test log-likelihood, RAISE beside it); writes eval.json.
+    Eval(eval_command::EvalArgs),
     /// One table across runs (model, preset, epochs, training time, every metric from eval.json), as Markdown and CSV.
     Compare(CompareArgs),
     /// Train, evaluate and report every seed preset of SPEC.md in one directory (reuses finished runs).
@@ -267,58 +269,6 @@ struct InpaintArgs {
     data_dir: Option<PathBuf>,
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum EvalOn {
-    Test,
-    Validation,
-}
-
-#[derive(Args)]
-struct EvalArgs {
-    /// The run directory.
-    run: PathBuf,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// The images of the likelihood: the test set, or the training images the run held out (data.validation).
-    #[arg(long, value_enum, default_value_t = EvalOn::Test)]
-    on: EvalOn,
-    /// AIS chains (run in parallel as one batch).
-    #[arg(long, default_value_t = 100)]
-    ais_runs: usize,
-    /// AIS inverse temperatures.
-    #[arg(long, default_value_t = 14_500)]
-    ais_steps: usize,
-    /// RBM: test images whose likelihood RAISE (reverse annealing, a conservative estimate) also gives; 0 skips it.
-    #[arg(long, default_value_t = 100)]
-    raise_images: usize,
-    /// RBM: RAISE's reverse chains per image (from each of two base models).
-    #[arg(long, default_value_t = 5)]
-    raise_chains: usize,
-    /// RBM: RAISE's inverse temperatures.
-    #[arg(long, default_value_t = 14_500)]
-    raise_steps: usize,
-    /// VAE: importance samples per test image (default 5000 for MLP VAEs, 500 for the conv VAE).
-    #[arg(long)]
-    k: Option<usize>,
-    /// Generated images for the sample-quality metrics (FID, KID, IS, precision/recall); 0 skips them.
-    #[arg(short = 'n', long = "samples", default_value_t = 10_000)]
-    samples: usize,
-    /// RBM: Gibbs steps of each sampling chain, started from random noise.
-    #[arg(long, default_value_t = 1000)]
-    sample_steps: usize,
-    /// Use this evaluator network (safetensors) instead of genlab's shipped one.
-    #[arg(long, value_name = "FILE")]
-    evaluator: Option<PathBuf>,
-    /// Print the JSON report instead of the table.
-    #[arg(long)]
-    json: bool,
-    /// Where to write the JSON report (default: RUN/eval.json).
-    #[arg(long, value_name = "PATH")]
-    out: Option<PathBuf>,
-    #[arg(long, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
-}
-
 fn sample(args: SampleArgs) -> Result<()> {
     let from = if args.from == "data" {
         ChainStart::Data
@@ -378,44 +328,6 @@ fn inpaint(args: InpaintArgs) -> Result<()> {
     }
     println!("{}", report.free_method);
     println!("{}", report.clamped_method);
-    Ok(())
-}
-
-fn eval(args: EvalArgs) -> Result<()> {
-    let report = genlab::eval::evaluate(
-        &args.run,
-        &genlab::eval::EvalOptions {
-            seed: args.seed,
-            on: match args.on {
-                EvalOn::Test => genlab::eval::EvalSplit::Test,
-                EvalOn::Validation => genlab::eval::EvalSplit::Validation,
-            },
-            ais_runs: args.ais_runs,
-            ais_steps: args.ais_steps,
-            raise_images: args.raise_images,
-            raise_chains: args.raise_chains,
-            raise_steps: args.raise_steps,
-            k: args.k,
-            samples: args.samples,
-            sample_steps: args.sample_steps,
-            evaluator: args.evaluator,
-            out: args.out,
-            data_dir: args.data_dir,
-        },
-    )?;
-    if report.path == std::path::Path::new("-") {
-        // The JSON report went to standard output; the table goes to standard error.
-        for line in &report.lines {
-            eprintln!("{line}");
-        }
-    } else if args.json {
-        println!("{}", serde_json::to_string_pretty(&report.json)?);
-    } else {
-        for line in &report.lines {
-            println!("{line}");
-        }
-        println!("written to {}", report.path.display());
-    }
     Ok(())
 }
 
@@ -872,7 +784,7 @@ fn main() -> ExitCode {
         Command::Train(args) => train(args),
         Command::Sample(args) => sample(args),
         Command::Inpaint(args) => inpaint(args),
-        Command::Eval(args) => eval(args),
+        Command::Eval(args) => eval_command::eval(args),
         Command::Presets => {
             presets();
             Ok(())
