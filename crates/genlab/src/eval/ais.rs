@@ -10,9 +10,9 @@
 
 use rayon::prelude::*;
 
-use crate::cpu::{Ones, Panels, gathered_product, matmul, sigmoid, softplus, sum, uniform};
+use crate::cpu::{Ones, sigmoid, softplus, sum, uniform};
 use crate::models::rbm::Rbm;
-use crate::models::rbm::kernel::GATHER_BELOW;
+use crate::models::rbm::kernel::{BinaryProducts, GATHER_BELOW};
 use crate::rng::GenRng;
 use crate::simd_fn;
 use rand::Rng;
@@ -242,18 +242,13 @@ pub(crate) fn anneal(
     let mut diff = vec![0.0f32; runs * nh];
     // Both layers are binary: sparse ones are multiplied as sums of the
     // weight rows they select (as in training's Gibbs chain).
-    let (mut w_panels, mut wt_panels) = (Panels::default(), Panels::default());
-    w_panels.fill(&rbm.w, nv, nh, false);
-    wt_panels.fill(&rbm.w, nv, nh, true);
+    let mut products = BinaryProducts::default();
+    products.fill(&rbm.w, nv, nh);
     let mut ones = Ones::default();
     const ROWS: usize = 4;
     for (b_prev, b_k) in transitions {
         let d_beta = (b_k - b_prev) as f64;
-        if ones.index(v, nv) < GATHER_BELOW {
-            gathered_product(&mut a, &w_panels, &ones);
-        } else {
-            matmul(&mut a, v, &rbm.w, (runs, nv, nh), false, false, 0.0, 1.0);
-        }
+        products.up(&rbm.w, (nv, nh), v, &mut a, &mut ones, GATHER_BELOW);
         let key_h = rng.next_u64();
         // Weight update and hidden sample at beta_k, fused per row.
         a.par_chunks(ROWS * nh)
@@ -274,11 +269,7 @@ pub(crate) fn anneal(
                 }
             });
         // v ~ p(v | h) at beta_k: sigmoid((1-beta) base + beta (vb + W h)).
-        if ones.index(&h, nh) < GATHER_BELOW {
-            gathered_product(&mut pv, &wt_panels, &ones);
-        } else {
-            matmul(&mut pv, &h, &rbm.w, (runs, nh, nv), false, true, 0.0, 1.0);
-        }
+        products.down(&rbm.w, (nv, nh), &h, &mut pv, &mut ones, GATHER_BELOW);
         let key_v = rng.next_u64();
         v.par_chunks_mut(ROWS * nv)
             .zip(pv.par_chunks_mut(ROWS * nv))

@@ -32,9 +32,8 @@ pub struct CdBuffers {
     pub(super) keys: Vec<u64>,
     /// The ones of the layer a Gibbs half-step reads, per shard of chains.
     ones: Vec<Ones>,
-    /// W (V x H) and W' (H x V) as panels, for the sparse products.
-    w_panels: Panels,
-    wt_panels: Panels,
+    /// W both ways round as panels, for the sparse products.
+    products: BinaryProducts,
     /// Inside the Gibbs chain, a sampled layer with a smaller fraction of
     /// ones than this is multiplied as a sum of the rows of W its ones
     /// select; a denser one by the dense product. Both give the same
@@ -64,8 +63,7 @@ impl CdBuffers {
             dvb_neg: vec![0.0; v],
             keys: Vec::new(),
             ones: vec![Ones::default(); batch.div_ceil(CHAIN_ROWS)],
-            w_panels: Panels::default(),
-            wt_panels: Panels::default(),
+            products: BinaryProducts::default(),
             gather_below: GATHER_BELOW,
         }
     }
@@ -145,13 +143,67 @@ pub(super) fn down(
     sigmoid_bernoulli(probs, vb, sample, key);
 }
 
+/// W (V x H, row-major) both ways round as [`Panels`], for products with a
+/// sampled (0/1) layer: a sparse layer is multiplied as the sum of the
+/// weight rows its ones select, a dense one by the dense product. Both give
+/// the same products up to the order of the additions.
+#[derive(Debug, Clone, Default)]
+pub struct BinaryProducts {
+    w: Panels,
+    wt: Panels,
+}
+
+impl BinaryProducts {
+    /// Panels of `w` (`nv` x `nh`) and of its transpose.
+    pub fn fill(&mut self, w: &[f32], nv: usize, nh: usize) {
+        self.w.fill(w, nv, nh, false);
+        self.wt.fill(w, nv, nh, true);
+    }
+
+    /// `out = x @ W` for binary visible rows `x` (`w` is `nv` x `nh`, the
+    /// matrix of these panels); gathered below `gather_below` ones (the
+    /// panels must be filled then), dense above.
+    #[allow(clippy::too_many_arguments)]
+    pub fn up(
+        &self,
+        w: &[f32],
+        (nv, nh): (usize, usize),
+        x: &[f32],
+        out: &mut [f32],
+        ones: &mut Ones,
+        gather_below: f32,
+    ) {
+        if ones.index(x, nv) < gather_below {
+            gathered_product(out, &self.w, ones);
+        } else {
+            matmul(out, x, w, (x.len() / nv, nv, nh), false, false, 0.0, 1.0);
+        }
+    }
+
+    /// `out = x @ W'` for binary hidden rows `x`, as [`BinaryProducts::up`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn down(
+        &self,
+        w: &[f32],
+        (nv, nh): (usize, usize),
+        x: &[f32],
+        out: &mut [f32],
+        ones: &mut Ones,
+        gather_below: f32,
+    ) {
+        if ones.index(x, nh) < gather_below {
+            gathered_product(out, &self.wt, ones);
+        } else {
+            matmul(out, x, w, (x.len() / nh, nh, nv), false, true, 0.0, 1.0);
+        }
+    }
+}
+
 /// What a Gibbs half-step reads: the weights, as they are and as panels
 /// both ways round, and the biases.
 struct Layers<'a> {
     w: &'a [f32],
-    /// W and W' as panels; read only below `gather_below`.
-    w_panels: &'a Panels,
-    wt_panels: &'a Panels,
+    products: &'a BinaryProducts,
     vb: &'a [f32],
     hb: &'a [f32],
     gather_below: f32,
@@ -175,19 +227,11 @@ impl Layers<'_> {
     /// element's place in the whole batch, as [`sigmoid_bernoulli`]'s.
     fn gibbs_steps(&self, c: Chains<'_>, keys: &[u64], first_row: usize) {
         let (nv, nh) = (self.vb.len(), self.hb.len());
-        let rows = c.h.len() / nh;
+        let (w, g) = (self.w, self.gather_below);
         for step in keys.chunks_exact(2) {
-            if c.ones.index(c.h, nh) < self.gather_below {
-                gathered_product(c.vp, self.wt_panels, c.ones);
-            } else {
-                matmul(c.vp, c.h, self.w, (rows, nh, nv), false, true, 0.0, 1.0);
-            }
+            self.products.down(w, (nv, nh), c.h, c.vp, c.ones, g);
             sigmoid_bernoulli_rows(c.vp, c.v, self.vb, step[0], (first_row * nv) as u32);
-            if c.ones.index(c.v, nv) < self.gather_below {
-                gathered_product(c.hp, self.w_panels, c.ones);
-            } else {
-                matmul(c.hp, c.v, self.w, (rows, nv, nh), false, false, 0.0, 1.0);
-            }
+            self.products.up(w, (nv, nh), c.v, c.hp, c.ones, g);
             sigmoid_bernoulli_rows(c.hp, c.h, self.hb, step[1], (first_row * nh) as u32);
         }
     }
@@ -219,13 +263,11 @@ pub fn cd_update_host(p: CdParams<'_>, bufs: &mut CdBuffers, rule: UpdateRule, k
     // Each row's chain is its own, so shards of rows run all k steps on
     // their own core, with no synchronisation between the half-steps.
     if bufs.gather_below > 0.0 {
-        bufs.w_panels.fill(w, nv, nh, false);
-        bufs.wt_panels.fill(w, nv, nh, true);
+        bufs.products.fill(w, nv, nh);
     }
     let layers = Layers {
         w,
-        w_panels: &bufs.w_panels,
-        wt_panels: &bufs.wt_panels,
+        products: &bufs.products,
         vb,
         hb,
         gather_below: bufs.gather_below,
