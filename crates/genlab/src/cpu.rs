@@ -276,6 +276,22 @@ simd_fn! {
 }
 
 simd_fn! {
+    /// sum_j softplus(a[j] + s * w[j]): the softplus part of a free energy
+    /// after one visible unit with weights `w` changes by `s`.
+    pub fn softplus_shifted_sum(a: &[f32], w: &[f32], s: f32) -> f32 {
+        let mut acc = [0.0f32; 8];
+        let (ca, cw) = (a.chunks_exact(8), w.chunks_exact(8));
+        let tail: f32 = ca.remainder().iter().zip(cw.remainder()).map(|(x, w)| softplus(x + s * w)).sum();
+        for (xa, xw) in ca.zip(cw) {
+            for k in 0..8 {
+                acc[k] += softplus(xa[k] + s * xw[k]);
+            }
+        }
+        acc.iter().sum::<f32>() + tail
+    }
+}
+
+simd_fn! {
     fn sigmoid_slice(x: &mut [f32]) {
         for v in x.iter_mut() {
             *v = sigmoid(*v);

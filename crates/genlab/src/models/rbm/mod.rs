@@ -32,7 +32,7 @@ impl CdBuffers {
 use super::tensors::{download, upload};
 use super::{Family, ModelConfig, TrainContext};
 use crate::config::{OnNan, RunConfig};
-use crate::cpu::{matmul, softplus};
+use crate::cpu::{matmul, softplus, softplus_shifted_sum, softplus_sum};
 use crate::data::batches::{fill_batch, fill_batch_slice, split_to_f32};
 use crate::data::{EpochOrder, PIXELS, PixelView, Split};
 use crate::rng::{GenRng, Purpose, stream};
@@ -275,7 +275,7 @@ impl Rbm {
                 .zip(pre.chunks_exact(self.hidden))
             {
                 let lin: f32 = row.iter().zip(&self.vb).map(|(x, c)| x * c).sum();
-                let sp: f32 = a.iter().zip(&self.hb).map(|(a, b)| softplus(a + b)).sum();
+                let sp = softplus_sum(a, &self.hb);
                 out.push(-lin - sp);
             }
         }
@@ -327,12 +327,12 @@ impl Rbm {
             .zip(pre.par_chunks_exact(nh))
             .map(|(xr, ar)| {
                 let a: Vec<f32> = ar.iter().zip(&self.hb).map(|(a, b)| a + b).collect();
-                let base: f32 = a.iter().map(|&t| softplus(t)).sum();
+                let base = softplus_shifted_sum(&a, &self.hb, 0.0);
                 let mut sum = 0.0f64;
                 for (i, (&xi, wi)) in xr.iter().zip(self.w.chunks_exact(nh)).enumerate() {
                     // Flipping x_i changes every pre-activation by s * W[i, :].
                     let s = 1.0 - 2.0 * xi;
-                    let flipped: f32 = a.iter().zip(wi).map(|(t, w)| softplus(t + s * w)).sum();
+                    let flipped = softplus_shifted_sum(&a, wi, s);
                     // F(flip) - F(x) = -vb_i * s - (flipped - base)
                     let diff = -self.vb[i] * s - (flipped - base);
                     sum += log_sigmoid(diff) as f64;
