@@ -336,6 +336,76 @@ simd_fn! {
     }
 }
 
+simd_fn! {
+    /// sum_j x_j l_j - softplus(l_j), the Bernoulli log-likelihood of
+    /// binary `x` under logits `l`, and its gradient in `l`, `x - sigmoid(l)`,
+    /// into `g`.
+    pub fn bernoulli_log_likelihood_grad(l: &[f32], x: &[f32], g: &mut [f32]) -> f32 {
+        let mut acc = [0.0f32; 8];
+        let n = l.len() / 8 * 8;
+        for ((a, b), d) in l[..n].chunks_exact(8).zip(x[..n].chunks_exact(8)).zip(g[..n].chunks_exact_mut(8)) {
+            for k in 0..8 {
+                acc[k] += b[k] * a[k] - softplus(a[k]);
+                d[k] = b[k] - sigmoid(a[k]);
+            }
+        }
+        let mut tail = 0.0f32;
+        for j in n..l.len() {
+            tail += x[j] * l[j] - softplus(l[j]);
+            g[j] = x[j] - sigmoid(l[j]);
+        }
+        acc.iter().sum::<f32>() + tail
+    }
+}
+
+simd_fn! {
+    /// sum_j (x_j - mu_j)^2 for the mean mu = sigmoid(l), and the gradient
+    /// in `l` of -inv_var/2 times it, (x - mu) mu (1 - mu) inv_var, into `g`.
+    pub fn sigmoid_squared_error_grad(l: &[f32], x: &[f32], g: &mut [f32], inv_var: f32) -> f32 {
+        let mut acc = [0.0f32; 8];
+        let n = l.len() / 8 * 8;
+        for ((a, b), d) in l[..n].chunks_exact(8).zip(x[..n].chunks_exact(8)).zip(g[..n].chunks_exact_mut(8)) {
+            for k in 0..8 {
+                let mu = sigmoid(a[k]);
+                let e = b[k] - mu;
+                acc[k] += e * e;
+                d[k] = e * mu * (1.0 - mu) * inv_var;
+            }
+        }
+        let mut tail = 0.0f32;
+        for j in n..l.len() {
+            let mu = sigmoid(l[j]);
+            let e = x[j] - mu;
+            tail += e * e;
+            g[j] = e * mu * (1.0 - mu) * inv_var;
+        }
+        acc.iter().sum::<f32>() + tail
+    }
+}
+
+simd_fn! {
+    /// sum_j (x_j - mu_j)^2 for the mean mu = a t + b, and the gradient in
+    /// `t` of -inv_var/2 times it, (x - mu) a inv_var, into `g`.
+    pub fn affine_squared_error_grad(t: &[f32], x: &[f32], g: &mut [f32], a: f32, b: f32, inv_var: f32) -> f32 {
+        let mut acc = [0.0f32; 8];
+        let n = t.len() / 8 * 8;
+        for ((y, o), d) in t[..n].chunks_exact(8).zip(x[..n].chunks_exact(8)).zip(g[..n].chunks_exact_mut(8)) {
+            for k in 0..8 {
+                let e = o[k] - (a * y[k] + b);
+                acc[k] += e * e;
+                d[k] = e * a * inv_var;
+            }
+        }
+        let mut tail = 0.0f32;
+        for j in n..t.len() {
+            let e = x[j] - (a * t[j] + b);
+            tail += e * e;
+            g[j] = e * a * inv_var;
+        }
+        acc.iter().sum::<f32>() + tail
+    }
+}
+
 /// Sum of a slice with eight running partial sums, so that it vectorises.
 #[inline(always)]
 pub fn sum(x: &[f32]) -> f32 {

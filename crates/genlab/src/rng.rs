@@ -23,6 +23,8 @@ pub enum Purpose {
     Fixed = 8,
     /// Importance sampling, one stream per evaluated image.
     Importance = 9,
+    /// Decoder AIS and BDMC: the chains' starts, momenta and acceptances.
+    DecoderAis = 10,
 }
 
 /// A stream for `purpose`, further split by `index` (an epoch, say), from `seed`.

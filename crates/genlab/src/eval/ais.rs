@@ -28,6 +28,23 @@ pub fn log_sum_exp(x: &[f64]) -> f64 {
     m + x.iter().map(|v| (v - m).exp()).sum::<f64>().ln()
 }
 
+/// The log of the mean of the weights exp(`log_w`) of an image's chains,
+/// and the variance of that mean relative to its square (the delta
+/// method's variance of the log; 0 for one chain).
+pub fn log_mean_weight(log_w: &[f64]) -> (f64, f64) {
+    let m = log_w.len();
+    let log_mean = log_sum_exp(log_w) - (m as f64).ln();
+    if m < 2 {
+        return (log_mean, 0.0);
+    }
+    let var = log_w
+        .iter()
+        .map(|l| ((l - log_mean).exp() - 1.0).powi(2))
+        .sum::<f64>()
+        / (m - 1) as f64;
+    (log_mean, var / m as f64)
+}
+
 /// Exact log Z by summing over all 2^H hidden configurations:
 /// log Z = log sum_h exp(hb'h) prod_i (1 + exp(vb_i + W_i h)). Practical for H <= 24.
 pub fn exact_log_z(rbm: &Rbm) -> f64 {

@@ -5,6 +5,7 @@
 
 pub mod ais;
 pub mod compare;
+pub mod decoder_ais;
 pub mod evaluator;
 pub mod importance;
 pub mod options;

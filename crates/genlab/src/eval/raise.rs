@@ -22,7 +22,7 @@
 //!
 //! [`ais`]: crate::eval::ais
 
-use crate::eval::ais::{anneal, base_log_z, log_sum_exp, schedule};
+use crate::eval::ais::{anneal, base_log_z, log_mean_weight, schedule};
 use crate::models::rbm::Rbm;
 use crate::rng::GenRng;
 
@@ -74,13 +74,8 @@ pub fn raise_log_likelihood(
         .chunks_exact(chains)
         .zip(&neg_f)
         .map(|(lw, &f)| {
-            let log_mean = log_sum_exp(lw) - (chains as f64).ln();
-            if chains > 1 {
-                // Relative variance of the weights' mean.
-                let r: Vec<f64> = lw.iter().map(|l| (l - log_mean).exp()).collect();
-                let var = r.iter().map(|x| (x - 1.0).powi(2)).sum::<f64>() / (chains - 1) as f64;
-                variance += var / chains as f64;
-            }
+            let (log_mean, var) = log_mean_weight(lw);
+            variance += var;
             -f as f64 - log_z0 + log_mean
         })
         .collect();
