@@ -38,6 +38,27 @@ pub struct EvalArgs {
     /// VAE: importance samples per test image (default 5000 for MLP VAEs, 500 for the conv VAE).
     #[arg(long)]
     k: Option<usize>,
+    /// VAE, GAN: images of the split whose decoder likelihood AIS estimates (default 100 for MLP decoders, 20 for the conv VAE); 0 skips decoder AIS.
+    #[arg(long)]
+    decoder_ais_images: Option<usize>,
+    /// VAE, GAN: decoder AIS chains per image (default 16 MLP, 4 conv).
+    #[arg(long)]
+    decoder_ais_chains: Option<usize>,
+    /// VAE, GAN: decoder AIS's intermediate distributions (default 500 MLP, 200 conv).
+    #[arg(long)]
+    decoder_ais_steps: Option<usize>,
+    /// VAE, GAN: leapfrog steps per HMC transition (default 10 MLP, 5 conv).
+    #[arg(long)]
+    hmc_leapfrog: Option<usize>,
+    /// VAE, GAN: images simulated from the model for the BDMC bracket (default 20 MLP, 5 conv); 0 skips it.
+    #[arg(long)]
+    bdmc_images: Option<usize>,
+    /// VAE (MSE), GAN: the Gaussian observation model's standard deviation on pixel/255, instead of choosing it on held-out images.
+    #[arg(long)]
+    sigma: Option<f64>,
+    /// VAE (MSE), GAN: held-out images the standard deviation is chosen on (default 20 MLP, 10 conv).
+    #[arg(long)]
+    sigma_images: Option<usize>,
     /// Generated images for the sample-quality metrics (FID, KID, IS, precision/recall); 0 skips them.
     #[arg(short = 'n', long = "samples", default_value_t = 10_000)]
     samples: usize,
@@ -72,6 +93,15 @@ pub fn eval(args: EvalArgs) -> Result<()> {
             raise_chains: args.raise_chains,
             raise_steps: args.raise_steps,
             k: args.k,
+            decoder_ais: genlab::eval::DecoderAisOptions {
+                images: args.decoder_ais_images,
+                chains: args.decoder_ais_chains,
+                steps: args.decoder_ais_steps,
+                leapfrog: args.hmc_leapfrog,
+                bdmc_images: args.bdmc_images,
+                sigma_images: args.sigma_images,
+                sigma: args.sigma,
+            },
             samples: args.samples,
             sample_steps: args.sample_steps,
             evaluator: args.evaluator,

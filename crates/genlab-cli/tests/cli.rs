@@ -250,6 +250,17 @@ fn small_rbm_run_writes_every_file() {
         (vec!["sample", r, "--steps", "0"], "--steps 0"),
         (vec!["eval", r, "--ais-runs", "1"], "--ais-runs 1"),
         (vec!["eval", r, "--raise-chains", "1"], "--raise-chains 1"),
+        (
+            vec!["eval", r, "--decoder-ais-chains", "1"],
+            "--decoder-ais-chains 1",
+        ),
+        (
+            vec!["eval", r, "--decoder-ais-steps", "5"],
+            "--decoder-ais-steps 5",
+        ),
+        (vec!["eval", r, "--hmc-leapfrog", "0"], "--hmc-leapfrog 0"),
+        (vec!["eval", r, "--sigma", "0"], "--sigma 0"),
+        (vec!["eval", r, "--sigma-images", "0"], "--sigma-images 0"),
         (vec!["eval", "/nonexistent/run"], "no such run directory"),
     ] {
         let (ok, _, err) = run(&mut genlab(&args));

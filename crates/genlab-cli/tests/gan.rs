@@ -131,8 +131,33 @@ fn small_gan_run_prints_the_seed_line_and_draws_its_pictures() {
     assert_eq!(out.status.code(), Some(2));
 
     // Sample quality with the shipped evaluator, beside real images.
-    let out = ok(&["eval", r, "-n", "500", "--json"]);
+    let eval_args = [
+        "eval",
+        r,
+        "-n",
+        "500",
+        "--json",
+        "--decoder-ais-images",
+        "6",
+        "--decoder-ais-chains",
+        "4",
+        "--decoder-ais-steps",
+        "40",
+        "--bdmc-images",
+        "3",
+        "--sigma-images",
+        "4",
+    ];
+    let out = ok(&eval_args);
     let e: serde_json::Value = serde_json::from_str(&out).unwrap();
+    // The generator's likelihood on a Gaussian of pixel/255, its uniform
+    // noise as the prior.
+    let ais = &e["likelihood"]["decoder_ais"];
+    assert_eq!(ais["prior"], "Uniform(-1, 1)");
+    assert_eq!(ais["observation"], "gaussian");
+    assert!(ais["sigma"].as_f64().unwrap() > 0.0);
+    assert!(ais["log_likelihood"].as_f64().unwrap().is_finite());
+    assert!(ais["bdmc"]["gap"].as_f64().unwrap().is_finite());
     let q = &e["sample_quality"];
     assert!(q["evaluator"].as_str().unwrap().contains("mnist evaluator"));
     let (model, real) = (&q["model"], &q["reference_real_train_10k"]);
@@ -146,9 +171,15 @@ fn small_gan_run_prints_the_seed_line_and_draws_its_pictures() {
     assert_eq!(real["classes_covered"], 10);
 
     // Same run, same seed, same numbers.
-    let again: serde_json::Value =
-        serde_json::from_str(&ok(&["eval", r, "-n", "500", "--json"])).unwrap();
+    let again: serde_json::Value = serde_json::from_str(&ok(&eval_args)).unwrap();
     assert_eq!(again["sample_quality"], e["sample_quality"]);
+    for key in ["log_likelihood", "sigma", "sigma_candidates", "acceptance"] {
+        assert_eq!(again["likelihood"]["decoder_ais"][key], ais[key], "{key}");
+    }
+    assert_eq!(
+        again["likelihood"]["decoder_ais"]["bdmc"]["gap"],
+        ais["bdmc"]["gap"]
+    );
 
     // One table across families.
     let vae = dir.path().join("vae");
@@ -165,7 +196,16 @@ fn small_gan_run_prints_the_seed_line_and_draws_its_pictures() {
         "--epochs",
         "1",
     ]);
-    ok(&["eval", v, "--k", "10", "-n", "100"]);
+    ok(&[
+        "eval",
+        v,
+        "--k",
+        "10",
+        "-n",
+        "100",
+        "--decoder-ais-images",
+        "0",
+    ]);
     let table_dir = dir.path().join("table");
     let out = ok(&["compare", r, v, "--out", table_dir.to_str().unwrap()]);
     for text in [

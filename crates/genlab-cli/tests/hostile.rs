@@ -385,6 +385,10 @@ fn sizes_that_cannot_fit_are_refused_before_anything_is_written() {
             "--raise-images 100000000: at most",
         ),
         (
+            vec!["eval", s(&run), "--decoder-ais-images", "100000000"],
+            "--decoder-ais-images 100000000: at most",
+        ),
+        (
             vec!["eval", s(&run), "--samples", "100000000"],
             "--samples 100000000: at most",
         ),

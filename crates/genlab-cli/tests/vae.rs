@@ -107,9 +107,71 @@ fn small_vae_runs_write_every_figure_and_evaluate() {
         assert!(e > 0.0 && e < 1.0, "{e}");
     }
 
-    let out = ok(&["eval", r, "--k", "200", "-n", "300", "--json"]);
+    let out = ok(&[
+        "eval",
+        r,
+        "--k",
+        "200",
+        "-n",
+        "300",
+        "--json",
+        "--decoder-ais-images",
+        "8",
+        "--decoder-ais-chains",
+        "4",
+        "--decoder-ais-steps",
+        "60",
+        "--hmc-leapfrog",
+        "5",
+        "--bdmc-images",
+        "4",
+        "--sigma-images",
+        "4",
+    ]);
     let e: serde_json::Value = serde_json::from_str(&out).unwrap();
     let lik = &e["likelihood"];
+    // Decoder AIS on a Gaussian whose deviation was chosen on training
+    // images (the run holds out none), beside importance sampling on the
+    // same images and model, and its BDMC bracket.
+    let ais = &lik["decoder_ais"];
+    assert_eq!(ais["observation"], "gaussian");
+    assert_eq!(ais["images"], 8);
+    let sigma = ais["sigma"].as_f64().unwrap();
+    let tried = ais["sigma_candidates"].as_array().unwrap();
+    assert_eq!(tried.len(), 9);
+    let best = tried
+        .iter()
+        .max_by(|a, b| {
+            let v = |x: &serde_json::Value| x["log_likelihood"].as_f64().unwrap();
+            v(a).total_cmp(&v(b))
+        })
+        .unwrap();
+    assert_eq!(best["sigma"].as_f64().unwrap(), sigma);
+    assert!(
+        ais["sigma_chosen_on"]
+            .as_str()
+            .unwrap()
+            .contains("training images")
+    );
+    let (a, is) = (
+        ais["log_likelihood"].as_f64().unwrap(),
+        ais["importance_sampled_same_images"]["log_likelihood"]
+            .as_f64()
+            .unwrap(),
+    );
+    // Both are lower bounds in expectation; the encoder, trained for the
+    // seed's variance of 1/2, is a poor proposal for a narrower Gaussian,
+    // so annealing finds at least as much.
+    assert!(a > is - 1.0, "AIS {a} vs IS {is}");
+    let bdmc = &ais["bdmc"];
+    let (lo, hi) = (
+        bdmc["lower"].as_f64().unwrap(),
+        bdmc["upper"].as_f64().unwrap(),
+    );
+    assert!(
+        lo.is_finite() && hi.is_finite() && (hi - lo).abs() < 0.05 * lo.abs().max(100.0),
+        "BDMC {lo} .. {hi}"
+    );
     let (px, elbo) = (
         lik["test_log_likelihood"].as_f64().unwrap(),
         lik["elbo"].as_f64().unwrap(),
@@ -166,6 +228,33 @@ fn conv_and_bernoulli_variants_run() {
     assert!(conv.join("images/manifold.png").is_file());
     let cfg = std::fs::read_to_string(conv.join("config.toml")).unwrap();
     assert!(cfg.contains("optimizer = \"rmsprop\"") && cfg.contains("manifold_extent = 4.0"));
+    // Decoder AIS through the convolutional decoder, at the smallest sizes.
+    let out = ok(&[
+        "eval",
+        conv.to_str().unwrap(),
+        "--k",
+        "5",
+        "-n",
+        "0",
+        "--json",
+        "--decoder-ais-images",
+        "2",
+        "--decoder-ais-chains",
+        "2",
+        "--decoder-ais-steps",
+        "10",
+        "--hmc-leapfrog",
+        "2",
+        "--bdmc-images",
+        "1",
+        "--sigma",
+        "0.1",
+    ]);
+    let e: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let ais = &e["likelihood"]["decoder_ais"];
+    assert_eq!(ais["sigma"], 0.1);
+    assert_eq!(ais["sigma_chosen_on"], "given (--sigma)");
+    assert!(ais["log_likelihood"].as_f64().unwrap().is_finite());
 
     let bern = dir.path().join("bern");
     let mut extra = SMALL.to_vec();
@@ -182,9 +271,25 @@ fn conv_and_bernoulli_variants_run() {
         "-n",
         "0",
         "--json",
+        "--decoder-ais-images",
+        "4",
+        "--decoder-ais-chains",
+        "4",
+        "--decoder-ais-steps",
+        "40",
+        "--bdmc-images",
+        "2",
     ]);
     let e: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(e["likelihood"]["decoder"], "bernoulli");
+    let ais = &e["likelihood"]["decoder_ais"];
+    assert_eq!(ais["observation"], "bernoulli");
+    assert!(
+        ais.get("sigma").is_none(),
+        "a Bernoulli decoder has no deviation"
+    );
+    let a = ais["log_likelihood"].as_f64().unwrap();
+    assert!(a < -60.0 && a > -544.0, "{a}");
     let px = e["likelihood"]["test_log_likelihood"].as_f64().unwrap();
     // Nats per binarised MNIST digit: far below 0, far above 784 ln 2 of a coin.
     assert!(px < -60.0 && px > -544.0, "{px}");
@@ -374,6 +479,9 @@ fn a_deeper_mlp_vae_trains_resumes_exactly_and_evaluates() {
         "20",
         "-n",
         "100",
+        "--decoder-ais-images",
+        "0",
     ]);
     assert!(eval.contains("log p(x)"), "{eval}");
+    assert!(!eval.contains("decoder AIS"), "{eval}");
 }

@@ -127,7 +127,7 @@ pub fn inpaint(run_root: &Path, opts: &InpaintOptions) -> Result<InpaintReport> 
     let data_config = model.data().clone();
     let data = data_config.load(opts.data_dir.clone())?;
     let n = opts.n.min(data.test.len());
-    let originals = rbm::first_rows(&data.test, n);
+    let originals = crate::data::batches::first_rows(&data.test, n);
     let out_dir = opts.out.clone().unwrap_or_else(|| run.images());
     let mut rows = Vec::new();
     for (fi, &p) in opts.remove.iter().enumerate() {

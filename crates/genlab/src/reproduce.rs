@@ -79,21 +79,7 @@ impl ReproduceOptions {
             data_dir: self.data_dir.clone(),
             ..EvalOptions::default()
         };
-        if self.quick {
-            EvalOptions {
-                ais_runs: 16,
-                ais_steps: 1000,
-                raise_images: 20,
-                raise_chains: 4,
-                raise_steps: 1000,
-                k: Some(50),
-                samples: 1000,
-                sample_steps: 100,
-                ..full
-            }
-        } else {
-            full
-        }
+        if self.quick { full.quick() } else { full }
     }
 
     fn steps(&self) -> Steps {

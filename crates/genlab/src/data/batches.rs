@@ -73,6 +73,21 @@ pub fn fill_batch_slice(
     }
 }
 
+/// The first `n` images of a split (all of them if fewer), as pixel / 255.
+pub fn first_rows(split: &Split, n: usize) -> Vec<f32> {
+    let idx: Vec<usize> = (0..n.min(split.len())).collect();
+    let mut out = Vec::new();
+    // The unit view draws nothing; the generator is only a formality.
+    fill_batch(
+        split,
+        &idx,
+        PixelView::Unit,
+        &mut crate::rng::stream(0, crate::rng::Purpose::Fixed, 0),
+        &mut out,
+    );
+    out
+}
+
 /// A whole split as f32 in one view (row-major, `len * 784`).
 pub fn split_to_f32(split: &Split, view: PixelView, rng: &mut GenRng) -> Vec<f32> {
     let all: Vec<usize> = (0..split.len()).collect();

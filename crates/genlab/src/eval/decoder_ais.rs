@@ -156,6 +156,8 @@ pub struct NetworkDecoder<'a> {
     /// Rows per executor pass (bounds the activations kept for backward).
     chunk: usize,
     d_out: Vec<f32>,
+    /// Advanced by one per transition of every annealing run.
+    pub progress: Option<indicatif::ProgressBar>,
 }
 
 impl<'a> NetworkDecoder<'a> {
@@ -177,6 +179,7 @@ impl<'a> NetworkDecoder<'a> {
             prior,
             chunk: chunk.max(1),
             d_out: Vec::new(),
+            progress: None,
         }
     }
 
@@ -362,6 +365,9 @@ fn anneal(
         let (b_prev, b) = (betas[t - 1], betas[t]);
         for (w, ll) in log_w.iter_mut().zip(&state.ll) {
             *w += (b - b_prev) * ll;
+        }
+        if let Some(bar) = &dec.progress {
+            bar.inc(1);
         }
         if t + 1 == betas.len() {
             break;

@@ -6,6 +6,7 @@
 pub mod ais;
 pub mod compare;
 pub mod decoder_ais;
+pub mod decoder_likelihood;
 pub mod evaluator;
 pub mod importance;
 pub mod options;
@@ -22,8 +23,9 @@ use crate::atomic::write_atomic;
 use crate::run::RunDir;
 
 pub use options::{
-    EXACT_MAX_HIDDEN, EvalOptions, EvalSplit, MAX_AIS_RUNS, MAX_AIS_STEPS, MAX_CHAIN_STEPS,
-    MAX_IMPORTANCE_SAMPLES, MAX_RAISE_CHAINS, MAX_RAISE_IMAGES, MAX_SAMPLES,
+    DecoderAisOptions, DecoderAisSizes, EXACT_MAX_HIDDEN, EvalOptions, EvalSplit, MAX_AIS_RUNS,
+    MAX_AIS_STEPS, MAX_CHAIN_STEPS, MAX_DECODER_AIS_CHAINS, MAX_DECODER_AIS_IMAGES,
+    MAX_IMPORTANCE_SAMPLES, MAX_LEAPFROG, MAX_RAISE_CHAINS, MAX_RAISE_IMAGES, MAX_SAMPLES,
 };
 
 /// A report: the JSON written to eval.json, and the lines printed for a person.
@@ -91,6 +93,7 @@ pub fn evaluate(run_root: &Path, opts: &EvalOptions) -> Result<Report> {
         MAX_IMPORTANCE_SAMPLES,
         "importance samples per image",
     )?;
+    decoder_likelihood::check_options(&opts.decoder_ais)?;
     check_count("--samples", opts.samples, MAX_SAMPLES, "generated images")?;
     check_count(
         "--sample-steps",

@@ -50,6 +50,8 @@ pub struct EvalOptions {
     pub raise_steps: usize,
     /// Importance samples per image for latent-variable models (None: the model's default).
     pub k: Option<usize>,
+    /// VAEs and GANs: the decoder's likelihood by AIS and its BDMC check.
+    pub decoder_ais: DecoderAisOptions,
     /// Generated images for the sample-quality metrics (0 skips them).
     pub samples: usize,
     /// RBM: Gibbs steps of each sampling chain (from random noise).
@@ -72,11 +74,84 @@ impl Default for EvalOptions {
             raise_chains: 5,
             raise_steps: 14_500,
             k: None,
+            decoder_ais: DecoderAisOptions::default(),
             samples: 10_000,
             sample_steps: 1000,
             evaluator: None,
             out: None,
             data_dir: None,
+        }
+    }
+}
+
+impl EvalOptions {
+    /// The smaller work sizes of `reproduce --quick` and quick sweeps: every
+    /// figure computed, none precise.
+    pub fn quick(self) -> Self {
+        EvalOptions {
+            ais_runs: 16,
+            ais_steps: 1000,
+            raise_images: 20,
+            raise_chains: 4,
+            raise_steps: 1000,
+            k: Some(50),
+            decoder_ais: DecoderAisOptions {
+                images: Some(10),
+                chains: Some(4),
+                steps: Some(100),
+                leapfrog: Some(5),
+                bdmc_images: Some(5),
+                sigma_images: Some(5),
+                ..self.decoder_ais
+            },
+            samples: 1000,
+            sample_steps: 100,
+            ..self
+        }
+    }
+}
+
+/// What a user asked of decoder AIS; each unset size takes the model's
+/// default ([`DecoderAisSizes`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct DecoderAisOptions {
+    /// Images of the split whose likelihood is estimated (0 skips decoder AIS).
+    pub images: Option<usize>,
+    /// Chains per image.
+    pub chains: Option<usize>,
+    /// Intermediate distributions between prior and posterior.
+    pub steps: Option<usize>,
+    /// Leapfrog steps per HMC transition.
+    pub leapfrog: Option<usize>,
+    /// Images simulated from the model for BDMC (0 skips it).
+    pub bdmc_images: Option<usize>,
+    /// Held-out images the Gaussian's standard deviation is chosen on.
+    pub sigma_images: Option<usize>,
+    /// The Gaussian's standard deviation, instead of choosing one.
+    pub sigma: Option<f64>,
+}
+
+/// The work sizes of one decoder-AIS evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecoderAisSizes {
+    pub images: usize,
+    pub chains: usize,
+    pub steps: usize,
+    pub leapfrog: usize,
+    pub bdmc_images: usize,
+    pub sigma_images: usize,
+}
+
+impl DecoderAisOptions {
+    /// The sizes asked for, the model's `default` where none was given.
+    pub fn sizes(&self, default: DecoderAisSizes) -> DecoderAisSizes {
+        DecoderAisSizes {
+            images: self.images.unwrap_or(default.images),
+            chains: self.chains.unwrap_or(default.chains),
+            steps: self.steps.unwrap_or(default.steps),
+            leapfrog: self.leapfrog.unwrap_or(default.leapfrog),
+            bdmc_images: self.bdmc_images.unwrap_or(default.bdmc_images),
+            sigma_images: self.sigma_images.unwrap_or(default.sigma_images),
         }
     }
 }
@@ -88,6 +163,9 @@ pub const MAX_AIS_STEPS: usize = 1_000_000;
 pub const MAX_RAISE_IMAGES: usize = 10_000;
 pub const MAX_RAISE_CHAINS: usize = 1_000;
 pub const MAX_IMPORTANCE_SAMPLES: usize = 100_000;
+pub const MAX_DECODER_AIS_IMAGES: usize = 10_000;
+pub const MAX_DECODER_AIS_CHAINS: usize = 1_000;
+pub const MAX_LEAPFROG: usize = 1_000;
 pub const MAX_SAMPLES: usize = 100_000;
 pub const MAX_CHAIN_STEPS: usize = 100_000;
 

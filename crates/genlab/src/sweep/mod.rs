@@ -453,17 +453,7 @@ impl Sweep {
         let eval = match self.spec.eval {
             EvalLevel::None => None,
             EvalLevel::Full => Some(base),
-            EvalLevel::Quick => Some(EvalOptions {
-                ais_runs: 16,
-                ais_steps: 1000,
-                raise_images: 20,
-                raise_chains: 4,
-                raise_steps: 1000,
-                k: Some(50),
-                samples: 1000,
-                sample_steps: 100,
-                ..base
-            }),
+            EvalLevel::Quick => Some(base.quick()),
         };
         let inpaint = self.spec.inpaint.then(|| InpaintOptions {
             remove: vec![0.2, 0.5, 0.8],

@@ -1,9 +1,9 @@
-//! The GAN's family interface: sampling fresh noise, no inpainting and no
-//! likelihood of its own (its samples are measured like every family's),
+//! The GAN's family interface: sampling fresh noise, no inpainting, the
+//! generator's likelihood under a Gaussian observation model (`eval.rs`),
 //! its labels and figures.
 
 use anyhow::Result;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::train::GanFamily;
 use super::{LoadedGan, load_run, sample};
@@ -57,10 +57,7 @@ impl ModelFamily for GanFamily {
     }
 
     fn evaluate(&self, run: &RunDir, opts: &EvalOptions) -> Result<(Value, Vec<String>)> {
-        Ok((
-            json!({"run": run.root.display().to_string(), "family": "gan", "seed": opts.seed}),
-            vec![format!("run              {}", run.root.display())],
-        ))
+        super::eval::evaluate_gan(run, opts)
     }
 
     fn label(&self, _config: &toml::Value) -> String {

@@ -34,6 +34,7 @@ use crate::rng::{GenRng, Purpose, fill_standard_normal, stream};
 use crate::run::{Checkpoint, RunDir, TensorData};
 use crate::viz::{line_plot, save_grid};
 
+pub mod eval;
 pub mod family;
 pub mod train;
 

@@ -33,7 +33,7 @@ use super::tensors::{download, upload};
 use super::{Family, ModelConfig, TrainContext};
 use crate::config::{OnNan, RunConfig};
 use crate::cpu::{matmul, softplus, softplus_shifted_sum, softplus_sum};
-use crate::data::batches::{fill_batch, fill_batch_slice, split_to_f32};
+use crate::data::batches::{fill_batch, fill_batch_slice, first_rows, split_to_f32};
 use crate::data::{EpochOrder, PIXELS, PixelView, Split};
 use crate::rng::{GenRng, Purpose, stream};
 use crate::run::{Checkpoint, RunDir, TensorData};
@@ -396,20 +396,6 @@ pub fn standard_normal(rng: &mut GenRng) -> f32 {
     let u1: f64 = 1.0 - rng.random::<f64>();
     let u2: f64 = rng.random::<f64>();
     ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
-}
-
-/// The first `n` images of a split, as pixel / 255.
-pub fn first_rows(split: &Split, n: usize) -> Vec<f32> {
-    let idx: Vec<usize> = (0..n.min(split.len())).collect();
-    let mut out = Vec::new();
-    fill_batch(
-        split,
-        &idx,
-        PixelView::Unit,
-        &mut stream(0, Purpose::Fixed, 0),
-        &mut out,
-    );
-    out
 }
 
 /// A trained RBM loaded from its run directory.

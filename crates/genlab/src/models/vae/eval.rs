@@ -9,6 +9,8 @@ use serde_json::{Value, json};
 
 use super::{self as vae, Architecture, Likelihood, Vae};
 use crate::cpu::{bernoulli_log_likelihood, sigmoid_squared_error};
+use crate::eval::decoder_ais::{GaussianMean, Observation, Prior};
+use crate::eval::decoder_likelihood::{self, ObservationFamily};
 use crate::eval::importance::{LatentModel, estimate, std_error};
 use crate::eval::options::EvalOptions;
 use crate::nn::Mode;
@@ -24,6 +26,10 @@ pub fn gaussian_constant(pixels: usize) -> f64 {
     pixels as f64 / 2.0 * std::f64::consts::PI.ln()
 }
 
+/// The variance of the Gaussian decoder whose negative log-density is the
+/// seed's 784 x MSE plus a constant.
+pub const SEED_VARIANCE: f64 = 0.5;
+
 /// Importance samples per test image unless `--k` says otherwise. The conv
 /// decoder costs ~30x the MLP's per sample, so it gets fewer by default.
 pub fn default_k(architecture: Architecture) -> usize {
@@ -37,6 +43,9 @@ pub fn default_k(architecture: Architecture) -> usize {
 pub struct VaeDensity<'a> {
     pub vae: &'a Vae,
     pub likelihood: Likelihood,
+    /// The Gaussian decoder's variance (MSE models): 1/2 makes its negative
+    /// log-density the seed's loss plus a constant.
+    pub variance: f64,
     /// The parameters on the host, to decode the many samples with genlab's
     /// CPU kernels instead of burn's generic path (CPU runs only).
     pub host_decoder: Option<Vec<Vec<f32>>>,
@@ -57,6 +66,7 @@ impl<'a> VaeDensity<'a> {
         Ok(VaeDensity {
             vae,
             likelihood,
+            variance: SEED_VARIANCE,
             host_decoder,
         })
     }
@@ -96,7 +106,8 @@ impl LatentModel for VaeDensity<'_> {
     fn log_likelihood(&self, x: &[f32], z: &[f32], s: usize) -> Result<Vec<f64>> {
         let logits = self.logits(z)?;
         let pixels = self.dim();
-        let c = gaussian_constant(pixels);
+        let var = self.variance;
+        let c = 0.5 * pixels as f64 * (std::f64::consts::TAU * var).ln();
         Ok(logits
             .par_chunks_exact(pixels)
             .enumerate()
@@ -104,7 +115,7 @@ impl LatentModel for VaeDensity<'_> {
                 let img = &x[(r / s) * pixels..(r / s + 1) * pixels];
                 match self.likelihood {
                     Likelihood::Bernoulli => bernoulli_log_likelihood(l, img) as f64,
-                    Likelihood::Mse => -(sigmoid_squared_error(l, img) as f64) - c,
+                    Likelihood::Mse => -(0.5 * sigmoid_squared_error(l, img) as f64 / var) - c,
                 }
             })
             .collect())
@@ -154,6 +165,7 @@ pub fn evaluate_vae(run: &RunDir, opts: &EvalOptions) -> Result<(Value, Vec<Stri
     let seconds = t0.elapsed().as_secs_f64();
     let (log_px, elbo) = (est.mean_log_px(), est.mean_elbo());
     let (se_px, se_elbo) = (std_error(&est.log_px), std_error(&est.elbo));
+    let decoder = decoder_ais(&loaded, &data, &test, &density, k, rows_per_pass, opts)?;
 
     let (data_desc, density_desc) = match cfg.likelihood {
         Likelihood::Bernoulli => (
@@ -171,7 +183,7 @@ pub fn evaluate_vae(run: &RunDir, opts: &EvalOptions) -> Result<(Value, Vec<Stri
             ),
         ),
     };
-    let lines = vec![
+    let mut lines = vec![
         format!("run              {}", run.root.display()),
         format!(
             "model            {} VAE, latent {} ({})",
@@ -199,7 +211,7 @@ pub fn evaluate_vae(run: &RunDir, opts: &EvalOptions) -> Result<(Value, Vec<Stri
             log_px - elbo
         ),
     ];
-    let json = json!({
+    let mut json = json!({
         "run": run.root.display().to_string(),
         "family": "vae",
         "preset": loaded.config.preset,
@@ -236,5 +248,89 @@ pub fn evaluate_vae(run: &RunDir, opts: &EvalOptions) -> Result<(Value, Vec<Stri
             "seconds": seconds,
         }
     });
+    if let Some(report) = decoder {
+        lines.extend(report.lines);
+        json["likelihood"]["decoder_ais"] = Value::Object(report.json);
+    }
     Ok((json, lines))
+}
+
+/// Decoder AIS and BDMC (see [`crate::eval::decoder_likelihood`]) on the
+/// first test images, with the importance-sampled estimate under the same
+/// observation model beside it.
+fn decoder_ais(
+    loaded: &vae::LoadedVae,
+    data: &crate::data::Dataset,
+    test: &[f32],
+    density: &VaeDensity,
+    k: usize,
+    rows_per_pass: usize,
+    opts: &EvalOptions,
+) -> Result<Option<decoder_likelihood::DecoderReport>> {
+    let net = &loaded.vae.net;
+    let params = loaded
+        .vae
+        .params
+        .iter()
+        .map(|p| crate::models::tensors::download(p.clone()))
+        .collect::<Result<Vec<_>>>()?;
+    let (defaults, chunk) = match net.architecture {
+        Architecture::Mlp => (decoder_likelihood::MLP_SIZES, 2048),
+        Architecture::Conv => (decoder_likelihood::CONV_SIZES, 128),
+    };
+    let sizes = opts.decoder_ais.sizes(defaults);
+    let model = decoder_likelihood::DecoderModel {
+        net: net.decoder.clone(),
+        params: &params[net.encoder_params..],
+        prior: Prior::StandardNormal,
+        observation: match loaded.config.model.likelihood {
+            Likelihood::Bernoulli => ObservationFamily::Bernoulli,
+            Likelihood::Mse => ObservationFamily::Gaussian(GaussianMean::Sigmoid),
+        },
+        chunk,
+        defaults,
+    };
+    let data = decoder_likelihood::DecoderData {
+        images: test,
+        split: opts.on.name(),
+        held_out: decoder_likelihood::held_out_images(data, opts.on, sizes.sigma_images),
+    };
+    let Some(mut report) = decoder_likelihood::evaluate(model, data, &opts.decoder_ais, opts.seed)?
+    else {
+        return Ok(None);
+    };
+    // Importance sampling with the encoder on the same images and model.
+    let d = net.image.pixels();
+    let same = VaeDensity {
+        variance: match report.observation {
+            Observation::Gaussian { sigma, .. } => sigma * sigma,
+            Observation::Bernoulli => density.variance,
+        },
+        host_decoder: density.host_decoder.clone(),
+        ..*density
+    };
+    let t0 = Instant::now();
+    let est = estimate(
+        &same,
+        &test[..report.images * d],
+        k,
+        rows_per_pass,
+        opts.seed,
+        |_| {},
+    )?;
+    let seconds = t0.elapsed().as_secs_f64();
+    report.json.insert(
+        "importance_sampled_same_images".into(),
+        json!({
+            "log_likelihood": est.mean_log_px(),
+            "std_error": std_error(&est.log_px),
+            "importance_samples": k,
+            "seconds": seconds,
+        }),
+    );
+    report.lines.push(format!(
+        "IS, same model   {:.3} nats per image (k = {k}, the encoder's proposal, the same images and observation model; {seconds:.1} s)",
+        est.mean_log_px()
+    ));
+    Ok(Some(report))
 }
