@@ -314,8 +314,9 @@ fn the_rbm_trains_alike_on_burn_tensors_and_on_the_cpu_kernels() {
     // burn's tensor path is how the RBM runs on the GPU backends;
     // GENLAB_CPU_KERNELS=0 takes it on the CPU.
     let dir = tempfile::tempdir().unwrap();
-    let train = |name: &str, kernels: &str| {
+    let train = |name: &str, kernels: &str, negative_hidden: &str| {
         let root = dir.path().join(name);
+        let negative_hidden = format!("model.negative_hidden={negative_hidden}");
         let (ok, _, err) = run(genlab(&[
             "train",
             "rbm",
@@ -333,6 +334,8 @@ fn the_rbm_trains_alike_on_burn_tensors_and_on_the_cpu_kernels() {
             "model.momentum=0.5",
             "--set",
             "model.pl_images=10",
+            "--set",
+            &negative_hidden,
             "--out",
             root.to_str().unwrap(),
         ])
@@ -351,15 +354,26 @@ fn the_rbm_trains_alike_on_burn_tensors_and_on_the_cpu_kernels() {
         }
         all
     };
-    let kernels = train("kernels", "1");
-    let tensors = train("tensors", "0");
-    let initial = 0.1f32; // the biases start at 0.1: training moved them
-    assert!(kernels.iter().any(|&v| (v - initial).abs() > 1e-3));
-    let worst = kernels
-        .iter()
-        .zip(&tensors)
-        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-    assert!(worst < 1e-3, "largest difference {worst}");
+    let mut runs = Vec::new();
+    for negative_hidden in ["sample", "probability"] {
+        let kernels = train(&format!("kernels-{negative_hidden}"), "1", negative_hidden);
+        let tensors = train(&format!("tensors-{negative_hidden}"), "0", negative_hidden);
+        let initial = 0.1f32; // the biases start at 0.1: training moved them
+        assert!(kernels.iter().any(|&v| (v - initial).abs() > 1e-3));
+        let worst = kernels
+            .iter()
+            .zip(&tensors)
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            worst < 1e-3,
+            "{negative_hidden}: largest difference {worst}"
+        );
+        runs.push(kernels);
+    }
+    assert_ne!(
+        runs[0], runs[1],
+        "the negative statistics' hidden layer matters"
+    );
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::time::Instant;
 use genlab::bench_util::{cpu_seconds, median};
 use genlab::device::DeviceKind;
 use genlab::models::rbm::train::TensorCd;
-use genlab::models::rbm::{CdBuffers, Rbm, RbmConfig, UpdateRule};
+use genlab::models::rbm::{CdBuffers, NegativeHidden, Rbm, RbmConfig, UpdateRule};
 use genlab::models::tensors::upload;
 use genlab::rng::{Purpose, stream};
 use rand::RngExt;
@@ -29,6 +29,7 @@ fn main() {
         lr: 0.01,
         momentum: 0.0,
         weight_decay: 0.0,
+        negative_hidden: NegativeHidden::Sample,
     };
     let mut step = |rbm: &mut Rbm| {
         bufs.data_mut().copy_from_slice(&batch);

@@ -4,7 +4,7 @@
 
 use genlab::cpu::uniform;
 use genlab::models::rbm::train::TensorCd;
-use genlab::models::rbm::{CdBuffers, Rbm, RbmConfig, UpdateRule};
+use genlab::models::rbm::{CdBuffers, NegativeHidden, Rbm, RbmConfig, UpdateRule};
 use genlab::models::tensors::upload;
 use genlab::rng::{Purpose, stream};
 use rand::{Rng, RngExt};
@@ -69,13 +69,20 @@ fn reference_update(
         h = c.to_vec();
     }
     let mut v = vec![0.0; b * nv];
+    let mut ph = Vec::new();
     for _ in 0..rule.k {
         v = draw(&visible_probs(&h), keys());
-        h = draw(&hidden_probs(&v), keys());
+        ph = hidden_probs(&v);
+        h = draw(&ph, keys());
     }
     if let Some(c) = chains {
         *c = h.clone();
     }
+    // The negative statistics' hidden layer.
+    let h = match rule.negative_hidden {
+        NegativeHidden::Sample => h,
+        NegativeHidden::Probability => ph,
+    };
     let (lr, m, wd) = (
         rule.lr as f64,
         rule.momentum as f64,
@@ -114,7 +121,13 @@ fn reference_update(
 /// Two updates of a 12x5 RBM on `b` rows against the f64 reference. More
 /// than 32 rows (one shard of chains) checks that the shards' draws are
 /// keyed by their rows' places in the whole batch.
-fn check_update(b: usize, persistent: bool, momentum: f32, weight_decay: f32) {
+fn check_update(
+    b: usize,
+    persistent: bool,
+    momentum: f32,
+    weight_decay: f32,
+    negative_hidden: NegativeHidden,
+) {
     let (nv, nh) = (12, 5);
     let rbm0 = tiny(nv, nh, 1);
     let config = RbmConfig {
@@ -136,6 +149,7 @@ fn check_update(b: usize, persistent: bool, momentum: f32, weight_decay: f32) {
         lr: 0.1,
         momentum,
         weight_decay,
+        negative_hidden,
     };
     let mut bufs = CdBuffers::new(&rbm, b);
     bufs.data_mut().copy_from_slice(&v0);
@@ -268,17 +282,23 @@ fn check_update(b: usize, persistent: bool, momentum: f32, weight_decay: f32) {
 
 #[test]
 fn cd_k_matches_a_hand_computation() {
-    check_update(4, false, 0.0, 0.0);
+    check_update(4, false, 0.0, 0.0, NegativeHidden::Sample);
 }
 
 #[test]
 fn cd_k_with_momentum_and_weight_decay_matches_a_hand_computation() {
-    check_update(4, false, 0.5, 0.01);
+    check_update(4, false, 0.5, 0.01, NegativeHidden::Sample);
 }
 
 #[test]
 fn persistent_cd_matches_a_hand_computation() {
-    check_update(70, true, 0.0, 0.001);
+    check_update(70, true, 0.0, 0.001, NegativeHidden::Sample);
+}
+
+#[test]
+fn negative_hidden_probabilities_match_a_hand_computation() {
+    check_update(70, true, 0.5, 0.001, NegativeHidden::Probability);
+    check_update(4, false, 0.0, 0.0, NegativeHidden::Probability);
 }
 
 /// log sum_h exp(-E(v,h)) by enumerating h.

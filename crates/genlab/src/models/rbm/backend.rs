@@ -14,7 +14,7 @@ use burn::backend::{
 use burn::tensor::{Shape, TensorData};
 use burn_flex::FlexTensor;
 
-use super::kernel::{CdBuffers, CdParams, UpdateRule, cd_update_host};
+use super::kernel::{CdBuffers, CdParams, NegativeHidden, UpdateRule, cd_update_host};
 
 /// An RBM's parameters and optimiser state as backend tensors: `w` is
 /// visible x hidden; the velocities have the shapes of their parameters.
@@ -215,15 +215,21 @@ pub fn composed_cd_update<B: Backend>(
         h = c.clone();
     }
     let mut vk = v0.clone();
+    let mut hk_probs = p0.clone();
     // Each Gibbs step draws the visible layer, then the hidden one, with its own key.
     for (&visible_key, &hidden_key) in keys[1..].iter().step_by(2).zip(keys[2..].iter().step_by(2))
     {
         vk = bernoulli(visible_probs(h), visible_key);
-        h = bernoulli(hidden_probs(vk.clone()), hidden_key);
+        hk_probs = hidden_probs(vk.clone());
+        h = bernoulli(hk_probs.clone(), hidden_key);
     }
     let chains = match params.chains {
         Chains::Persistent(_) => Chains::Persistent(h.clone()),
         Chains::Fresh => Chains::Fresh,
+    };
+    let h = match rule.negative_hidden {
+        NegativeHidden::Sample => h,
+        NegativeHidden::Probability => hk_probs,
     };
     let scale = |t: FloatTensor<B>, s: f32| B::float_mul_scalar(t, Scalar::from(s));
     let dw = B::float_sub(

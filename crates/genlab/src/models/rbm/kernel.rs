@@ -87,6 +87,19 @@ pub struct UpdateRule {
     pub lr: f32,
     pub momentum: f32,
     pub weight_decay: f32,
+    pub negative_hidden: NegativeHidden,
+}
+
+/// What the negative statistics take for the chain's final hidden layer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NegativeHidden {
+    /// Its sample h_k (SPEC section 1).
+    #[default]
+    Sample,
+    /// Its probabilities p(h | v_k): the same expectation with less noise
+    /// (the hidden draw summed out); the chain still carries the sample.
+    Probability,
 }
 
 impl UpdateRule {
@@ -240,7 +253,8 @@ impl Layers<'_> {
 /// One CD-k (or PCD-k) update on the batch in `bufs.data_mut()`, exactly as
 /// SPEC section 1: v0 = data probabilities; h ~ p(h|v0) (PCD: the
 /// persistent chains' h); k times v ~ p(v|h), h ~ p(h|v); then
-/// dW = (v0' p(h|v0) - vk' hk) / B, dhb = mean(p(h|v0) - hk),
+/// dW = (v0' p(h|v0) - vk' hk) / B, dhb = mean(p(h|v0) - hk) (with
+/// [`NegativeHidden::Probability`], p(h|vk) in place of hk),
 /// dvb = mean(v0 - vk); velocity = momentum * velocity + lr * (grad - decay * W);
 /// param += velocity. `keys` (2k+1 of them, see [`UpdateRule::cd_keys`]) seed
 /// the Bernoulli draws in order. All work happens in place: the sigmoid, the
@@ -287,7 +301,12 @@ pub fn cd_update_host(p: CdParams<'_>, bufs: &mut CdBuffers, rule: UpdateRule, k
     if let Some(chains) = p.chains {
         chains.copy_from_slice(&bufs.h);
     }
-    for (y, h) in bottom_y.iter_mut().zip(&bufs.h) {
+    let negative = match rule.negative_hidden {
+        NegativeHidden::Sample => &bufs.h,
+        // The last half-step left p(h | v_k) in the scratch.
+        NegativeHidden::Probability => &bufs.hp,
+    };
+    for (y, h) in bottom_y.iter_mut().zip(negative) {
         *y = -h;
     }
     // Bias gradients from column sums.

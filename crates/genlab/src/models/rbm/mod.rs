@@ -20,7 +20,7 @@ pub mod kernel;
 pub mod train;
 
 use backend::{CdTensors, Chains, ContrastiveDivergence, composed_cd_update};
-pub use kernel::{CdBuffers, CdParams, UpdateRule, cd_update_host};
+pub use kernel::{CdBuffers, CdParams, NegativeHidden, UpdateRule, cd_update_host};
 use kernel::{down, up};
 
 impl CdBuffers {
@@ -67,6 +67,9 @@ pub struct RbmConfig {
     pub weight_decay: f64,
     /// Persistent CD: negative chains carry over between updates (one per batch row).
     pub persistent: bool,
+    /// The negative statistics' hidden layer: "sample" (the seed's) or
+    /// "probability" (p(h | v_k), less noisy).
+    pub negative_hidden: NegativeHidden,
     pub batch_size: usize,
     pub epochs: usize,
     /// Gibbs steps of the per-epoch sample figure (started from a fixed training batch).
@@ -86,6 +89,7 @@ impl Default for RbmConfig {
             momentum: 0.0,
             weight_decay: 0.0,
             persistent: false,
+            negative_hidden: NegativeHidden::Sample,
             batch_size: 64,
             epochs: 30,
             sample_steps: 200,

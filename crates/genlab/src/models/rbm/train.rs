@@ -228,6 +228,7 @@ impl Step for RbmStep<'_> {
             lr: self.lr as f32,
             momentum: config.momentum as f32,
             weight_decay: config.weight_decay as f32,
+            negative_hidden: config.negative_hidden,
         };
         // Undo copy for --on-nan skip-batch (a clone shares the buffers until
         // the update writes, which then copies).
