@@ -6,7 +6,8 @@ Usage: python3 docs/results.py OUT [README.md]
        python3 docs/results.py --sweep DIR [README.md]     (writes its table from DIR/groups.csv)
 
 Reads OUT/<preset>/{config.toml,metrics.jsonl,eval.json} and OUT/compare.md
-(plus OUT/rbm-500-pcd/ when docs/results.sh trained it) and replaces each
+(plus OUT/rbm-500-pcd/, OUT/rbm-500-recipe/ and the Bernoulli VAEs when
+docs/results.sh trained them) and replaces each
 block between `<!-- results:NAME -->` and `<!-- /results:NAME -->` in the
 README. Standard library only; every figure comes from those files.
 Timings are left out on purpose: they depend on what else the machine was
@@ -105,6 +106,41 @@ def gan_summary(out):
     )
 
 
+DECODER_PRESETS = ["vae-2", "vae-8", "vae-16", "conv-vae", "vae-2-bernoulli", "vae-16-bernoulli", "gan"]
+
+
+def decoder_table(out):
+    lines = [
+        "| preset | observation model | images | decoder AIS (s.e.) | IS, same images and model (k) "
+        "| BDMC on simulated data: forward / reverse (gap) | annealing |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for preset in DECODER_PRESETS:
+        run = out / preset
+        if not (run / "eval.json").is_file():
+            continue
+        ev = evaluation(run).get("likelihood", {}).get("decoder_ais")
+        if ev is None:
+            continue
+        if ev["observation"] == "gaussian":
+            chosen = ev["sigma_chosen_on"].split(" (")[0]
+            model = f"Gaussian, sigma {ev['sigma']} (chosen on {chosen})"
+        else:
+            model = "Bernoulli (binarised images)"
+        same = ev.get("importance_sampled_same_images")
+        is_cell = f"{same['log_likelihood']:.2f} ({same['importance_samples']:,})" if same else "-"
+        b = ev.get("bdmc")
+        bdmc_cell = (
+            f"{b['lower']:.2f} / {b['upper']:.2f} ({b['gap']:.2f}; {b['images']} images)" if b else "-"
+        )
+        lines.append(
+            f"| `{preset}` | {model} | first {ev['images']} {ev['split']} | "
+            f"{ev['log_likelihood']:.2f} ({ev['std_error']:.2f}) | {is_cell} | {bdmc_cell} | "
+            f"{ev['chains']} x {ev['steps']} x {ev['leapfrog']} |"
+        )
+    return "\n".join(lines)
+
+
 def quality_table(out):
     text = (out / "compare.md").read_text()
     rows = [[c.strip() for c in l.strip().strip("|").split("|")] for l in text.splitlines() if l.startswith("|")]
@@ -175,6 +211,7 @@ def main():
         ("rbm", rbm_table),
         ("vae", vae_table),
         ("gan", gan_summary),
+        ("decoder", decoder_table),
         ("quality", quality_table),
     ]:
         readme = replace_block(readme, name, make(out))

@@ -314,9 +314,8 @@ fn the_rbm_trains_alike_on_burn_tensors_and_on_the_cpu_kernels() {
     // burn's tensor path is how the RBM runs on the GPU backends;
     // GENLAB_CPU_KERNELS=0 takes it on the CPU.
     let dir = tempfile::tempdir().unwrap();
-    let train = |name: &str, kernels: &str, negative_hidden: &str| {
+    let train = |name: &str, kernels: &str, variant: &str| {
         let root = dir.path().join(name);
-        let negative_hidden = format!("model.negative_hidden={negative_hidden}");
         let (ok, _, err) = run(genlab(&[
             "train",
             "rbm",
@@ -335,7 +334,7 @@ fn the_rbm_trains_alike_on_burn_tensors_and_on_the_cpu_kernels() {
             "--set",
             "model.pl_images=10",
             "--set",
-            &negative_hidden,
+            variant,
             "--out",
             root.to_str().unwrap(),
         ])
@@ -355,25 +354,28 @@ fn the_rbm_trains_alike_on_burn_tensors_and_on_the_cpu_kernels() {
         all
     };
     let mut runs = Vec::new();
-    for negative_hidden in ["sample", "probability"] {
-        let kernels = train(&format!("kernels-{negative_hidden}"), "1", negative_hidden);
-        let tensors = train(&format!("tensors-{negative_hidden}"), "0", negative_hidden);
+    let variants = [
+        "model.negative_hidden=sample",
+        "model.negative_hidden=probability",
+        "model.centring=true",
+    ];
+    for (k, variant) in variants.into_iter().enumerate() {
+        let kernels = train(&format!("kernels-{k}"), "1", variant);
+        let tensors = train(&format!("tensors-{k}"), "0", variant);
         let initial = 0.1f32; // the biases start at 0.1: training moved them
         assert!(kernels.iter().any(|&v| (v - initial).abs() > 1e-3));
         let worst = kernels
             .iter()
             .zip(&tensors)
             .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-        assert!(
-            worst < 1e-3,
-            "{negative_hidden}: largest difference {worst}"
-        );
+        assert!(worst < 1e-3, "{variant}: largest difference {worst}");
         runs.push(kernels);
     }
     assert_ne!(
         runs[0], runs[1],
         "the negative statistics' hidden layer matters"
     );
+    assert_ne!(runs[0], runs[2], "centring matters");
 }
 
 #[test]

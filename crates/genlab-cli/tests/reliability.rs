@@ -440,3 +440,60 @@ fn bad_input_is_refused_before_any_work_with_exit_code_2() {
         "the user's directory is untouched"
     );
 }
+
+#[test]
+fn a_centred_persistent_run_resumes_to_the_same_weights() {
+    // The offsets and the persistent chains live in the checkpoint.
+    let dir = tempfile::tempdir().unwrap();
+    let extra = [
+        "--set",
+        "model.persistent=true",
+        "--set",
+        "model.centring=true",
+        "--set",
+        "model.momentum=0.5",
+    ];
+    let whole = dir.path().join("whole");
+    let out = common::tiny_rbm_train(&whole, "2", "1280", &extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let parts = dir.path().join("parts");
+    let out = common::tiny_rbm_train(&parts, "1", "1280", &extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ck = genlab::run::Checkpoint::load(&parts.join("checkpoints/latest.safetensors")).unwrap();
+    let offsets = ck.tensor("centring.visible", &[784]).unwrap();
+    assert!(
+        offsets.data.iter().any(|&m| (m - 0.5).abs() > 0.05),
+        "the offsets moved"
+    );
+    let out = genlab(&[
+        "train",
+        "--resume",
+        parts.to_str().unwrap(),
+        "--epochs",
+        "2",
+    ])
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        weights(&parts),
+        weights(&whole),
+        "resumed centred weights differ"
+    );
+}

@@ -37,6 +37,7 @@ fn reference_update(
     keys: &mut impl FnMut() -> u64,
     chains: Option<&mut Vec<f64>>,
     vel: (&mut Vec<f64>, &mut Vec<f64>, &mut Vec<f64>),
+    offsets: Option<(&mut Vec<f64>, &mut Vec<f64>)>,
 ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let (nv, nh) = (rbm.visible, rbm.hidden);
     let w = |i: usize, j: usize| rbm.w[i * nh + j] as f64;
@@ -89,32 +90,57 @@ fn reference_update(
         rule.weight_decay as f64,
     );
     let (vw, vh, vv) = vel;
-    let mut new_w = vec![0.0; nv * nh];
+    // Centring: E = -(v - mu)'W(h - lambda) - b'(v - mu) - c'(h - lambda),
+    // the centred model's gradient mapped back to the standard biases
+    // vb = b - W lambda, hb = c - W' mu (zero offsets: the plain update).
+    let (mu, lambda) = match &offsets {
+        Some((mu, lambda)) => (mu.to_vec(), lambda.to_vec()),
+        None => (vec![0.0; nv], vec![0.0; nh]),
+    };
+    let mut grad_w = vec![0.0; nv * nh];
     for i in 0..nv {
         for j in 0..nh {
-            let grad = (0..b)
-                .map(|r| v0[r * nv + i] * ph0[r * nh + j] - v[r * nv + i] * h[r * nh + j])
+            grad_w[i * nh + j] = (0..b)
+                .map(|r| {
+                    (v0[r * nv + i] - mu[i]) * (ph0[r * nh + j] - lambda[j])
+                        - (v[r * nv + i] - mu[i]) * (h[r * nh + j] - lambda[j])
+                })
                 .sum::<f64>()
                 / b as f64;
-            let k = i * nh + j;
-            vw[k] = m * vw[k] + lr * (grad - wd * w(i, j));
-            new_w[k] = w(i, j) + vw[k];
         }
+    }
+    let mut new_w = vec![0.0; nv * nh];
+    for k in 0..nv * nh {
+        vw[k] = m * vw[k] + lr * (grad_w[k] - wd * w(k / nh, k % nh));
+        new_w[k] = w(k / nh, k % nh) + vw[k];
     }
     let new_hb = (0..nh)
         .map(|j| {
-            let g = (0..b).map(|r| ph0[r * nh + j] - h[r * nh + j]).sum::<f64>() / b as f64;
+            let g = (0..b).map(|r| ph0[r * nh + j] - h[r * nh + j]).sum::<f64>() / b as f64
+                - (0..nv).map(|i| grad_w[i * nh + j] * mu[i]).sum::<f64>();
             vh[j] = m * vh[j] + lr * g;
             rbm.hb[j] as f64 + vh[j]
         })
         .collect();
     let new_vb = (0..nv)
         .map(|i| {
-            let g = (0..b).map(|r| v0[r * nv + i] - v[r * nv + i]).sum::<f64>() / b as f64;
+            let g = (0..b).map(|r| v0[r * nv + i] - v[r * nv + i]).sum::<f64>() / b as f64
+                - (0..nh).map(|j| grad_w[i * nh + j] * lambda[j]).sum::<f64>();
             vv[i] = m * vv[i] + lr * g;
             rbm.vb[i] as f64 + vv[i]
         })
         .collect();
+    if let Some((mu, lambda)) = offsets {
+        let rate = rule.offset_rate as f64;
+        for i in 0..nv {
+            let mean = (0..b).map(|r| v0[r * nv + i]).sum::<f64>() / b as f64;
+            mu[i] += rate * (mean - mu[i]);
+        }
+        for j in 0..nh {
+            let mean = (0..b).map(|r| ph0[r * nh + j]).sum::<f64>() / b as f64;
+            lambda[j] += rate * (mean - lambda[j]);
+        }
+    }
     (new_w, new_hb, new_vb)
 }
 
@@ -127,6 +153,7 @@ fn check_update(
     momentum: f32,
     weight_decay: f32,
     negative_hidden: NegativeHidden,
+    centring: bool,
 ) {
     let (nv, nh) = (12, 5);
     let rbm0 = tiny(nv, nh, 1);
@@ -134,6 +161,7 @@ fn check_update(
         hidden: nh,
         batch_size: b,
         persistent,
+        centring,
         ..Default::default()
     };
     let mut rbm = rbm0.clone();
@@ -150,7 +178,15 @@ fn check_update(
         momentum,
         weight_decay,
         negative_hidden,
+        // A large rate, so that the second update sees offsets far from 1/2.
+        offset_rate: 0.3,
     };
+    let mut offsets: Option<(Vec<f64>, Vec<f64>)> = state.offsets.as_ref().map(|(v, h)| {
+        (
+            v.iter().map(|&x| x as f64).collect(),
+            h.iter().map(|&x| x as f64).collect(),
+        )
+    });
     let mut bufs = CdBuffers::new(&rbm, b);
     bufs.data_mut().copy_from_slice(&v0);
     let mut rng = stream(4, Purpose::Train, 0);
@@ -170,6 +206,7 @@ fn check_update(
             &mut || key_rng.next_u64(),
             chains.as_mut(),
             (&mut vel.0, &mut vel.1, &mut vel.2),
+            offsets.as_mut().map(|(v, h)| (v, h)),
         );
         reference.w = w.iter().map(|&x| x as f32).collect();
         reference.hb = hb.iter().map(|&x| x as f32).collect();
@@ -185,6 +222,11 @@ fn check_update(
         }
     }
     assert_ne!(rbm.w, rbm0.w, "the update changed W");
+    if let (Some((v, h)), Some((rv, rh))) = (&state.offsets, &offsets) {
+        for (g, w) in v.iter().chain(h).zip(rv.iter().chain(rh)) {
+            assert!((*g as f64 - w).abs() < 1e-5, "offset {g} vs {w}");
+        }
+    }
 
     // The same two updates with every Gibbs product as a sum of the weight
     // rows the sampled layer selects (and with none).
@@ -282,23 +324,29 @@ fn check_update(
 
 #[test]
 fn cd_k_matches_a_hand_computation() {
-    check_update(4, false, 0.0, 0.0, NegativeHidden::Sample);
+    check_update(4, false, 0.0, 0.0, NegativeHidden::Sample, false);
 }
 
 #[test]
 fn cd_k_with_momentum_and_weight_decay_matches_a_hand_computation() {
-    check_update(4, false, 0.5, 0.01, NegativeHidden::Sample);
+    check_update(4, false, 0.5, 0.01, NegativeHidden::Sample, false);
 }
 
 #[test]
 fn persistent_cd_matches_a_hand_computation() {
-    check_update(70, true, 0.0, 0.001, NegativeHidden::Sample);
+    check_update(70, true, 0.0, 0.001, NegativeHidden::Sample, false);
 }
 
 #[test]
 fn negative_hidden_probabilities_match_a_hand_computation() {
-    check_update(70, true, 0.5, 0.001, NegativeHidden::Probability);
-    check_update(4, false, 0.0, 0.0, NegativeHidden::Probability);
+    check_update(70, true, 0.5, 0.001, NegativeHidden::Probability, false);
+    check_update(4, false, 0.0, 0.0, NegativeHidden::Probability, false);
+}
+
+#[test]
+fn centred_updates_match_a_hand_computation() {
+    check_update(70, true, 0.5, 0.001, NegativeHidden::Sample, true);
+    check_update(4, false, 0.0, 0.0, NegativeHidden::Probability, true);
 }
 
 /// log sum_h exp(-E(v,h)) by enumerating h.

@@ -28,6 +28,30 @@ pub struct CdTensors<B: Backend> {
     pub vel_vb: FloatTensor<B>,
     #[extension_type]
     pub chains: Chains<B>,
+    #[extension_type]
+    pub offsets: Offsets<B>,
+}
+
+/// Centring's offsets, or none.
+#[derive(ExtensionType)]
+pub enum Offsets<B: Backend> {
+    Centred {
+        visible: FloatTensor<B>,
+        hidden: FloatTensor<B>,
+    },
+    Off,
+}
+
+impl<B: Backend> Clone for Offsets<B> {
+    fn clone(&self) -> Self {
+        match self {
+            Offsets::Centred { visible, hidden } => Offsets::Centred {
+                visible: visible.clone(),
+                hidden: hidden.clone(),
+            },
+            Offsets::Off => Offsets::Off,
+        }
+    }
 }
 
 impl<B: Backend> Clone for CdTensors<B> {
@@ -40,6 +64,7 @@ impl<B: Backend> Clone for CdTensors<B> {
             vel_hb: self.vel_hb.clone(),
             vel_vb: self.vel_vb.clone(),
             chains: self.chains.clone(),
+            offsets: self.offsets.clone(),
         }
     }
 }
@@ -132,6 +157,10 @@ fn flex_cd_update(
         Chains::Persistent(c) => Some(dense(c)),
         Chains::Fresh => None,
     };
+    let mut offsets = match params.offsets {
+        Offsets::Centred { visible, hidden } => Some((dense(visible), dense(hidden))),
+        Offsets::Off => None,
+    };
     BUFFERS.with(|cell| {
         let mut slot = cell.borrow_mut();
         let bufs = match slot.as_mut() {
@@ -147,6 +176,9 @@ fn flex_cd_update(
             vel_hb: vel_hb.storage_mut::<f32>(),
             vel_vb: vel_vb.storage_mut::<f32>(),
             chains: chains.as_mut().map(|c| c.storage_mut::<f32>()),
+            offsets: offsets
+                .as_mut()
+                .map(|(v, h)| (v.storage_mut::<f32>(), h.storage_mut::<f32>())),
         };
         cd_update_host(host, bufs, rule, keys);
     });
@@ -160,6 +192,10 @@ fn flex_cd_update(
         chains: match chains {
             Some(c) => Chains::Persistent(c),
             None => Chains::Fresh,
+        },
+        offsets: match offsets {
+            Some((visible, hidden)) => Offsets::Centred { visible, hidden },
+            None => Offsets::Off,
         },
     }
 }
@@ -232,14 +268,63 @@ pub fn composed_cd_update<B: Backend>(
         NegativeHidden::Probability => hk_probs,
     };
     let scale = |t: FloatTensor<B>, s: f32| B::float_mul_scalar(t, Scalar::from(s));
-    let dw = B::float_sub(
-        B::float_matmul(B::float_transpose(v0.clone()), p0.clone()),
-        B::float_matmul(B::float_transpose(vk.clone()), h.clone()),
-    );
     let column_sums =
         |t: FloatTensor<B>, n: usize| B::float_reshape(B::float_sum_dim(t, 0), Shape::new([n]));
-    let dhb = column_sums(B::float_sub(p0, h), nh);
-    let dvb = column_sums(B::float_sub(v0, vk), nv);
+    let mut dhb = column_sums(B::float_sub(p0.clone(), h.clone()), nh);
+    let mut dvb = column_sums(B::float_sub(v0.clone(), vk.clone()), nv);
+    let (dw, offsets) = match params.offsets {
+        Offsets::Off => (
+            B::float_sub(
+                B::float_matmul(B::float_transpose(v0), p0),
+                B::float_matmul(B::float_transpose(vk), h),
+            ),
+            Offsets::Off,
+        ),
+        Offsets::Centred { visible, hidden } => {
+            // As the host kernel's `centre`: the centred weight gradient,
+            // the biases' corrections, then the offsets' moving averages.
+            let mean_v = scale(column_sums(v0.clone(), nv), 1.0 / b as f32);
+            let mean_h = scale(column_sums(p0.clone(), nh), 1.0 / b as f32);
+            let (mu_rows, lambda_rows) = (row(visible.clone(), b, nv), row(hidden.clone(), b, nh));
+            let dw = B::float_sub(
+                B::float_matmul(
+                    B::float_transpose(B::float_sub(v0, mu_rows.clone())),
+                    B::float_sub(p0, lambda_rows.clone()),
+                ),
+                B::float_matmul(
+                    B::float_transpose(B::float_sub(vk, mu_rows)),
+                    B::float_sub(h, lambda_rows),
+                ),
+            );
+            let as_column = |t: FloatTensor<B>, n: usize| B::float_reshape(t, Shape::new([n, 1]));
+            let as_vector = |t: FloatTensor<B>, n: usize| B::float_reshape(t, Shape::new([n]));
+            // dW lambda and dW' mu, summed over the batch: divided by B below.
+            let dw_lambda = as_vector(
+                B::float_matmul(dw.clone(), as_column(hidden.clone(), nh)),
+                nv,
+            );
+            let dwt_mu = as_vector(
+                B::float_matmul(
+                    B::float_transpose(dw.clone()),
+                    as_column(visible.clone(), nv),
+                ),
+                nh,
+            );
+            dvb = B::float_sub(dvb, dw_lambda);
+            dhb = B::float_sub(dhb, dwt_mu);
+            let rate = rule.offset_rate;
+            let toward = |o: FloatTensor<B>, m: FloatTensor<B>| {
+                B::float_add(o.clone(), scale(B::float_sub(m, o), rate))
+            };
+            (
+                dw,
+                Offsets::Centred {
+                    visible: toward(visible, mean_v),
+                    hidden: toward(hidden, mean_h),
+                },
+            )
+        }
+    };
     let UpdateRule {
         lr,
         momentum,
@@ -257,6 +342,7 @@ pub fn composed_cd_update<B: Backend>(
             vel_hb: params.vel_hb,
             vel_vb: params.vel_vb,
             chains,
+            offsets,
         }
     } else {
         // velocity = momentum velocity + lr (grad - decay W); param += velocity.
@@ -274,6 +360,7 @@ pub fn composed_cd_update<B: Backend>(
             vel_hb,
             vel_vb,
             chains,
+            offsets,
         }
     }
 }

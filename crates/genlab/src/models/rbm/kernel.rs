@@ -28,6 +28,11 @@ pub struct CdBuffers {
     dhb: Vec<f32>,
     dvb: Vec<f32>,
     dvb_neg: Vec<f32>,
+    /// Centring: the batch's mean data and hidden probabilities, and the
+    /// bias corrections (V, H, V, H), and 2B-row scratch.
+    mean_v: Vec<f32>,
+    mean_h: Vec<f32>,
+    rows: Vec<f32>,
     /// The 2k+1 keys of one update (kept to avoid a per-step allocation).
     pub(super) keys: Vec<u64>,
     /// The ones of the layer a Gibbs half-step reads, per shard of chains.
@@ -61,6 +66,9 @@ impl CdBuffers {
             dhb: vec![0.0; h],
             dvb: vec![0.0; v],
             dvb_neg: vec![0.0; v],
+            mean_v: vec![0.0; v],
+            mean_h: vec![0.0; h],
+            rows: vec![0.0; 2 * batch],
             keys: Vec::new(),
             ones: vec![Ones::default(); batch.div_ceil(CHAIN_ROWS)],
             products: BinaryProducts::default(),
@@ -88,6 +96,9 @@ pub struct UpdateRule {
     pub momentum: f32,
     pub weight_decay: f32,
     pub negative_hidden: NegativeHidden,
+    /// Centring (with [`CdParams::offsets`]): how far each update moves
+    /// the offsets towards the batch's means.
+    pub offset_rate: f32,
 }
 
 /// What the negative statistics take for the chain's final hidden layer.
@@ -122,6 +133,8 @@ pub struct CdParams<'a> {
     pub vel_vb: &'a mut [f32],
     /// B x H hidden states of the persistent chains (PCD only).
     pub chains: Option<&'a mut [f32]>,
+    /// Centring's offsets of the visible and hidden layers (V, H).
+    pub offsets: Option<(&'a mut [f32], &'a mut [f32])>,
 }
 
 /// The upward pass: p(h=1|v) for each row of `v` into `probs` (rows x H),
@@ -314,11 +327,22 @@ pub fn cd_update_host(p: CdParams<'_>, bufs: &mut CdBuffers, rule: UpdateRule, k
     column_sums(top_x, nv, &mut bufs.dvb);
     column_sums(bottom_x, nv, &mut bufs.dvb_neg);
     let inv_b = 1.0 / b as f32;
+    if p.offsets.is_some() {
+        bufs.mean_v
+            .iter_mut()
+            .zip(&bufs.dvb)
+            .for_each(|(m, s)| *m = s * inv_b);
+        column_sums(&bufs.y[..b * nh], nh, &mut bufs.mean_h);
+        bufs.mean_h.iter_mut().for_each(|m| *m *= inv_b);
+    }
     for (d, n) in bufs.dvb.iter_mut().zip(&bufs.dvb_neg) {
         *d = (*d - n) * inv_b;
     }
     for d in bufs.dhb.iter_mut() {
         *d *= inv_b;
+    }
+    if let Some((mu, lambda)) = p.offsets {
+        centre(bufs, b, mu, lambda, rule.offset_rate);
     }
     let UpdateRule {
         lr,
@@ -368,5 +392,52 @@ pub fn cd_update_host(p: CdParams<'_>, bufs: &mut CdBuffers, rule: UpdateRule, k
             *v = momentum * *v + lr * d;
             *p += *v;
         }
+    }
+}
+
+/// Centring (Melchior, Fischer & Wiskott 2016) in the standard
+/// parameters: with offsets mu (visible) and lambda (hidden), the weight
+/// gradient is <(v - mu)(h - lambda)'>_data - <...>_model, the biases'
+/// gradients lose its products with the other layer's offset
+/// (dvb -= dW lambda, dhb -= dW' mu), and the offsets then move towards
+/// the batch's mean data and hidden probabilities by `rate`. Centres
+/// `bufs.x` and `bufs.y` in place for the weight product that follows.
+fn centre(bufs: &mut CdBuffers, b: usize, mu: &mut [f32], lambda: &mut [f32], rate: f32) {
+    let (nv, nh) = (mu.len(), lambda.len());
+    for x in bufs.x.chunks_exact_mut(nv) {
+        x.iter_mut().zip(mu.iter()).for_each(|(x, m)| *x -= m);
+    }
+    // y holds p(h|v0) on top and minus the negative hidden layer below.
+    let (top, bottom) = bufs.y.split_at_mut(b * nh);
+    for y in top.chunks_exact_mut(nh) {
+        y.iter_mut().zip(lambda.iter()).for_each(|(y, l)| *y -= l);
+    }
+    for y in bottom.chunks_exact_mut(nh) {
+        y.iter_mut().zip(lambda.iter()).for_each(|(y, l)| *y += l);
+    }
+    let inv_b = 1.0 / b as f32;
+    // dW lambda = x' (y lambda) / B.
+    for (r, y) in bufs.rows.iter_mut().zip(bufs.y.chunks_exact(nh)) {
+        *r = y.iter().zip(lambda.iter()).map(|(y, l)| y * l).sum();
+    }
+    for (x, r) in bufs.x.chunks_exact(nv).zip(&bufs.rows) {
+        for (d, x) in bufs.dvb.iter_mut().zip(x) {
+            *d -= x * r * inv_b;
+        }
+    }
+    // dW' mu = y' (x mu) / B.
+    for (r, x) in bufs.rows.iter_mut().zip(bufs.x.chunks_exact(nv)) {
+        *r = x.iter().zip(mu.iter()).map(|(x, m)| x * m).sum();
+    }
+    for (y, r) in bufs.y.chunks_exact(nh).zip(&bufs.rows) {
+        for (d, y) in bufs.dhb.iter_mut().zip(y) {
+            *d -= y * r * inv_b;
+        }
+    }
+    for (m, d) in mu.iter_mut().zip(&bufs.mean_v) {
+        *m += rate * (d - *m);
+    }
+    for (l, d) in lambda.iter_mut().zip(&bufs.mean_h) {
+        *l += rate * (d - *l);
     }
 }

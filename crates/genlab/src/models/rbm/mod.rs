@@ -19,7 +19,7 @@ pub mod family;
 pub mod kernel;
 pub mod train;
 
-use backend::{CdTensors, Chains, ContrastiveDivergence, composed_cd_update};
+use backend::{CdTensors, Chains, ContrastiveDivergence, Offsets, composed_cd_update};
 pub use kernel::{CdBuffers, CdParams, NegativeHidden, UpdateRule, cd_update_host};
 use kernel::{down, up};
 
@@ -70,6 +70,11 @@ pub struct RbmConfig {
     /// The negative statistics' hidden layer: "sample" (the seed's) or
     /// "probability" (p(h | v_k), less noisy).
     pub negative_hidden: NegativeHidden,
+    /// Centred gradients (Melchior, Fischer & Wiskott 2016): both layers
+    /// centred on moving averages of the data's means.
+    pub centring: bool,
+    /// How far each update moves the offsets towards the batch's means.
+    pub offset_rate: f64,
     pub batch_size: usize,
     pub epochs: usize,
     /// Gibbs steps of the per-epoch sample figure (started from a fixed training batch).
@@ -90,6 +95,8 @@ impl Default for RbmConfig {
             weight_decay: 0.0,
             persistent: false,
             negative_hidden: NegativeHidden::Sample,
+            centring: false,
+            offset_rate: 0.01,
             batch_size: 64,
             epochs: 30,
             sample_steps: 200,
@@ -141,6 +148,12 @@ impl ModelConfig for RbmConfig {
         if !(0.0..1.0).contains(&self.momentum) {
             crate::usage_bail!("model.momentum = {}: must be in [0, 1)", self.momentum);
         }
+        if !(self.offset_rate > 0.0 && self.offset_rate <= 1.0) {
+            crate::usage_bail!(
+                "model.offset_rate = {}: must be in (0, 1] (0.01 moves the offsets 1% of the way per update)",
+                self.offset_rate
+            );
+        }
         if !self.weight_decay.is_finite() || self.weight_decay < 0.0 {
             crate::usage_bail!(
                 "model.weight_decay = {}: must be a finite number >= 0",
@@ -172,6 +185,8 @@ pub struct RbmState {
     pub vel_vb: Vec<f32>,
     /// B x H hidden states of the persistent chains (PCD only).
     pub chains: Option<Vec<f32>>,
+    /// Centring's visible and hidden offsets (centred models only).
+    pub offsets: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 impl Rbm {
@@ -207,6 +222,11 @@ impl Rbm {
                     .map(|_| rng.random::<bool>() as u8 as f32)
                     .collect()
             }),
+            // Both layers' offsets start at 1/2; the moving averages find
+            // the data's means within a few hundred updates.
+            offsets: config
+                .centring
+                .then(|| (vec![0.5; self.visible], vec![0.5; self.hidden])),
         }
     }
 
@@ -251,6 +271,10 @@ impl Rbm {
             vel_hb: &mut state.vel_hb,
             vel_vb: &mut state.vel_vb,
             chains: state.chains.as_deref_mut(),
+            offsets: state
+                .offsets
+                .as_mut()
+                .map(|(v, h)| (v.as_mut_slice(), h.as_mut_slice())),
         };
         cd_update_host(params, bufs, rule, &keys);
         bufs.keys = keys;

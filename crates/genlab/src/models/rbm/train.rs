@@ -135,6 +135,16 @@ fn model_checkpoint(rbm: &Rbm, state: &RbmState, batch_size: usize) -> Checkpoin
             TensorData::new(vec![batch_size, rbm.hidden], chains.clone()),
         );
     }
+    if let Some((visible, hidden)) = &state.offsets {
+        ck.insert(
+            "centring.visible",
+            TensorData::new(vec![rbm.visible], visible.clone()),
+        );
+        ck.insert(
+            "centring.hidden",
+            TensorData::new(vec![rbm.hidden], hidden.clone()),
+        );
+    }
     ck
 }
 
@@ -147,11 +157,20 @@ fn restore(ck: &Checkpoint, config: &RbmConfig) -> Result<(Rbm, RbmState)> {
     } else {
         None
     };
+    let offsets = if config.centring {
+        Some((
+            ck.tensor("centring.visible", &[nv])?.data.clone(),
+            ck.tensor("centring.hidden", &[nh])?.data.clone(),
+        ))
+    } else {
+        None
+    };
     let state = RbmState {
         vel_w: ck.tensor("velocity.W", &[nv, nh])?.data.clone(),
         vel_hb: ck.tensor("velocity.hb", &[nh])?.data.clone(),
         vel_vb: ck.tensor("velocity.vb", &[nv])?.data.clone(),
         chains,
+        offsets,
     };
     Ok((rbm, state))
 }
@@ -229,6 +248,7 @@ impl Step for RbmStep<'_> {
             momentum: config.momentum as f32,
             weight_decay: config.weight_decay as f32,
             negative_hidden: config.negative_hidden,
+            offset_rate: config.offset_rate as f32,
         };
         // Undo copy for --on-nan skip-batch (a clone shares the buffers until
         // the update writes, which then copies).
@@ -452,6 +472,13 @@ impl TensorCd {
                     Some(c) => Chains::Persistent(put(c, &[c.len() / nh, nh])),
                     None => Chains::Fresh,
                 },
+                offsets: match &state.offsets {
+                    Some((v, h)) => Offsets::Centred {
+                        visible: put(v, &[nv]),
+                        hidden: put(h, &[nh]),
+                    },
+                    None => Offsets::Off,
+                },
             }),
             composed: false,
         }
@@ -476,6 +503,9 @@ impl TensorCd {
         state.vel_vb = get(&p.vel_vb)?;
         if let Chains::Persistent(c) = &p.chains {
             state.chains = Some(get2(c)?);
+        }
+        if let Offsets::Centred { visible, hidden } = &p.offsets {
+            state.offsets = Some((get(visible)?, get(hidden)?));
         }
         Ok(())
     }
