@@ -30,6 +30,7 @@ fn main() {
         momentum: 0.0,
         weight_decay: 0.0,
         negative_hidden: NegativeHidden::Sample,
+        offset_rate: 0.0,
     };
     let mut step = |rbm: &mut Rbm| {
         bufs.data_mut().copy_from_slice(&batch);
