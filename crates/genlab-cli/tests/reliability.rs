@@ -453,24 +453,20 @@ fn a_centred_persistent_run_resumes_to_the_same_weights() {
         "--set",
         "model.momentum=0.5",
     ];
-    let whole = dir.path().join("whole");
-    let out = common::tiny_rbm_train(&whole, "2", "1280", &extra)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let parts = dir.path().join("parts");
-    let out = common::tiny_rbm_train(&parts, "1", "1280", &extra)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let train = |name: &str, epochs: &str| {
+        let run = dir.path().join(name);
+        let out = common::tiny_rbm_train(&run, epochs, "1280", &extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        run
+    };
+    let whole = train("whole", "2");
+    let parts = train("parts", "1");
     let ck = genlab::run::Checkpoint::load(&parts.join("checkpoints/latest.safetensors")).unwrap();
     let offsets = ck.tensor("centring.visible", &[784]).unwrap();
     assert!(

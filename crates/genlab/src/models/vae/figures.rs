@@ -28,20 +28,6 @@ pub fn plot_metrics(run: &RunDir) -> Result<()> {
     )
 }
 
-/// The first `n` images of a split as pixel / 255.
-fn first_unit_rows(split: &Split, n: usize) -> Vec<f32> {
-    let idx: Vec<usize> = (0..n.min(split.len())).collect();
-    let mut out = Vec::new();
-    fill_batch(
-        split,
-        &idx,
-        PixelView::Unit,
-        &mut stream(0, Purpose::Fixed, 0),
-        &mut out,
-    );
-    out
-}
-
 /// The two leading principal directions of `rows` (n x d), as d-vectors.
 fn principal_axes(rows: &[f32], d: usize) -> [Vec<f64>; 2] {
     let n = rows.len() / d;
@@ -86,7 +72,7 @@ pub fn write_figures(
     let l = vae.net.latent;
 
     // Reconstructions: the first 10 test digits above their reconstructions (posterior means).
-    let originals = first_unit_rows(test, 10);
+    let originals = crate::data::batches::first_rows(test, 10);
     let (mean, _) = vae.encode(&originals)?;
     let recon = vae.decode(&mean)?;
     let mut tiles = originals.clone();
@@ -117,7 +103,7 @@ pub fn write_figures(
     }
 
     // Scatter of the test set's latent means by class.
-    let all = first_unit_rows(test, test.len());
+    let all = crate::data::batches::first_rows(test, test.len());
     let (means, _) = vae.encode(&all)?;
     let labels = &test.labels;
     let (points, axes, title): (Vec<(f32, f32)>, (&str, &str), String) = if l == 2 {
