@@ -437,7 +437,19 @@ impl Ones {
     /// Indexes `x` (rows of `m` values, each 0 or 1), rows split between the
     /// cores, and returns the fraction of ones.
     pub fn index(&mut self, x: &[f32], m: usize) -> f32 {
+        self.index_of(x, m, false)
+    }
+
+    /// Indexes the zeros of `x` instead (the ones of 1 - x), and returns
+    /// their fraction: a mostly-on layer's product is the all-ones row's
+    /// minus the product with its zeros ([`complement_product`]).
+    pub fn index_zeros(&mut self, x: &[f32], m: usize) -> f32 {
+        self.index_of(x, m, true)
+    }
+
+    fn index_of(&mut self, x: &[f32], m: usize, zeros: bool) -> f32 {
         assert_eq!(x.len() % m, 0);
+        let flip = if zeros { 0xFFFF } else { 0 };
         let rows = x.len() / m;
         self.m = m;
         self.index.resize(rows * m, 0);
@@ -447,11 +459,11 @@ impl Ones {
             let chunks = row.chunks_exact(16);
             let tail = chunks.remainder();
             for (c, chunk) in chunks.enumerate() {
-                k = push_ones(index, k, (c * 16) as u32, nonzero_mask(chunk));
+                k = push_ones(index, k, (c * 16) as u32, nonzero_mask(chunk) ^ flip);
             }
             let mut mask = 0u32;
             for (j, &v) in tail.iter().enumerate() {
-                mask |= ((v != 0.0) as u32) << j;
+                mask |= (((v != 0.0) != zeros) as u32) << j;
             }
             *count = push_ones(index, k, (m - tail.len()) as u32, mask);
         };
@@ -534,6 +546,8 @@ struct Lane([f32; PANEL]);
 #[derive(Debug, Clone, Default)]
 pub struct Panels {
     lanes: Vec<Lane>,
+    /// The sum of all m rows (the product with an all-ones row).
+    totals: Vec<f32>,
     m: usize,
     n: usize,
 }
@@ -565,6 +579,30 @@ impl Panels {
                     self.lanes[p * rows + i].0[..chunk.len()].copy_from_slice(chunk);
                 }
             }
+        }
+        // Row by row, in order, for each column.
+        self.totals.clear();
+        self.totals.resize(cols, 0.0);
+        for p in 0..cols.div_ceil(PANEL) {
+            let c0 = p * PANEL;
+            let width = PANEL.min(cols - c0);
+            for lane in &self.lanes[p * rows..(p + 1) * rows] {
+                for (t, v) in self.totals[c0..c0 + width].iter_mut().zip(&lane.0) {
+                    *t += v;
+                }
+            }
+        }
+    }
+}
+
+/// `out = x @ w` for a binary `x` given by the [`Ones`] index of its
+/// *zeros* ([`Ones::index_zeros`]): w's total row minus the sum of the rows
+/// the zeros select, for layers that are mostly ones.
+pub fn complement_product(out: &mut [f32], w: &Panels, zeros: &Ones) {
+    gathered_product(out, w, zeros);
+    for row in out.chunks_exact_mut(w.n) {
+        for (o, t) in row.iter_mut().zip(&w.totals) {
+            *o = t - *o;
         }
     }
 }
@@ -858,6 +896,17 @@ mod tests {
             let mut serial_out = vec![0.0; rows * n];
             serial(|| gathered_product(&mut serial_out, &panels, &ones));
             assert_eq!(out, serial_out);
+            // From the zeros: the all-ones row's product minus theirs.
+            let zeros = ones.index_zeros(&x, m);
+            assert!((zeros - (1.0 - got_density)).abs() < 1e-6);
+            let mut complement = vec![f32::NAN; rows * n];
+            complement_product(&mut complement, &panels, &ones);
+            for (g, e) in complement.iter().zip(&want) {
+                assert!(
+                    (g - e).abs() < 1e-4,
+                    "{rows}x{m}x{n} from zeros: {g} vs {e}"
+                );
+            }
         }
     }
 

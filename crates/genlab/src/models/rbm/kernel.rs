@@ -4,8 +4,8 @@
 use rayon::prelude::*;
 
 use crate::cpu::{
-    Ones, Panels, column_sums, gathered_product, matmul, serial, sigmoid_bernoulli,
-    sigmoid_bernoulli_rows,
+    Ones, Panels, column_sums, complement_product, gathered_product, matmul, serial,
+    sigmoid_bernoulli, sigmoid_bernoulli_rows,
 };
 
 /// Rows of the batch whose Gibbs chains one task runs through all k steps.
@@ -46,11 +46,12 @@ pub struct CdBuffers {
     pub gather_below: f32,
 }
 
-/// The fraction of ones below which [`gathered_product`] beats the dense
-/// product on a Gibbs step of a 784x500 RBM, 32 chains on one core (`cargo
-/// bench --bench rbm` times both: 190 against 634 us at 15% ones, 462
-/// against 633 at 60%). A trained RBM's states have 12-20% ones, an
-/// untrained one's about half.
+/// The fraction of ones (or of zeros, for a mostly-on layer) below which
+/// [`gathered_product`] beats the dense product on a Gibbs step of a
+/// 784x500 RBM, 32 chains on one core (`cargo bench --bench rbm` times
+/// both: 190 against 634 us at 15% ones, 462 against 633 at 60%). A trained
+/// RBM's states have 12-20% ones, an untrained one's about half; a centred
+/// RBM's hidden units are often mostly on.
 pub const GATHER_BELOW: f32 = 0.8;
 
 impl CdBuffers {
@@ -187,8 +188,9 @@ impl BinaryProducts {
     }
 
     /// `out = x @ W` for binary visible rows `x` (`w` is `nv` x `nh`, the
-    /// matrix of these panels); gathered below `gather_below` ones (the
-    /// panels must be filled then), dense above.
+    /// matrix of these panels); gathered from the sparser of its ones and
+    /// its zeros when that fraction is below `gather_below` (the panels must
+    /// be filled then), dense otherwise.
     #[allow(clippy::too_many_arguments)]
     pub fn up(
         &self,
@@ -199,9 +201,7 @@ impl BinaryProducts {
         ones: &mut Ones,
         gather_below: f32,
     ) {
-        if ones.index(x, nv) < gather_below {
-            gathered_product(out, &self.w, ones);
-        } else {
+        if !sparse_product(&self.w, nv, x, out, ones, gather_below) {
             matmul(out, x, w, (x.len() / nv, nv, nh), false, false, 0.0, 1.0);
         }
     }
@@ -217,12 +217,35 @@ impl BinaryProducts {
         ones: &mut Ones,
         gather_below: f32,
     ) {
-        if ones.index(x, nh) < gather_below {
-            gathered_product(out, &self.wt, ones);
-        } else {
+        if !sparse_product(&self.wt, nh, x, out, ones, gather_below) {
             matmul(out, x, w, (x.len() / nh, nh, nv), false, true, 0.0, 1.0);
         }
     }
+}
+
+/// `out = x @ panels` from x's ones, or from its zeros when x is mostly
+/// ones, if the sparser side's fraction is below `gather_below`; returns
+/// whether it did (else the caller runs the dense product).
+fn sparse_product(
+    panels: &Panels,
+    m: usize,
+    x: &[f32],
+    out: &mut [f32],
+    ones: &mut Ones,
+    gather_below: f32,
+) -> bool {
+    let f = ones.index(x, m);
+    if f <= 0.5 {
+        if f < gather_below {
+            gathered_product(out, panels, ones);
+            return true;
+        }
+    } else if 1.0 - f < gather_below {
+        ones.index_zeros(x, m);
+        complement_product(out, panels, ones);
+        return true;
+    }
+    false
 }
 
 /// What a Gibbs half-step reads: the weights, as they are and as panels
