@@ -59,6 +59,11 @@ pub const PRESETS: &[Preset] = &[
         "RBM, 500 hidden units, tuned: PCD-5, lr 0.05 decaying to 0, momentum 0.5, weight decay 1e-4, 100 epochs"
     ),
     preset!(
+        "rbm-500-pcd10",
+        "rbm",
+        "RBM, 500 hidden units, tuned on a validation split: PCD-10, lr 0.05 decaying to 0, momentum 0.5, weight decay 1e-4, 200 epochs"
+    ),
+    preset!(
         "vae-2",
         "vae",
         "Seed MLP VAE, latent 2: 784 x MSE + KL, Keras Adam, batch 128, 30 epochs",

@@ -457,10 +457,14 @@ fn centre(bufs: &mut CdBuffers, b: usize, mu: &mut [f32], lambda: &mut [f32], ra
             *d -= y * r * inv_b;
         }
     }
+    // An offset whose mean stays 0 (a border pixel) decays geometrically;
+    // below the smallest normal float it is flushed to 0, since subnormal
+    // operands slow every product that reads them a hundredfold.
+    let flush = |x: f32| if x.abs() < f32::MIN_POSITIVE { 0.0 } else { x };
     for (m, d) in mu.iter_mut().zip(&bufs.mean_v) {
-        *m += rate * (d - *m);
+        *m = flush(*m + rate * (d - *m));
     }
     for (l, d) in lambda.iter_mut().zip(&bufs.mean_h) {
-        *l += rate * (d - *l);
+        *l = flush(*l + rate * (d - *l));
     }
 }
