@@ -6,7 +6,7 @@ Usage: python3 docs/results.py OUT [README.md]
        python3 docs/results.py --sweep DIR [README.md]     (writes its table from DIR/groups.csv)
 
 Reads OUT/<preset>/{config.toml,metrics.jsonl,eval.json} and OUT/compare.md
-(plus OUT/rbm-500-pcd/, OUT/rbm-500-recipe/ and the Bernoulli VAEs when
+(plus OUT/rbm-500-pcd/, OUT/rbm-500-pcd10/ and the Bernoulli VAEs when
 docs/results.sh trained them) and replaces each
 block between `<!-- results:NAME -->` and `<!-- /results:NAME -->` in the
 README. Standard library only; every figure comes from those files.
@@ -39,7 +39,7 @@ def rbm_table(out):
         "| first 100 test images: AIS / RAISE (gap) |",
         "|---|---|---|---|---|---|",
     ]
-    for preset in ["rbm-20", "rbm-100", "rbm-500", "rbm-500-pcd"]:
+    for preset in ["rbm-20", "rbm-100", "rbm-500", "rbm-500-pcd", "rbm-500-pcd10"]:
         run = out / preset
         if not (run / "eval.json").is_file():
             continue
