@@ -155,7 +155,6 @@ pub struct NetworkDecoder<'a> {
     pub prior: Prior,
     /// Rows per executor pass (bounds the activations kept for backward).
     chunk: usize,
-    d_out: Vec<f32>,
     /// Advanced by one per transition of every annealing run.
     pub progress: Option<indicatif::ProgressBar>,
 }
@@ -178,7 +177,6 @@ impl<'a> NetworkDecoder<'a> {
             observation,
             prior,
             chunk: chunk.max(1),
-            d_out: Vec::new(),
             progress: None,
         }
     }
@@ -239,17 +237,15 @@ impl<'a> NetworkDecoder<'a> {
         let mut x = vec![0.0f32; n * d];
         for first in (0..n).step_by(self.chunk) {
             let m = self.chunk.min(n - first);
+            let observation = self.observation;
             let out = self
                 .host
                 .forward(self.params, &z[first * l..(first + m) * l], m, &[]);
-            self.d_out.clear();
-            self.d_out.extend_from_slice(out);
-            for (o, xr) in self
-                .d_out
+            for (o, xr) in out
                 .chunks_exact(d)
                 .zip(x[first * d..(first + m) * d].chunks_exact_mut(d))
             {
-                self.observation.sample(o, rng, xr);
+                observation.sample(o, rng, xr);
             }
         }
         (z, x)

@@ -26,9 +26,8 @@ use crate::rng::{Purpose, stream};
 
 /// Refuses sizes that cannot give a figure, before any work.
 pub fn check_options(o: &DecoderAisOptions) -> Result<()> {
-    let images = "--decoder-ais-images";
     check_count(
-        images,
+        "--decoder-ais-images",
         o.images.unwrap_or(0),
         MAX_DECODER_AIS_IMAGES,
         "images",

@@ -355,7 +355,7 @@ impl Rbm {
             .zip(pre.par_chunks_exact(nh))
             .map(|(xr, ar)| {
                 let a: Vec<f32> = ar.iter().zip(&self.hb).map(|(a, b)| a + b).collect();
-                let base = softplus_shifted_sum(&a, &self.hb, 0.0);
+                let base = softplus_sum(ar, &self.hb);
                 let mut sum = 0.0f64;
                 for (i, (&xi, wi)) in xr.iter().zip(self.w.chunks_exact(nh)).enumerate() {
                     // Flipping x_i changes every pre-activation by s * W[i, :].

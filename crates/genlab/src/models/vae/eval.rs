@@ -165,7 +165,7 @@ pub fn evaluate_vae(run: &RunDir, opts: &EvalOptions) -> Result<(Value, Vec<Stri
     let seconds = t0.elapsed().as_secs_f64();
     let (log_px, elbo) = (est.mean_log_px(), est.mean_elbo());
     let (se_px, se_elbo) = (std_error(&est.log_px), std_error(&est.elbo));
-    let decoder = decoder_ais(&loaded, &data, &test, &density, k, rows_per_pass, opts)?;
+    let decoder = decoder_ais(&loaded, &data, &test, density, k, rows_per_pass, opts)?;
 
     let (data_desc, density_desc) = match cfg.likelihood {
         Likelihood::Bernoulli => (
@@ -257,23 +257,31 @@ pub fn evaluate_vae(run: &RunDir, opts: &EvalOptions) -> Result<(Value, Vec<Stri
 
 /// Decoder AIS and BDMC (see [`crate::eval::decoder_likelihood`]) on the
 /// first test images, with the importance-sampled estimate under the same
-/// observation model beside it.
+/// observation model beside it (`density` with the chosen variance).
 fn decoder_ais(
     loaded: &vae::LoadedVae,
     data: &crate::data::Dataset,
     test: &[f32],
-    density: &VaeDensity,
+    mut density: VaeDensity,
     k: usize,
     rows_per_pass: usize,
     opts: &EvalOptions,
 ) -> Result<Option<decoder_likelihood::DecoderReport>> {
     let net = &loaded.vae.net;
-    let params = loaded
-        .vae
-        .params
-        .iter()
-        .map(|p| crate::models::tensors::download(p.clone()))
-        .collect::<Result<Vec<_>>>()?;
+    // The host copy the density holds on the CPU; downloaded otherwise.
+    let downloaded;
+    let params: &[Vec<f32>] = match &density.host_decoder {
+        Some(p) => p,
+        None => {
+            downloaded = loaded
+                .vae
+                .params
+                .iter()
+                .map(|p| crate::models::tensors::download(p.clone()))
+                .collect::<Result<Vec<_>>>()?;
+            &downloaded
+        }
+    };
     let (defaults, chunk) = match net.architecture {
         Architecture::Mlp => (decoder_likelihood::MLP_SIZES, 2048),
         Architecture::Conv => (decoder_likelihood::CONV_SIZES, 128),
@@ -301,17 +309,12 @@ fn decoder_ais(
     };
     // Importance sampling with the encoder on the same images and model.
     let d = net.image.pixels();
-    let same = VaeDensity {
-        variance: match report.observation {
-            Observation::Gaussian { sigma, .. } => sigma * sigma,
-            Observation::Bernoulli => density.variance,
-        },
-        host_decoder: density.host_decoder.clone(),
-        ..*density
-    };
+    if let Observation::Gaussian { sigma, .. } = report.observation {
+        density.variance = sigma * sigma;
+    }
     let t0 = Instant::now();
     let est = estimate(
-        &same,
+        &density,
         &test[..report.images * d],
         k,
         rows_per_pass,
