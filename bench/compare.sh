@@ -22,6 +22,9 @@
 # CARGO_TARGET_DIR, default target/) and runs it with --device DEVICE, and
 # PyTorch on TORCH_DEVICE (default cuda); matmul (a host product) is left
 # out, and the GFLOP/s column stays empty (it is against the CPU's peak).
+# GENLAB_BIN: a genlab binary built beforehand (built with DEVICE's feature),
+# for a machine without a Rust toolchain; nothing is built then.
+# bench/summary.py CSV prints the table again from a CSV, a partial one too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -60,12 +63,16 @@ case "$TORCH_ALLOC" in
   *) echo "TORCH_ALLOC=$TORCH_ALLOC: expected glibc, glibc-tuned, jemalloc or tcmalloc" >&2; exit 2 ;;
 esac
 TARGET=${CARGO_TARGET_DIR:-target}
-cargo build --release -q -p genlab-cli "${FEATURES[@]}"
+if [ -n "${GENLAB_BIN:-}" ]; then
+  GENLAB=$GENLAB_BIN
+else
+  cargo build --release -q -p genlab-cli "${FEATURES[@]}"
+  GENLAB=$TARGET/release/genlab
+fi
 if [ "$DEVICE" = cpu ]; then
   cargo bench -p genlab --bench matmul --no-run 2>/dev/null
   MATMUL=$(ls -t "$TARGET"/release/deps/matmul-* | grep -v '\.d$' | head -n 1)
 fi
-GENLAB=$TARGET/release/genlab
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 mkdir -p bench/results
@@ -149,68 +156,4 @@ for r in $(seq 1 "$ROUNDS"); do
     echo "round $r: $label: genlab $g $unit${gl:+ (loss $gl)}, pytorch $t $unit${tl:+ (loss $tl)}${tc:+, compiled $tc $unit}${tcl:+ (loss $tcl)}"
   done
 done
-"$PYTHON" - "$CSV" "$PEAK" <<'PY'
-import csv, statistics, sys
-rows = list(csv.DictReader(open(sys.argv[1])))
-peak = float(sys.argv[2])
-# FLOPs of the matrix products (2 per multiply-add) per unit of each workload.
-# MLP VAE, latent L, per image: forward F = 2*784*256 + 768 L multiply-adds;
-# backward = F (weight gradients) + F - 784*256 (input gradients, none for
-# the first layer); 60,000 images. Conv VAE per image: forward 6,660,928
-# (conv 56,448 + 903,168, dense 50,176 + 64 + 6,272, transposed convs
-# 1,806,336 + 3,612,672 + 225,792), backward 2 F - 56,448; 10,000 images.
-# GAN per image: 1,136,000 (D step: G forward, D forward and weight gradients
-# on real + fake, D input gradients below its first layer; G step: G and D
-# forward, D input gradients, G weight and input gradients); 59,968 images.
-# RBM epoch: 937 CD-30 updates of batch 64, each 61 products 64x784x500
-# and one 784x128x500 as dense products (genlab's sparse Gibbs products do
-# a fraction of that arithmetic; the column says the dense equivalent).
-def mlp_vae(latent):
-    f = 2 * 784 * 256 + 768 * latent
-    return 2 * (3 * f - 784 * 256) * 60000
-FLOP = {
-    "rbm-500 epoch (loss: test recon error)": 937 * 2 * (61 * 64 * 784 * 500 + 784 * 128 * 500),
-    "vae-2 epoch": mlp_vae(2),
-    "vae-16 epoch": mlp_vae(16),
-    "conv-vae epoch": 2 * (3 * 6660928 - 56448) * 10000,
-    "gan epoch (loss: mean d_loss)": 2 * 1136000 * 59968,
-}
-if peak > 0:
-    print()
-    print(f"peak (measured, independent FMA chains): {peak:.0f} GFLOP/s")
-print()
-def spread(values, fmt):
-    return f"{fmt(min(values))}-{fmt(max(values))}"
-
-
-def g3(v):
-    return f"{v:.3g}"
-
-
-print(f"| workload | unit | genlab (median, range over {len(set(r['round'] for r in rows))} rounds) | PyTorch eager | PyTorch compiled | genlab / faster PyTorch | genlab GFLOP/s (% of peak) | loss genlab / PyTorch |")
-print("|---|---|---|---|---|---|---|---|")
-for w in dict.fromkeys(r["workload"] for r in rows):
-    sel = [r for r in rows if r["workload"] == w]
-    gs = [float(r["genlab"]) for r in sel]
-    ts = [float(r["pytorch"]) for r in sel]
-    cs = [float(r["pytorch_compiled"]) for r in sel if r["pytorch_compiled"]]
-    g, t = statistics.median(gs), statistics.median(ts)
-    c = statistics.median(cs) if cs else None
-    # Lower is better, except for a rate (GFLOP/s).
-    rate_unit = sel[0]["unit"] == "GFLOP/s"
-    best = t if c is None else (max(t, c) if rate_unit else min(t, c))
-    loss = ""
-    if sel[0]["genlab_loss"]:
-        gl = statistics.median(float(r["genlab_loss"]) for r in sel)
-        tl = statistics.median(float(r["pytorch_loss"]) for r in sel)
-        loss = f"{gl:.4g} / {tl:.4g}"
-    if rate_unit:
-        achieved = g
-    elif w in FLOP:
-        achieved = FLOP[w] / g / 1e9
-    else:
-        achieved = None
-    rate = f"{achieved:.0f} ({100 * achieved / peak:.0f}%)" if achieved and peak > 0 else ""
-    compiled = f"{g3(c)} ({spread(cs, g3)})" if c is not None else "-"
-    print(f"| {w} | {sel[0]['unit']} | {g3(g)} ({spread(gs, g3)}) | {g3(t)} ({spread(ts, g3)}) | {compiled} | {g / best:.2f} | {rate} | {loss} |")
-PY
+"$PYTHON" bench/summary.py "$CSV" "$PEAK"
