@@ -367,6 +367,23 @@ fn bad_input_is_refused_before_any_work_with_exit_code_2() {
             "model.momentum = 1",
         ),
         (
+            vec!["train", "rbm", "--set", "model.chains=256", "--out", out],
+            "model.chains = 256 needs model.persistent = true",
+        ),
+        (
+            vec![
+                "train",
+                "rbm",
+                "--preset",
+                "rbm-500-pcd",
+                "--set",
+                "model.chains=0",
+                "--out",
+                out,
+            ],
+            "model.chains = 0",
+        ),
+        (
             vec!["train", "rbm", "--train-limit", "10", "--out", out],
             "larger than the training set",
         ),

@@ -20,7 +20,7 @@ fn main() {
     let config = RbmConfig::default();
     let mut rbm = Rbm::init(nv, nh, &mut stream(0, Purpose::Init, 0));
     let mut state = rbm.new_state(&config, &mut stream(0, Purpose::Init, 1));
-    let mut bufs = CdBuffers::new(&rbm, b);
+    let mut bufs = CdBuffers::new(&rbm, b, b);
     let mut data_rng = stream(0, Purpose::Fixed, 0);
     let batch: Vec<f32> = (0..b * nv).map(|_| data_rng.random::<f32>()).collect();
     let mut rng = stream(0, Purpose::Train, 0);

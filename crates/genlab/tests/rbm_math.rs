@@ -27,7 +27,9 @@ fn sig(x: f64) -> f64 {
 }
 
 /// A direct transcription of SPEC section 1 in f64 loops, drawing uniform
-/// numbers from the same keyed streams as the fast path.
+/// numbers from the same keyed streams as the fast path. The negative
+/// phase runs the persistent chains' rows (any number) or, for CD, the
+/// batch's; each phase's statistics are means over its own rows.
 #[allow(clippy::too_many_arguments)]
 fn reference_update(
     rbm: &Rbm,
@@ -42,7 +44,7 @@ fn reference_update(
     let (nv, nh) = (rbm.visible, rbm.hidden);
     let w = |i: usize, j: usize| rbm.w[i * nh + j] as f64;
     let hidden_probs = |v: &[f64]| -> Vec<f64> {
-        (0..b)
+        (0..v.len() / nv)
             .flat_map(|r| (0..nh).map(move |j| (r, j)))
             .map(|(r, j)| {
                 sig(rbm.hb[j] as f64 + (0..nv).map(|i| v[r * nv + i] * w(i, j)).sum::<f64>())
@@ -50,7 +52,7 @@ fn reference_update(
             .collect()
     };
     let visible_probs = |h: &[f64]| -> Vec<f64> {
-        (0..b)
+        (0..h.len() / nh)
             .flat_map(|r| (0..nv).map(move |i| (r, i)))
             .map(|(r, i)| {
                 sig(rbm.vb[i] as f64 + (0..nh).map(|j| h[r * nh + j] * w(i, j)).sum::<f64>())
@@ -69,7 +71,8 @@ fn reference_update(
     if let Some(c) = &chains {
         h = c.to_vec();
     }
-    let mut v = vec![0.0; b * nv];
+    let c = h.len() / nh;
+    let mut v = vec![0.0; c * nv];
     let mut ph = Vec::new();
     for _ in 0..rule.k {
         v = draw(&visible_probs(&h), keys());
@@ -101,12 +104,13 @@ fn reference_update(
     for i in 0..nv {
         for j in 0..nh {
             grad_w[i * nh + j] = (0..b)
-                .map(|r| {
-                    (v0[r * nv + i] - mu[i]) * (ph0[r * nh + j] - lambda[j])
-                        - (v[r * nv + i] - mu[i]) * (h[r * nh + j] - lambda[j])
-                })
+                .map(|r| (v0[r * nv + i] - mu[i]) * (ph0[r * nh + j] - lambda[j]))
                 .sum::<f64>()
-                / b as f64;
+                / b as f64
+                - (0..c)
+                    .map(|r| (v[r * nv + i] - mu[i]) * (h[r * nh + j] - lambda[j]))
+                    .sum::<f64>()
+                    / c as f64;
         }
     }
     let mut new_w = vec![0.0; nv * nh];
@@ -116,7 +120,8 @@ fn reference_update(
     }
     let new_hb = (0..nh)
         .map(|j| {
-            let g = (0..b).map(|r| ph0[r * nh + j] - h[r * nh + j]).sum::<f64>() / b as f64
+            let g = (0..b).map(|r| ph0[r * nh + j]).sum::<f64>() / b as f64
+                - (0..c).map(|r| h[r * nh + j]).sum::<f64>() / c as f64
                 - (0..nv).map(|i| grad_w[i * nh + j] * mu[i]).sum::<f64>();
             vh[j] = m * vh[j] + lr * g;
             rbm.hb[j] as f64 + vh[j]
@@ -124,7 +129,8 @@ fn reference_update(
         .collect();
     let new_vb = (0..nv)
         .map(|i| {
-            let g = (0..b).map(|r| v0[r * nv + i] - v[r * nv + i]).sum::<f64>() / b as f64
+            let g = (0..b).map(|r| v0[r * nv + i]).sum::<f64>() / b as f64
+                - (0..c).map(|r| v[r * nv + i]).sum::<f64>() / c as f64
                 - (0..nh).map(|j| grad_w[i * nh + j] * lambda[j]).sum::<f64>();
             vv[i] = m * vv[i] + lr * g;
             rbm.vb[i] as f64 + vv[i]
@@ -144,12 +150,14 @@ fn reference_update(
     (new_w, new_hb, new_vb)
 }
 
-/// Two updates of a 12x5 RBM on `b` rows against the f64 reference. More
-/// than 32 rows (one shard of chains) checks that the shards' draws are
-/// keyed by their rows' places in the whole batch.
+/// Two updates of a 12x5 RBM on `b` rows against the f64 reference, PCD
+/// with `chains` persistent chains (`None`: one per batch row). More than
+/// 32 chains (one shard) checks that the shards' draws are keyed by their
+/// rows' places among all chains.
 fn check_update(
     b: usize,
     persistent: bool,
+    chains: Option<usize>,
     momentum: f32,
     weight_decay: f32,
     negative_hidden: NegativeHidden,
@@ -161,6 +169,7 @@ fn check_update(
         hidden: nh,
         batch_size: b,
         persistent,
+        chains,
         centring,
         ..Default::default()
     };
@@ -187,7 +196,7 @@ fn check_update(
             h.iter().map(|&x| x as f64).collect(),
         )
     });
-    let mut bufs = CdBuffers::new(&rbm, b);
+    let mut bufs = CdBuffers::new(&rbm, b, config.chain_count());
     bufs.data_mut().copy_from_slice(&v0);
     let mut rng = stream(4, Purpose::Train, 0);
     let mut key_rng = rng.clone();
@@ -233,7 +242,7 @@ fn check_update(
     for gather_below in [1.01, 0.0] {
         let mut gathered = rbm0.clone();
         let mut gathered_state = rbm0.new_state(&config, &mut stream(2, Purpose::Init, 1));
-        let mut bufs = CdBuffers::new(&gathered, b);
+        let mut bufs = CdBuffers::new(&gathered, b, config.chain_count());
         bufs.gather_below = gather_below;
         let mut rng = stream(4, Purpose::Train, 0);
         for _ in 0..2 {
@@ -324,29 +333,53 @@ fn check_update(
 
 #[test]
 fn cd_k_matches_a_hand_computation() {
-    check_update(4, false, 0.0, 0.0, NegativeHidden::Sample, false);
+    check_update(4, false, None, 0.0, 0.0, NegativeHidden::Sample, false);
 }
 
 #[test]
 fn cd_k_with_momentum_and_weight_decay_matches_a_hand_computation() {
-    check_update(4, false, 0.5, 0.01, NegativeHidden::Sample, false);
+    check_update(4, false, None, 0.5, 0.01, NegativeHidden::Sample, false);
 }
 
 #[test]
 fn persistent_cd_matches_a_hand_computation() {
-    check_update(70, true, 0.0, 0.001, NegativeHidden::Sample, false);
+    check_update(70, true, None, 0.0, 0.001, NegativeHidden::Sample, false);
+}
+
+#[test]
+fn persistent_cd_with_more_or_fewer_chains_than_the_batch_matches_a_hand_computation() {
+    check_update(6, true, Some(70), 0.0, 0.001, NegativeHidden::Sample, false);
+    check_update(
+        6,
+        true,
+        Some(70),
+        0.5,
+        0.0,
+        NegativeHidden::Probability,
+        false,
+    );
+    check_update(40, true, Some(3), 0.5, 0.001, NegativeHidden::Sample, false);
+    check_update(6, true, Some(70), 0.5, 0.001, NegativeHidden::Sample, true);
 }
 
 #[test]
 fn negative_hidden_probabilities_match_a_hand_computation() {
-    check_update(70, true, 0.5, 0.001, NegativeHidden::Probability, false);
-    check_update(4, false, 0.0, 0.0, NegativeHidden::Probability, false);
+    check_update(
+        70,
+        true,
+        None,
+        0.5,
+        0.001,
+        NegativeHidden::Probability,
+        false,
+    );
+    check_update(4, false, None, 0.0, 0.0, NegativeHidden::Probability, false);
 }
 
 #[test]
 fn centred_updates_match_a_hand_computation() {
-    check_update(70, true, 0.5, 0.001, NegativeHidden::Sample, true);
-    check_update(4, false, 0.0, 0.0, NegativeHidden::Probability, true);
+    check_update(70, true, None, 0.5, 0.001, NegativeHidden::Sample, true);
+    check_update(4, false, None, 0.0, 0.0, NegativeHidden::Probability, true);
 }
 
 /// log sum_h exp(-E(v,h)) by enumerating h.

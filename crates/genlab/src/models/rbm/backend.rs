@@ -72,7 +72,7 @@ impl<B: Backend> Clone for CdTensors<B> {
 /// Where the negative phase starts.
 #[derive(ExtensionType)]
 pub enum Chains<B: Backend> {
-    /// PCD: the B x H hidden states left by the previous update.
+    /// PCD: the C x H hidden states left by the previous update.
     Persistent(FloatTensor<B>),
     /// CD: from the hidden sample of the data.
     Fresh,
@@ -157,6 +157,7 @@ fn flex_cd_update(
         Chains::Persistent(c) => Some(dense(c)),
         Chains::Fresh => None,
     };
+    let c = chains.as_ref().map_or(b, |t| dims(t)[0]);
     let mut offsets = match params.offsets {
         Offsets::Centred { visible, hidden } => Some((dense(visible), dense(hidden))),
         Offsets::Off => None,
@@ -164,8 +165,8 @@ fn flex_cd_update(
     BUFFERS.with(|cell| {
         let mut slot = cell.borrow_mut();
         let bufs = match slot.as_mut() {
-            Some(bufs) if bufs.fits(nv, nh, b) => bufs,
-            _ => slot.insert(CdBuffers::for_shape(nv, nh, b)),
+            Some(bufs) if bufs.fits(nv, nh, b, c) => bufs,
+            _ => slot.insert(CdBuffers::for_shape(nv, nh, b, c)),
         };
         bufs.data_mut().copy_from_slice(v0.storage::<f32>());
         let host = CdParams {
@@ -222,6 +223,11 @@ pub fn composed_cd_update<B: Backend>(
             Shape::new([rows, n]),
         )
     };
+    // C negative chains: the batch's rows for CD, the persistent ones for PCD.
+    let c = match &params.chains {
+        Chains::Persistent(t) => shape(t)[0],
+        Chains::Fresh => b,
+    };
     // Bernoulli(p) from the counter-based uniforms of `key`.
     let bernoulli = |p: FloatTensor<B>, key: u64| {
         let dims = shape(&p);
@@ -234,13 +240,18 @@ pub fn composed_cd_update<B: Backend>(
     };
     let w = params.w;
     let hidden_probs = |v: FloatTensor<B>| {
-        let pre = B::float_add(B::float_matmul(v, w.clone()), row(params.hb.clone(), b, nh));
+        let rows = shape(&v)[0];
+        let pre = B::float_add(
+            B::float_matmul(v, w.clone()),
+            row(params.hb.clone(), rows, nh),
+        );
         B::sigmoid(pre)
     };
     let visible_probs = |h: FloatTensor<B>| {
+        let rows = shape(&h)[0];
         let pre = B::float_add(
             B::float_matmul(h, B::float_transpose(w.clone())),
-            row(params.vb.clone(), b, nv),
+            row(params.vb.clone(), rows, nv),
         );
         B::sigmoid(pre)
     };
@@ -270,13 +281,37 @@ pub fn composed_cd_update<B: Backend>(
     let scale = |t: FloatTensor<B>, s: f32| B::float_mul_scalar(t, Scalar::from(s));
     let column_sums =
         |t: FloatTensor<B>, n: usize| B::float_reshape(B::float_sum_dim(t, 0), Shape::new([n]));
-    let mut dhb = column_sums(B::float_sub(p0.clone(), h.clone()), nh);
-    let mut dvb = column_sums(B::float_sub(v0.clone(), vk.clone()), nv);
+    // The chains' statistics are means over C rows, the data's over B: the
+    // chains' sums weigh B/C (no product when C = B).
+    let chain_weight = |t: FloatTensor<B>| {
+        if c == b {
+            t
+        } else {
+            scale(t, b as f32 / c as f32)
+        }
+    };
+    let (mut dhb, mut dvb) = if c == b {
+        (
+            column_sums(B::float_sub(p0.clone(), h.clone()), nh),
+            column_sums(B::float_sub(v0.clone(), vk.clone()), nv),
+        )
+    } else {
+        (
+            B::float_sub(
+                column_sums(p0.clone(), nh),
+                chain_weight(column_sums(h.clone(), nh)),
+            ),
+            B::float_sub(
+                column_sums(v0.clone(), nv),
+                chain_weight(column_sums(vk.clone(), nv)),
+            ),
+        )
+    };
     let (dw, offsets) = match params.offsets {
         Offsets::Off => (
             B::float_sub(
                 B::float_matmul(B::float_transpose(v0), p0),
-                B::float_matmul(B::float_transpose(vk), h),
+                chain_weight(B::float_matmul(B::float_transpose(vk), h)),
             ),
             Offsets::Off,
         ),
@@ -285,16 +320,19 @@ pub fn composed_cd_update<B: Backend>(
             // the biases' corrections, then the offsets' moving averages.
             let mean_v = scale(column_sums(v0.clone(), nv), 1.0 / b as f32);
             let mean_h = scale(column_sums(p0.clone(), nh), 1.0 / b as f32);
-            let (mu_rows, lambda_rows) = (row(visible.clone(), b, nv), row(hidden.clone(), b, nh));
+            let centred = |t: FloatTensor<B>, offset: &FloatTensor<B>, n: usize| {
+                let rows = shape(&t)[0];
+                B::float_sub(t, row(offset.clone(), rows, n))
+            };
             let dw = B::float_sub(
                 B::float_matmul(
-                    B::float_transpose(B::float_sub(v0, mu_rows.clone())),
-                    B::float_sub(p0, lambda_rows.clone()),
+                    B::float_transpose(centred(v0, &visible, nv)),
+                    centred(p0, &hidden, nh),
                 ),
-                B::float_matmul(
-                    B::float_transpose(B::float_sub(vk, mu_rows)),
-                    B::float_sub(h, lambda_rows),
-                ),
+                chain_weight(B::float_matmul(
+                    B::float_transpose(centred(vk, &visible, nv)),
+                    centred(h, &hidden, nh),
+                )),
             );
             let as_column = |t: FloatTensor<B>, n: usize| B::float_reshape(t, Shape::new([n, 1]));
             let as_vector = |t: FloatTensor<B>, n: usize| B::float_reshape(t, Shape::new([n]));

@@ -14,22 +14,25 @@ const CHAIN_ROWS: usize = 32;
 /// Reusable buffers of the CD-k update (nothing is allocated per step).
 pub struct CdBuffers {
     batch: usize,
-    /// 2B x V: data on top, the chain's final visible sample below.
+    /// C, the negative phase's chains: B for CD, any number for PCD.
+    chains: usize,
+    /// (B + C) x V: data on top, the chains' final visible samples below.
     pub x: Vec<f32>,
-    /// 2B x H: p(h|data) on top, minus the final hidden sample below.
+    /// (B + C) x H: p(h|data) on top, minus B/C times the chains' final
+    /// hidden layer below, so that x' y / B is the weight gradient.
     y: Vec<f32>,
-    /// B x H: the current hidden sample.
+    /// C x H: the chains' current hidden sample.
     h: Vec<f32>,
-    /// B x H: scratch for hidden probabilities.
+    /// C x H: scratch for hidden probabilities.
     hp: Vec<f32>,
-    /// B x V: scratch for visible probabilities.
+    /// C x V: scratch for visible probabilities.
     vp: Vec<f32>,
     /// Gradient scratch for the biases.
     dhb: Vec<f32>,
     dvb: Vec<f32>,
     dvb_neg: Vec<f32>,
     /// Centring: the batch's mean data and hidden probabilities, and the
-    /// bias corrections (V, H, V, H), and 2B-row scratch.
+    /// bias corrections (V, H, V, H), and (B + C)-row scratch.
     mean_v: Vec<f32>,
     mean_h: Vec<f32>,
     rows: Vec<f32>,
@@ -55,36 +58,41 @@ pub struct CdBuffers {
 pub const GATHER_BELOW: f32 = 0.8;
 
 impl CdBuffers {
-    /// Buffers for a `v` x `h` RBM and batches of `batch` rows.
-    pub fn for_shape(v: usize, h: usize, batch: usize) -> Self {
+    /// Buffers for a `v` x `h` RBM, batches of `batch` rows and `chains`
+    /// negative chains (the batch size for CD).
+    pub fn for_shape(v: usize, h: usize, batch: usize, chains: usize) -> Self {
         CdBuffers {
             batch,
-            x: vec![0.0; 2 * batch * v],
-            y: vec![0.0; 2 * batch * h],
-            h: vec![0.0; batch * h],
-            hp: vec![0.0; batch * h],
-            vp: vec![0.0; batch * v],
+            chains,
+            x: vec![0.0; (batch + chains) * v],
+            y: vec![0.0; (batch + chains) * h],
+            h: vec![0.0; chains * h],
+            hp: vec![0.0; chains * h],
+            vp: vec![0.0; chains * v],
             dhb: vec![0.0; h],
             dvb: vec![0.0; v],
             dvb_neg: vec![0.0; v],
             mean_v: vec![0.0; v],
             mean_h: vec![0.0; h],
-            rows: vec![0.0; 2 * batch],
+            rows: vec![0.0; batch + chains],
             keys: Vec::new(),
-            ones: vec![Ones::default(); batch.div_ceil(CHAIN_ROWS)],
+            ones: vec![Ones::default(); chains.div_ceil(CHAIN_ROWS)],
             products: BinaryProducts::default(),
             gather_below: GATHER_BELOW,
         }
     }
 
-    /// Whether these buffers fit a `v` x `h` RBM and batches of `batch` rows.
-    pub fn fits(&self, v: usize, h: usize, batch: usize) -> bool {
-        self.batch == batch && self.vp.len() == batch * v && self.hp.len() == batch * h
+    /// Whether these buffers fit a `v` x `h` RBM, batches of `batch` rows
+    /// and `chains` negative chains.
+    pub fn fits(&self, v: usize, h: usize, batch: usize, chains: usize) -> bool {
+        (self.batch, self.chains) == (batch, chains)
+            && self.vp.len() == chains * v
+            && self.hp.len() == chains * h
     }
 
-    /// The top half of `x`, where the training loop writes the batch.
+    /// The top B rows of `x`, where the training loop writes the batch.
     pub fn data_mut(&mut self) -> &mut [f32] {
-        let n = self.vp.len();
+        let n = self.batch * (self.vp.len() / self.chains);
         &mut self.x[..n]
     }
 }
@@ -132,7 +140,7 @@ pub struct CdParams<'a> {
     pub vel_w: &'a mut [f32],
     pub vel_hb: &'a mut [f32],
     pub vel_vb: &'a mut [f32],
-    /// B x H hidden states of the persistent chains (PCD only).
+    /// C x H hidden states of the persistent chains (PCD only).
     pub chains: Option<&'a mut [f32]>,
     /// Centring's offsets of the visible and hidden layers (V, H).
     pub offsets: Option<(&'a mut [f32], &'a mut [f32])>,
@@ -287,27 +295,35 @@ impl Layers<'_> {
 }
 
 /// One CD-k (or PCD-k) update on the batch in `bufs.data_mut()`, exactly as
-/// SPEC section 1: v0 = data probabilities; h ~ p(h|v0) (PCD: the
+/// SPEC section 1: v0 = data probabilities; h ~ p(h|v0) (PCD: the C
 /// persistent chains' h); k times v ~ p(v|h), h ~ p(h|v); then
-/// dW = (v0' p(h|v0) - vk' hk) / B, dhb = mean(p(h|v0) - hk) (with
+/// dW = v0' p(h|v0) / B - vk' hk / C, dhb = mean(p(h|v0)) - mean(hk) (with
 /// [`NegativeHidden::Probability`], p(h|vk) in place of hk),
-/// dvb = mean(v0 - vk); velocity = momentum * velocity + lr * (grad - decay * W);
-/// param += velocity. `keys` (2k+1 of them, see [`UpdateRule::cd_keys`]) seed
-/// the Bernoulli draws in order. All work happens in place: the sigmoid, the
-/// uniform draw and the comparison are one pass per layer, and the weight
-/// gradient is one product [v0; vk]' [p(h|v0); -hk] written straight into W
-/// (or its velocity).
+/// dvb = mean(v0) - mean(vk); velocity = momentum * velocity + lr * (grad - decay * W);
+/// param += velocity. CD has C = B. `keys` (2k+1 of them, see
+/// [`UpdateRule::cd_keys`]) seed the Bernoulli draws in order. All work
+/// happens in place: the sigmoid, the uniform draw and the comparison are one
+/// pass per layer, and the weight gradient is one product
+/// [v0; vk]' [p(h|v0); -(B/C) hk] / B written straight into W (or its velocity).
 pub fn cd_update_host(p: CdParams<'_>, bufs: &mut CdBuffers, rule: UpdateRule, keys: &[u64]) {
-    let (nv, nh, b) = (p.vb.len(), p.hb.len(), bufs.batch);
-    assert!(bufs.fits(nv, nh, b), "CD buffers of another shape");
+    let (nv, nh, b, c) = (p.vb.len(), p.hb.len(), bufs.batch, bufs.chains);
+    assert!(bufs.fits(nv, nh, b, c), "CD buffers of another shape");
     assert_eq!(keys.len(), rule.cd_keys(), "one key per Bernoulli draw");
+    match &p.chains {
+        Some(chains) => assert_eq!(chains.len(), c * nh, "persistent chains of another shape"),
+        None => assert_eq!(c, b, "CD runs one chain per batch row"),
+    }
     let (top_x, bottom_x) = bufs.x.split_at_mut(b * nv);
     let (top_y, bottom_y) = bufs.y.split_at_mut(b * nh);
     let (w, hb, vb) = (p.w, p.hb, p.vb);
-    // Positive phase: p(h|v0) into the top of y, and a sample of it.
-    up(w, hb, top_x, top_y, Some(&mut bufs.h), keys[0]);
-    if let Some(chains) = &p.chains {
-        bufs.h.copy_from_slice(chains);
+    // Positive phase: p(h|v0) into the top of y; CD starts its chains from
+    // a sample of it, PCD from the persistent chains.
+    match &p.chains {
+        Some(chains) => {
+            up(w, hb, top_x, top_y, None, keys[0]);
+            bufs.h.copy_from_slice(chains);
+        }
+        None => up(w, hb, top_x, top_y, Some(&mut bufs.h), keys[0]),
     }
     // Negative phase: k full Gibbs steps, both layers sampled every step.
     // Each row's chain is its own, so shards of rows run all k steps on
@@ -342,8 +358,10 @@ pub fn cd_update_host(p: CdParams<'_>, bufs: &mut CdBuffers, rule: UpdateRule, k
         // The last half-step left p(h | v_k) in the scratch.
         NegativeHidden::Probability => &bufs.hp,
     };
+    // The chains' statistics are means over C rows, the data's over B.
+    let chain_weight = b as f32 / c as f32;
     for (y, h) in bottom_y.iter_mut().zip(negative) {
-        *y = -h;
+        *y = -chain_weight * h;
     }
     // Bias gradients from column sums.
     column_sums(&bufs.y, nh, &mut bufs.dhb);
@@ -359,13 +377,13 @@ pub fn cd_update_host(p: CdParams<'_>, bufs: &mut CdBuffers, rule: UpdateRule, k
         bufs.mean_h.iter_mut().for_each(|m| *m *= inv_b);
     }
     for (d, n) in bufs.dvb.iter_mut().zip(&bufs.dvb_neg) {
-        *d = (*d - n) * inv_b;
+        *d = (*d - chain_weight * n) * inv_b;
     }
     for d in bufs.dhb.iter_mut() {
         *d *= inv_b;
     }
     if let Some((mu, lambda)) = p.offsets {
-        centre(bufs, b, mu, lambda, rule.offset_rate);
+        centre(bufs, b, chain_weight, mu, lambda, rule.offset_rate);
     }
     let UpdateRule {
         lr,
@@ -379,7 +397,7 @@ pub fn cd_update_host(p: CdParams<'_>, bufs: &mut CdBuffers, rule: UpdateRule, k
             w,
             &bufs.x,
             &bufs.y,
-            (nv, 2 * b, nh),
+            (nv, b + c, nh),
             true,
             false,
             1.0 - lr * weight_decay,
@@ -396,7 +414,7 @@ pub fn cd_update_host(p: CdParams<'_>, bufs: &mut CdBuffers, rule: UpdateRule, k
             p.vel_w,
             &bufs.x,
             &bufs.y,
-            (nv, 2 * b, nh),
+            (nv, b + c, nh),
             true,
             false,
             momentum,
@@ -424,19 +442,30 @@ pub fn cd_update_host(p: CdParams<'_>, bufs: &mut CdBuffers, rule: UpdateRule, k
 /// gradients lose its products with the other layer's offset
 /// (dvb -= dW lambda, dhb -= dW' mu), and the offsets then move towards
 /// the batch's mean data and hidden probabilities by `rate`. Centres
-/// `bufs.x` and `bufs.y` in place for the weight product that follows.
-fn centre(bufs: &mut CdBuffers, b: usize, mu: &mut [f32], lambda: &mut [f32], rate: f32) {
+/// `bufs.x` and `bufs.y` (whose chain rows carry the weight B/C) in place
+/// for the weight product that follows.
+fn centre(
+    bufs: &mut CdBuffers,
+    b: usize,
+    chain_weight: f32,
+    mu: &mut [f32],
+    lambda: &mut [f32],
+    rate: f32,
+) {
     let (nv, nh) = (mu.len(), lambda.len());
     for x in bufs.x.chunks_exact_mut(nv) {
         x.iter_mut().zip(mu.iter()).for_each(|(x, m)| *x -= m);
     }
-    // y holds p(h|v0) on top and minus the negative hidden layer below.
+    // y holds p(h|v0) on top and minus B/C times the negative hidden
+    // layer below.
     let (top, bottom) = bufs.y.split_at_mut(b * nh);
     for y in top.chunks_exact_mut(nh) {
         y.iter_mut().zip(lambda.iter()).for_each(|(y, l)| *y -= l);
     }
     for y in bottom.chunks_exact_mut(nh) {
-        y.iter_mut().zip(lambda.iter()).for_each(|(y, l)| *y += l);
+        y.iter_mut()
+            .zip(lambda.iter())
+            .for_each(|(y, l)| *y += chain_weight * l);
     }
     let inv_b = 1.0 / b as f32;
     // dW lambda = x' (y lambda) / B.

@@ -24,9 +24,10 @@ pub use kernel::{CdBuffers, CdParams, NegativeHidden, UpdateRule, cd_update_host
 use kernel::{down, up};
 
 impl CdBuffers {
-    /// Buffers for `rbm` and batches of `batch` rows.
-    pub fn new(rbm: &Rbm, batch: usize) -> Self {
-        Self::for_shape(rbm.visible, rbm.hidden, batch)
+    /// Buffers for `rbm`, batches of `batch` rows and `chains` negative
+    /// chains (the batch size for CD).
+    pub fn new(rbm: &Rbm, batch: usize, chains: usize) -> Self {
+        Self::for_shape(rbm.visible, rbm.hidden, batch, chains)
     }
 }
 use super::tensors::{download, upload};
@@ -65,8 +66,12 @@ pub struct RbmConfig {
     pub momentum: f64,
     /// L2 weight decay on `W` (never on the biases).
     pub weight_decay: f64,
-    /// Persistent CD: negative chains carry over between updates (one per batch row).
+    /// Persistent CD: negative chains carry over between updates.
     pub persistent: bool,
+    /// PCD's number of persistent chains (absent: one per batch row). More
+    /// chains than the batch average the negative statistics over more
+    /// samples of the model at the same number of updates.
+    pub chains: Option<usize>,
     /// The negative statistics' hidden layer: "sample" (the seed's) or
     /// "probability" (p(h | v_k), less noisy).
     pub negative_hidden: NegativeHidden,
@@ -94,6 +99,7 @@ impl Default for RbmConfig {
             momentum: 0.0,
             weight_decay: 0.0,
             persistent: false,
+            chains: None,
             negative_hidden: NegativeHidden::Sample,
             centring: false,
             offset_rate: 0.01,
@@ -115,11 +121,12 @@ impl ModelConfig for RbmConfig {
     }
 
     fn training_memory(&self) -> (f64, &'static str) {
-        let (v, h, b) = (PIXELS as f64, self.hidden as f64, self.batch_size as f64);
+        let (v, h) = (PIXELS as f64, self.hidden as f64);
+        let rows = (self.batch_size + self.chain_count()) as f64;
         // W, its velocity and gradient, on the device and in the host kernel's
-        // scratch; the Gibbs chains' states and probabilities; the per-epoch
-        // evaluation's 1,000-image batches.
-        let floats = 6.0 * (v * h + v + h) + 8.0 * b * (v + h) + 4.0 * 1000.0 * (v + h);
+        // scratch; the batch and the Gibbs chains' states and probabilities;
+        // the per-epoch evaluation's 1,000-image batches.
+        let floats = 6.0 * (v * h + v + h) + 4.0 * rows * (v + h) + 4.0 * 1000.0 * (v + h);
         (4.0 * floats, "model.hidden or model.batch_size")
     }
 
@@ -145,6 +152,15 @@ impl ModelConfig for RbmConfig {
                 "model.lr = 0: the model would not learn; use a positive learning rate such as 0.1"
             );
         }
+        match self.chains {
+            Some(0) => crate::usage_bail!(
+                "model.chains = 0: must be a positive integer (or absent: one chain per batch row)"
+            ),
+            Some(c) if !self.persistent => crate::usage_bail!(
+                "model.chains = {c} needs model.persistent = true: CD starts one chain from each batch row"
+            ),
+            _ => {}
+        }
         if !(0.0..1.0).contains(&self.momentum) {
             crate::usage_bail!("model.momentum = {}: must be in [0, 1)", self.momentum);
         }
@@ -161,6 +177,13 @@ impl ModelConfig for RbmConfig {
             );
         }
         Ok(())
+    }
+}
+
+impl RbmConfig {
+    /// The negative phase's chains: `chains` for PCD, else the batch size.
+    pub fn chain_count(&self) -> usize {
+        self.chains.unwrap_or(self.batch_size)
     }
 }
 
@@ -183,7 +206,7 @@ pub struct RbmState {
     pub vel_w: Vec<f32>,
     pub vel_hb: Vec<f32>,
     pub vel_vb: Vec<f32>,
-    /// B x H hidden states of the persistent chains (PCD only).
+    /// C x H hidden states of the persistent chains (PCD only).
     pub chains: Option<Vec<f32>>,
     /// Centring's visible and hidden offsets (centred models only).
     pub offsets: Option<(Vec<f32>, Vec<f32>)>,
@@ -218,7 +241,7 @@ impl Rbm {
             vel_vb: vec![0.0; self.visible],
             // Persistent chains start from random hidden states.
             chains: config.persistent.then(|| {
-                (0..config.batch_size * self.hidden)
+                (0..config.chain_count() * self.hidden)
                     .map(|_| rng.random::<bool>() as u8 as f32)
                     .collect()
             }),

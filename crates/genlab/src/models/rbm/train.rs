@@ -115,7 +115,7 @@ pub fn plot_metrics(run: &RunDir) -> Result<()> {
 }
 
 /// The weights and the optimiser state (velocities, persistent chains).
-fn model_checkpoint(rbm: &Rbm, state: &RbmState, batch_size: usize) -> Checkpoint {
+fn model_checkpoint(rbm: &Rbm, state: &RbmState) -> Checkpoint {
     let mut ck = rbm.to_checkpoint();
     ck.insert(
         "velocity.W",
@@ -132,7 +132,7 @@ fn model_checkpoint(rbm: &Rbm, state: &RbmState, batch_size: usize) -> Checkpoin
     if let Some(chains) = &state.chains {
         ck.insert(
             "pcd.h",
-            TensorData::new(vec![batch_size, rbm.hidden], chains.clone()),
+            TensorData::new(vec![chains.len() / rbm.hidden, rbm.hidden], chains.clone()),
         );
     }
     if let Some((visible, hidden)) = &state.offsets {
@@ -153,7 +153,11 @@ fn restore(ck: &Checkpoint, config: &RbmConfig) -> Result<(Rbm, RbmState)> {
     let (nv, nh) = (PIXELS, config.hidden);
     let rbm = Rbm::from_checkpoint(ck, nv, nh)?;
     let chains = if config.persistent {
-        Some(ck.tensor("pcd.h", &[config.batch_size, nh])?.data.clone())
+        Some(
+            ck.tensor("pcd.h", &[config.chain_count(), nh])?
+                .data
+                .clone(),
+        )
     } else {
         None
     };
@@ -283,7 +287,7 @@ impl Step for RbmStep<'_> {
 
     fn checkpoint(&mut self, _at: &Position) -> Result<Checkpoint> {
         self.sync()?;
-        let mut ck = model_checkpoint(&self.rbm, &self.state, self.config.batch_size);
+        let mut ck = model_checkpoint(&self.rbm, &self.state);
         ck.set_meta("genlab.best_pseudo_likelihood", self.best_pl.to_string());
         Ok(ck)
     }
