@@ -237,6 +237,24 @@ macro_rules! simd_fn {
 }
 
 simd_fn! {
+    /// `out[k] = uniform(key, first + k)`.
+    fn uniform_run(out: &mut [f32], key: u64, first: u32) {
+        for (k, o) in out.iter_mut().enumerate() {
+            *o = uniform(key, first + k as u32);
+        }
+    }
+}
+
+/// `out[k] = uniform(key, k)` over the whole slice, filled in parallel
+/// (the values do not depend on the split).
+pub fn uniforms(out: &mut [f32], key: u64) {
+    const CHUNK: usize = 1 << 14;
+    out.par_chunks_mut(CHUNK)
+        .enumerate()
+        .for_each(|(c, chunk)| uniform_run(chunk, key, (c * CHUNK) as u32));
+}
+
+simd_fn! {
     /// In place: `x[j] = sigmoid(x[j] + bias[j % n])` over rows of `n = bias.len()`.
     pub fn sigmoid_rows(x: &mut [f32], bias: &[f32]) {
         for xr in x.chunks_exact_mut(bias.len()) {
@@ -533,6 +551,16 @@ mod tests {
         assert!((below - 0.1).abs() < 0.005);
         assert!(xs.iter().all(|&x| (0.0..1.0).contains(&x)));
         assert_ne!(uniform(1, 0), uniform(2, 0));
+    }
+
+    #[test]
+    fn parallel_uniforms_are_the_keyed_stream() {
+        // Longer than one parallel chunk, so the chunks' offsets are checked.
+        let mut u = vec![0.0f32; 50_001];
+        uniforms(&mut u, 0x9e37_79b9_7f4a_7c15);
+        for (i, x) in u.iter().enumerate() {
+            assert_eq!(*x, uniform(0x9e37_79b9_7f4a_7c15, i as u32), "element {i}");
+        }
     }
 
     #[test]

@@ -231,9 +231,8 @@ pub fn composed_cd_update<B: Backend>(
     // Bernoulli(p) from the counter-based uniforms of `key`.
     let bernoulli = |p: FloatTensor<B>, key: u64| {
         let dims = shape(&p);
-        let u: Vec<f32> = (0..dims.num_elements())
-            .map(|i| crate::cpu::uniform(key, i as u32))
-            .collect();
+        let mut u = vec![0.0f32; dims.num_elements()];
+        crate::cpu::uniforms(&mut u, key);
         let u = B::float_from_data(TensorData::new(u, dims), &device);
         let below = B::float_lower(u, p, settings.bool_dtype);
         B::bool_into_float(below, FloatDType::F32)
