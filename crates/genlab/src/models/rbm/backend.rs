@@ -256,10 +256,11 @@ pub fn composed_cd_update<B: Backend>(
     };
 
     let p0 = hidden_probs(v0.clone());
-    let mut h = bernoulli(p0.clone(), keys[0]);
-    if let Chains::Persistent(c) = &params.chains {
-        h = c.clone();
-    }
+    // CD starts its chains from a sample of p(h|v0), PCD from the persistent ones.
+    let mut h = match &params.chains {
+        Chains::Persistent(c) => c.clone(),
+        Chains::Fresh => bernoulli(p0.clone(), keys[0]),
+    };
     let mut vk = v0.clone();
     let mut hk_probs = p0.clone();
     // Each Gibbs step draws the visible layer, then the hidden one, with its own key.
