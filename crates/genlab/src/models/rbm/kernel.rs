@@ -309,10 +309,6 @@ pub fn cd_update_host(p: CdParams<'_>, bufs: &mut CdBuffers, rule: UpdateRule, k
     let (nv, nh, b, c) = (p.vb.len(), p.hb.len(), bufs.batch, bufs.chains);
     assert!(bufs.fits(nv, nh, b, c), "CD buffers of another shape");
     assert_eq!(keys.len(), rule.cd_keys(), "one key per Bernoulli draw");
-    match &p.chains {
-        Some(chains) => assert_eq!(chains.len(), c * nh, "persistent chains of another shape"),
-        None => assert_eq!(c, b, "CD runs one chain per batch row"),
-    }
     let (top_x, bottom_x) = bufs.x.split_at_mut(b * nv);
     let (top_y, bottom_y) = bufs.y.split_at_mut(b * nh);
     let (w, hb, vb) = (p.w, p.hb, p.vb);
@@ -320,10 +316,14 @@ pub fn cd_update_host(p: CdParams<'_>, bufs: &mut CdBuffers, rule: UpdateRule, k
     // a sample of it, PCD from the persistent chains.
     match &p.chains {
         Some(chains) => {
+            assert_eq!(chains.len(), c * nh, "persistent chains of another shape");
             up(w, hb, top_x, top_y, None, keys[0]);
             bufs.h.copy_from_slice(chains);
         }
-        None => up(w, hb, top_x, top_y, Some(&mut bufs.h), keys[0]),
+        None => {
+            assert_eq!(c, b, "CD runs one chain per batch row");
+            up(w, hb, top_x, top_y, Some(&mut bufs.h), keys[0]);
+        }
     }
     // Negative phase: k full Gibbs steps, both layers sampled every step.
     // Each row's chain is its own, so shards of rows run all k steps on
