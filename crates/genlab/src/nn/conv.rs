@@ -131,32 +131,53 @@ impl Geometry {
         self.channels * self.image[0] * self.image[1]
     }
 
+    /// For each grid column `gx`: the kernel columns `j` whose taps fall
+    /// inside the image, as `lo..hi`, and the image column of tap `lo`
+    /// (0 when none is inside).
+    /// Inside a kernel row those taps read one run of `(hi - lo) * channels`
+    /// consecutive channels-last values.
+    fn column_spans(&self) -> Vec<(std::ops::Range<usize>, usize)> {
+        let (kw, w) = (self.kernel[1] as isize, self.image[1] as isize);
+        (0..self.grid[1])
+            .map(|gx| {
+                let x0 = (gx * self.stride[1]) as isize - self.pad[1] as isize;
+                let lo = (-x0).clamp(0, kw);
+                let hi = (w - x0).clamp(lo, kw);
+                // An empty span (a padding wider than the kernel) reads nothing.
+                let x = if lo < hi { (x0 + lo) as usize } else { 0 };
+                (lo as usize..hi as usize, x)
+            })
+            .collect()
+    }
+
     /// The patch matrices of `batch` channels-last images: one row per
     /// (example, kernel position), columns in tap-major order (tap, channel),
-    /// zero where a tap falls outside the image.
+    /// zero where a tap falls outside the image. A kernel row's taps inside
+    /// the image are one contiguous run on both sides, copied at once.
     pub fn im2col_rows(&self, images: &[f32], cols: &mut [f32], batch: usize) {
         let (per_image, per_cols) = (self.image_len(), self.positions() * self.patch());
         let (ch, q) = (self.channels, self.patch());
         let ([kh, kw], [h, w]) = (self.kernel, self.image);
+        let spans = self.column_spans();
+        let run = kw * ch;
         cols[..batch * per_cols]
             .par_chunks_mut(per_cols)
             .zip(images[..batch * per_image].par_chunks(per_image))
             .for_each(|(out, img)| {
-                for gy in 0..self.grid[0] {
-                    for gx in 0..self.grid[1] {
-                        let row = &mut out[(gy * self.grid[1] + gx) * q..][..q];
-                        for i in 0..kh {
-                            let y = (gy * self.stride[0] + i).wrapping_sub(self.pad[0]);
-                            for j in 0..kw {
-                                let x = (gx * self.stride[1] + j).wrapping_sub(self.pad[1]);
-                                let t = (i * kw + j) * ch;
-                                let inside = y < h && x < w;
-                                if inside {
-                                    copy_run(&mut row[t..t + ch], &img[(y * w + x) * ch..][..ch]);
-                                } else {
-                                    zero_run(&mut row[t..t + ch]);
-                                }
+                for (gy, rows) in out.chunks_exact_mut(self.grid[1] * q).enumerate() {
+                    for i in 0..kh {
+                        let y = (gy * self.stride[0] + i).wrapping_sub(self.pad[0]);
+                        for (row, (inside, x)) in rows.chunks_exact_mut(q).zip(&spans) {
+                            let taps = &mut row[i * run..][..run];
+                            if y >= h {
+                                zero_run(taps);
+                                continue;
                             }
+                            let (before, rest) = taps.split_at_mut(inside.start * ch);
+                            let (values, after) = rest.split_at_mut(inside.len() * ch);
+                            zero_run(before);
+                            zero_run(after);
+                            copy_run(values, &img[(y * w + x) * ch..][..values.len()]);
                         }
                     }
                 }
@@ -164,34 +185,30 @@ impl Geometry {
     }
 
     /// The adjoint of [`Geometry::im2col_rows`]: each image is overwritten
-    /// with the sum of the patch entries that read each of its values.
+    /// with the sum of the patch entries that read each of its values, in
+    /// the order of the kernel positions (an image row is reached from a
+    /// grid row by one kernel row only, and a position's taps read distinct
+    /// values, so adding a kernel row's run at once keeps that order).
     pub fn col2im_rows(&self, cols: &[f32], images: &mut [f32], batch: usize) {
         let (per_image, per_cols) = (self.image_len(), self.positions() * self.patch());
         let (ch, q) = (self.channels, self.patch());
         let ([kh, kw], [h, w]) = (self.kernel, self.image);
+        let spans = self.column_spans();
+        let run = kw * ch;
         images[..batch * per_image]
             .par_chunks_mut(per_image)
             .zip(cols[..batch * per_cols].par_chunks(per_cols))
             .for_each(|(img, src)| {
                 img.fill(0.0);
-                for gy in 0..self.grid[0] {
-                    for gx in 0..self.grid[1] {
-                        let row = &src[(gy * self.grid[1] + gx) * q..][..q];
-                        for i in 0..kh {
-                            let y = (gy * self.stride[0] + i).wrapping_sub(self.pad[0]);
-                            if y >= h {
-                                continue;
-                            }
-                            for j in 0..kw {
-                                let x = (gx * self.stride[1] + j).wrapping_sub(self.pad[1]);
-                                if x >= w {
-                                    continue;
-                                }
-                                let dst = &mut img[(y * w + x) * ch..][..ch];
-                                for (d, v) in dst.iter_mut().zip(&row[(i * kw + j) * ch..][..ch]) {
-                                    *d += v;
-                                }
-                            }
+                for (gy, rows) in src.chunks_exact(self.grid[1] * q).enumerate() {
+                    for i in 0..kh {
+                        let y = (gy * self.stride[0] + i).wrapping_sub(self.pad[0]);
+                        if y >= h {
+                            continue;
+                        }
+                        for (row, (inside, x)) in rows.chunks_exact(q).zip(&spans) {
+                            let values = &row[i * run..][inside.start * ch..inside.end * ch];
+                            add_run(&mut img[(y * w + x) * ch..][..values.len()], values);
                         }
                     }
                 }
@@ -199,11 +216,18 @@ impl Geometry {
     }
 }
 
-/// Copies a tap's run of channels. Runs are short (a few to a few hundred
-/// values, once per tap and position), where a call to memcpy costs more
-/// than the copy: fixed blocks of 8 are copied inline.
+/// Copies a run of patch values. Runs are short (one to a few hundred
+/// values, once per kernel row and position), where a call to memcpy costs
+/// more than the copy: runs under 8 (one channel) go value by value, longer
+/// ones in fixed blocks of 8, copied inline.
 #[inline(always)]
 fn copy_run(dst: &mut [f32], src: &[f32]) {
+    if src.len() < 8 {
+        for (a, b) in dst.iter_mut().zip(src) {
+            *a = *b;
+        }
+        return;
+    }
     let (mut d, mut s) = (dst.chunks_exact_mut(8), src.chunks_exact(8));
     for (a, b) in (&mut d).zip(&mut s) {
         let a: &mut [f32; 8] = a.try_into().expect("blocks of 8");
@@ -215,9 +239,15 @@ fn copy_run(dst: &mut [f32], src: &[f32]) {
     }
 }
 
-/// Zeroes a tap's run of channels (see [`copy_run`]).
+/// Zeroes a run of patch values (see [`copy_run`]).
 #[inline(always)]
 fn zero_run(dst: &mut [f32]) {
+    if dst.len() < 8 {
+        for a in dst {
+            *a = 0.0;
+        }
+        return;
+    }
     let mut d = dst.chunks_exact_mut(8);
     for a in &mut d {
         let a: &mut [f32; 8] = a.try_into().expect("blocks of 8");
@@ -225,6 +255,21 @@ fn zero_run(dst: &mut [f32]) {
     }
     for a in d.into_remainder() {
         *a = 0.0;
+    }
+}
+
+/// Adds a run of patch values into an image: short runs (one channel)
+/// one value at a time, longer ones in a loop the compiler vectorises.
+#[inline(always)]
+fn add_run(dst: &mut [f32], src: &[f32]) {
+    if src.len() < 8 {
+        for (d, v) in dst.iter_mut().zip(src) {
+            *d += v;
+        }
+        return;
+    }
+    for (d, v) in dst.iter_mut().zip(src) {
+        *d += v;
     }
 }
 
