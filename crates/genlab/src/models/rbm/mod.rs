@@ -127,7 +127,10 @@ impl ModelConfig for RbmConfig {
         // scratch; the batch and the Gibbs chains' states and probabilities;
         // the per-epoch evaluation's 1,000-image batches.
         let floats = 6.0 * (v * h + v + h) + 4.0 * rows * (v + h) + 4.0 * 1000.0 * (v + h);
-        (4.0 * floats, "model.hidden, model.batch_size or model.chains")
+        (
+            4.0 * floats,
+            "model.hidden, model.batch_size or model.chains",
+        )
     }
 
     fn validate(&self) -> Result<()> {
