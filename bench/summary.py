@@ -1,6 +1,7 @@
 """The table of a bench/compare.sh run from its CSV: per workload the median
 and range over the rounds on each side, and genlab's time over the faster
-PyTorch column. Usage: summary.py CSV [PEAK_GFLOPS] (the peak only for CPU
+PyTorch column (the ratio of the medians, and in brackets the range of the
+rounds' own ratios, which shows how much a drifting machine moved it). Usage: summary.py CSV [PEAK_GFLOPS] (the peak only for CPU
 runs: it fills the GFLOP/s column; 0 or absent leaves it empty).
 A CSV cut short (a run stopped mid-round) is summarised over the rows it has.
 """
@@ -41,7 +42,7 @@ def g3(v):
     return f"{v:.3g}"
 
 
-print(f"| workload | unit | genlab (median, range over {len(set(r['round'] for r in rows))} rounds) | PyTorch eager | PyTorch compiled | genlab / faster PyTorch | genlab GFLOP/s (% of peak) | loss genlab / PyTorch |")
+print(f"| workload | unit | genlab (median, range over {len(set(r['round'] for r in rows))} rounds) | PyTorch eager | PyTorch compiled | genlab / faster PyTorch (range by round) | genlab GFLOP/s (% of peak) | loss genlab / PyTorch |")
 print("|---|---|---|---|---|---|---|---|")
 for w in dict.fromkeys(r["workload"] for r in rows):
     sel = [r for r in rows if r["workload"] == w]
@@ -66,4 +67,10 @@ for w in dict.fromkeys(r["workload"] for r in rows):
         achieved = None
     rate = f"{achieved:.0f} ({100 * achieved / peak:.0f}%)" if achieved and peak > 0 else ""
     compiled = f"{g3(c)} ({spread(cs, g3)})" if c is not None else "-"
-    print(f"| {w} | {sel[0]['unit']} | {g3(g)} ({spread(gs, g3)}) | {g3(t)} ({spread(ts, g3)}) | {compiled} | {g / best:.2f} | {rate} | {loss} |")
+    # Each round's genlab against that round's faster PyTorch.
+    by_round = []
+    for r in sel:
+        sides = [float(r["pytorch"])] + ([float(r["pytorch_compiled"])] if r["pytorch_compiled"] else [])
+        by_round.append(float(r["genlab"]) / (max(sides) if rate_unit else min(sides)))
+    ratio = f"{g / best:.2f} ({spread(by_round, lambda v: f'{v:.2f}')})"
+    print(f"| {w} | {sel[0]['unit']} | {g3(g)} ({spread(gs, g3)}) | {g3(t)} ({spread(ts, g3)}) | {compiled} | {ratio} | {rate} | {loss} |")
