@@ -48,7 +48,7 @@ for w in dict.fromkeys(r["workload"] for r in rows):
     sel = [r for r in rows if r["workload"] == w]
     gs = [float(r["genlab"]) for r in sel]
     ts = [float(r["pytorch"]) for r in sel]
-    cs = [float(r["pytorch_compiled"]) for r in sel if r["pytorch_compiled"]]
+    cs = [float(r["pytorch_compiled"]) for r in sel if r.get("pytorch_compiled")]
     g, t = statistics.median(gs), statistics.median(ts)
     c = statistics.median(cs) if cs else None
     # Lower is better, except for a rate (GFLOP/s).
@@ -70,7 +70,7 @@ for w in dict.fromkeys(r["workload"] for r in rows):
     # Each round's genlab against that round's faster PyTorch.
     by_round = []
     for r in sel:
-        sides = [float(r["pytorch"])] + ([float(r["pytorch_compiled"])] if r["pytorch_compiled"] else [])
+        sides = [float(r["pytorch"])] + ([float(r["pytorch_compiled"])] if r.get("pytorch_compiled") else [])
         by_round.append(float(r["genlab"]) / (max(sides) if rate_unit else min(sides)))
     ratio = f"{g / best:.2f} ({spread(by_round, lambda v: f'{v:.2f}')})"
     print(f"| {w} | {sel[0]['unit']} | {g3(g)} ({spread(gs, g3)}) | {g3(t)} ({spread(ts, g3)}) | {compiled} | {ratio} | {rate} | {loss} |")
