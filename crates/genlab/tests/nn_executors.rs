@@ -41,13 +41,18 @@ fn close(what: &str, a: &[f32], b: &[f32]) {
 /// random output weighting `r` (loss = sum(out * r)), and compares outputs,
 /// parameter gradients and the input gradient.
 fn check(net: &Network, rows: usize, rng: &mut Rand) {
+    let x = uniform(rng, rows * net.input_size(), 1.0);
+    check_on(net, rows, x, rng);
+}
+
+/// [`check`] on the input `x`.
+fn check_on(net: &Network, rows: usize, x: Vec<f32>, rng: &mut Rand) {
     let device = Device::flex();
     let params: Vec<Vec<f32>> = net
         .params
         .iter()
         .map(|p| uniform(rng, p.len(), 0.5))
         .collect();
-    let x = uniform(rng, rows * net.input_size(), 1.0);
     let rates: Vec<f64> = net
         .layers
         .iter()
@@ -146,6 +151,42 @@ fn every_layer_kind_agrees_with_autodiff_on_random_shapes() {
         )
         .unwrap();
         check(&net, rows, &mut rng);
+    }
+}
+
+#[test]
+fn mostly_zero_inputs_take_the_sparse_first_layer_and_agree_with_autodiff() {
+    let mut rng = Rand::seed_from_u64(5);
+    // MNIST-like: most pixels 0, the rest in (0, 1]; one row all zeros.
+    // Rows from one (serial) to enough for the row-parallel split.
+    for (trial, rows) in [1, 7, 40].into_iter().enumerate() {
+        let (inp, units) = (rng.random_range(17..90), rng.random_range(1..70));
+        let mut x: Vec<f32> = (0..rows * inp)
+            .map(|_| {
+                if rng.random::<f64>() < 0.15 {
+                    rng.random_range(0.01f32..1.0)
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        x[..inp].fill(0.0);
+        let density = genlab::cpu::nonzero_fraction(&x);
+        assert!(
+            density < genlab::cpu::SPARSE_BELOW,
+            "the input must be sparse enough for the sparse path: {density}"
+        );
+        let net = Network::build(
+            &format!("sparse{trial}"),
+            &[inp],
+            &[
+                ("a".into(), Layer::Dense { units }),
+                ("r".into(), Layer::Relu),
+                ("b".into(), Layer::Dense { units: 5 }),
+            ],
+        )
+        .unwrap();
+        check_on(&net, rows, x, &mut rng);
     }
 }
 

@@ -78,7 +78,7 @@ impl Ones {
 
 /// Bit j set where `chunk[j]` (16 values) is not zero.
 #[inline]
-fn nonzero_mask(chunk: &[f32]) -> u32 {
+pub(super) fn nonzero_mask(chunk: &[f32]) -> u32 {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {

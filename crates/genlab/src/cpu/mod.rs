@@ -1,7 +1,8 @@
 //! CPU kernels for models that need no autodiff (the RBM): matrix products on
 //! host buffers through `gemm` (the library burn's flex backend uses),
 //! fused elementwise passes (bias + sigmoid + Bernoulli draw in one sweep),
-//! and products of a binary matrix as sums of the rows its ones select.
+//! products of a binary matrix as sums of the rows its ones select, and of
+//! a sparse real matrix as weighted sums of the rows its nonzeros select.
 //!
 //! Random draws here are counter-based: element `i` of a pass keyed `key` gets
 //! `uniform(key, i)`, so results do not depend on how rayon splits the work.
@@ -9,7 +10,9 @@
 use rayon::prelude::*;
 
 mod gather;
+mod sparse;
 pub use gather::{Ones, Panels, complement_product, gathered_product};
+pub use sparse::{SPARSE_BELOW, SparseRows, nonzero_fraction, sparse_product};
 
 thread_local! {
     /// Set by [`serial`]: matrix products on this thread use one core.

@@ -3,7 +3,7 @@
 //! products through [`crate::cpu::matmul`] (gemm). Activations are kept per
 //! layer in buffers the executor owns and reuses from batch to batch.
 //!
-//! Two choices make it fast. A dense layer or a convolution runs with the
+//! Three choices make it fast. A dense layer or a convolution runs with the
 //! activation and dropout right after it as one pass over its output (bias,
 //! activation and mask together, and their derivative in one pass
 //! backward), since the activation's derivative can be read off the masked
@@ -14,11 +14,13 @@
 //! copies and col2im adds whole. Inputs, outputs, dropout masks and
 //! parameters keep burn's layouts; the executor converts at its edges, at
 //! flatten and reshape, and tap-major copies of the convolution weights are
-//! made at each forward pass.
+//! made at each forward pass. And a first dense layer whose input is mostly
+//! zeros (image pixels) multiplies only its nonzeros, forward and for its
+//! weight gradient ([`crate::cpu::sparse_product`]).
 
 use super::conv::{Geometry, from_tap_major, tap_major, to_channels_first, to_channels_last};
 use super::{BuiltLayer, Layer, Mode, Network};
-use crate::cpu::{column_sums, matmul};
+use crate::cpu::{SPARSE_BELOW, SparseRows, column_sums, matmul, sparse_product};
 
 /// The activation a dense or convolution pass applies after its bias.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -157,6 +159,12 @@ pub struct HostNetwork {
     grad_next: Vec<f32>,
     /// The rows of the last forward pass.
     rows: usize,
+    /// Whether the last forward pass found its input sparse enough for a
+    /// first dense layer to use [`sparse_product`]; the input by its
+    /// nonzeros then, and its transpose for that layer's weight gradient.
+    sparse_first: bool,
+    sparse_input: SparseRows,
+    sparse_input_t: SparseRows,
 }
 
 impl HostNetwork {
@@ -183,6 +191,9 @@ impl HostNetwork {
             grad: Vec::new(),
             grad_next: Vec::new(),
             rows: 0,
+            sparse_first: false,
+            sparse_input: SparseRows::default(),
+            sparse_input_t: SparseRows::default(),
             net,
         }
     }
@@ -225,6 +236,8 @@ impl HostNetwork {
             output: output_buf,
             mask: mask_buf,
             rows: last_rows,
+            sparse_first,
+            sparse_input,
             ..
         } = self;
         let mode = *mode;
@@ -240,6 +253,7 @@ impl HostNetwork {
         // Buffers keep their largest size (batches of two sizes alternate
         // in a GAN step): a resize that grows would zero what is overwritten.
         *last_rows = rows;
+        *sparse_first = false;
         for pass in passes.iter() {
             let i = pass.first;
             let (done, rest) = acts.split_at_mut(i);
@@ -258,7 +272,12 @@ impl HostNetwork {
                 Layer::Dense { .. } => {
                     let (w, b) = layer.params.expect("dense layers have parameters");
                     let k = layer.input[0];
-                    matmul(out, input, &params[w], (rows, k, n), false, false, 0.0, 1.0);
+                    *sparse_first = i == 0 && sparse_index(sparse_input, input, k);
+                    if *sparse_first {
+                        sparse_product(out, sparse_input, &params[w], n);
+                    } else {
+                        matmul(out, input, &params[w], (rows, k, n), false, false, 0.0, 1.0);
+                    }
                     let (activation, m) = fused_mask(pass, mode, &mut mask, layer, rows, mask_buf);
                     bias_activation(out, &params[b], activation, m);
                 }
@@ -457,6 +476,9 @@ impl HostNetwork {
             mask: mask_buf,
             grad,
             grad_next,
+            sparse_first,
+            sparse_input,
+            sparse_input_t,
             ..
         } = self;
         let mode = *mode;
@@ -512,16 +534,22 @@ impl HostNetwork {
                     through_activation(dy);
                     let n = layer.output[0];
                     if let Some(grads) = grads.as_deref_mut() {
-                        matmul(
-                            &mut grads[w],
-                            input,
-                            dy,
-                            (k, rows, n),
-                            true,
-                            false,
-                            0.0,
-                            1.0,
-                        );
+                        if i == 0 && *sparse_first {
+                            // x' dy as the product of x's transpose, sparse too.
+                            sparse_input.transpose_into(sparse_input_t);
+                            sparse_product(&mut grads[w], sparse_input_t, dy, n);
+                        } else {
+                            matmul(
+                                &mut grads[w],
+                                input,
+                                dy,
+                                (k, rows, n),
+                                true,
+                                false,
+                                0.0,
+                                1.0,
+                            );
+                        }
                         column_sums(dy, n, &mut grads[b]);
                     }
                     // The first layer writes (or adds) straight into the caller's slice.
@@ -687,6 +715,17 @@ impl HostNetwork {
         }
         result
     }
+}
+
+/// Whether fewer than [`SPARSE_BELOW`] of the input `x`'s values (rows of
+/// `k`) are nonzero; if so, indexes them into `index`. The count comes
+/// first and only reads, so a dense input costs one read.
+fn sparse_index(index: &mut SparseRows, x: &[f32], k: usize) -> bool {
+    if crate::cpu::nonzero_fraction(x) >= SPARSE_BELOW {
+        return false;
+    }
+    index.index(x, k);
+    true
 }
 
 /// Makes `v` at least `n` long.
