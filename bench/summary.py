@@ -1,6 +1,7 @@
 """The table of a bench/compare.sh run from its CSV: per workload the median
 and range over the rounds on each side, and genlab's time over the faster
-PyTorch column (the ratio of the medians, and in brackets the range of the
+PyTorch column (for a rate, the faster PyTorch rate over genlab's, which is
+the same ratio of times; the ratio of the medians, and in brackets the range of the
 rounds' own ratios, which shows how much a drifting machine moved it). Usage: summary.py CSV [PEAK_GFLOPS] (the peak only for CPU
 runs: it fills the GFLOP/s column; 0 or absent leaves it empty).
 A CSV cut short (a run stopped mid-round) is summarised over the rows it has.
@@ -71,6 +72,8 @@ for w in dict.fromkeys(r["workload"] for r in rows):
     by_round = []
     for r in sel:
         sides = [float(r["pytorch"])] + ([float(r["pytorch_compiled"])] if r.get("pytorch_compiled") else [])
-        by_round.append(float(r["genlab"]) / (max(sides) if rate_unit else min(sides)))
-    ratio = f"{g / best:.2f} ({spread(by_round, lambda v: f'{v:.2f}')})"
+        by_round.append(max(sides) / float(r["genlab"]) if rate_unit else float(r["genlab"]) / min(sides))
+    # Always a ratio of times: below 1, genlab is faster.
+    time_ratio = best / g if rate_unit else g / best
+    ratio = f"{time_ratio:.2f} ({spread(by_round, lambda v: f'{v:.2f}')})"
     print(f"| {w} | {sel[0]['unit']} | {g3(g)} ({spread(gs, g3)}) | {g3(t)} ({spread(ts, g3)}) | {compiled} | {ratio} | {rate} | {loss} |")
