@@ -1,9 +1,10 @@
 """The table of a bench/compare.sh run from its CSV: per workload the median
 and range over the rounds on each side, and genlab's time over the faster
 PyTorch column (for a rate, the faster PyTorch rate over genlab's, which is
-the same ratio of times; the ratio of the medians, and in brackets the range of the
-rounds' own ratios, which shows how much a drifting machine moved it). Usage: summary.py CSV [PEAK_GFLOPS] (the peak only for CPU
-runs: it fills the GFLOP/s column; 0 or absent leaves it empty).
+the same ratio of times; the ratio of the medians, and in brackets the range
+of the rounds' own ratios, which shows how much a drifting machine moved it).
+Usage: summary.py CSV [PEAK_GFLOPS] (the peak only for CPU runs: it fills the
+GFLOP/s column; 0 or absent leaves it empty).
 A CSV cut short (a run stopped mid-round) is summarised over the rows it has.
 """
 import csv, statistics, sys
@@ -54,7 +55,11 @@ for w in dict.fromkeys(r["workload"] for r in rows):
     c = statistics.median(cs) if cs else None
     # Lower is better, except for a rate (GFLOP/s).
     rate_unit = sel[0]["unit"] == "GFLOP/s"
-    best = t if c is None else (max(t, c) if rate_unit else min(t, c))
+
+    def time_ratio(genlab, pytorch):
+        """genlab's time over the faster PyTorch side's; below 1, genlab is faster."""
+        return max(pytorch) / genlab if rate_unit else genlab / min(pytorch)
+
     loss = ""
     if sel[0]["genlab_loss"]:
         gl = statistics.median(float(r["genlab_loss"]) for r in sel)
@@ -72,8 +77,7 @@ for w in dict.fromkeys(r["workload"] for r in rows):
     by_round = []
     for r in sel:
         sides = [float(r["pytorch"])] + ([float(r["pytorch_compiled"])] if r.get("pytorch_compiled") else [])
-        by_round.append(max(sides) / float(r["genlab"]) if rate_unit else float(r["genlab"]) / min(sides))
-    # Always a ratio of times: below 1, genlab is faster.
-    time_ratio = best / g if rate_unit else g / best
-    ratio = f"{time_ratio:.2f} ({spread(by_round, lambda v: f'{v:.2f}')})"
+        by_round.append(time_ratio(float(r["genlab"]), sides))
+    medians = [t] + ([c] if c is not None else [])
+    ratio = f"{time_ratio(g, medians):.2f} ({spread(by_round, lambda v: f'{v:.2f}')})"
     print(f"| {w} | {sel[0]['unit']} | {g3(g)} ({spread(gs, g3)}) | {g3(t)} ({spread(ts, g3)}) | {compiled} | {ratio} | {rate} | {loss} |")
