@@ -510,3 +510,45 @@ fn a_centred_persistent_run_resumes_to_the_same_weights() {
         "resumed centred weights differ"
     );
 }
+
+#[test]
+fn bernoulli_training_pixels_change_the_model_and_resume_to_the_same_weights() {
+    // The binarising draws come from the checkpointed training generator.
+    let dir = tempfile::tempdir().unwrap();
+    let train = |name: &str, epochs: &str, pixels: &str| {
+        let run = dir.path().join(name);
+        let set = format!("model.training_pixels={pixels}");
+        let out = common::tiny_rbm_train(&run, epochs, "1280", &["--set", &set])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        run
+    };
+    let whole = train("whole", "2", "bernoulli");
+    let intensity = train("intensity", "2", "intensity");
+    assert_ne!(
+        weights(&whole),
+        weights(&intensity),
+        "binarised training images give another model"
+    );
+    let parts = train("parts", "1", "bernoulli");
+    let out = genlab(&[
+        "train",
+        "--resume",
+        parts.to_str().unwrap(),
+        "--epochs",
+        "2",
+    ])
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(weights(&parts), weights(&whole), "resumed weights differ");
+}

@@ -50,6 +50,27 @@ pub enum Schedule {
     Linear,
 }
 
+/// What the positive phase sees of each training image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TrainingPixels {
+    /// pixel / 255 used as the visible values (the seed's).
+    Intensity,
+    /// A fresh Bernoulli(pixel / 255) draw each time an image is used:
+    /// the binary images the log-likelihood is measured on, never the same
+    /// twice.
+    Bernoulli,
+}
+
+impl TrainingPixels {
+    fn view(self) -> PixelView {
+        match self {
+            TrainingPixels::Intensity => PixelView::Unit,
+            TrainingPixels::Bernoulli => PixelView::Dynamic,
+        }
+    }
+}
+
 /// RBM configuration. Defaults are the seed preset `rbm-500`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -80,6 +101,9 @@ pub struct RbmConfig {
     pub centring: bool,
     /// How far each update moves the offsets towards the batch's means.
     pub offset_rate: f64,
+    /// The training images' visible values: "intensity" (pixel / 255, the
+    /// seed's) or "bernoulli" (binarised afresh each epoch).
+    pub training_pixels: TrainingPixels,
     pub batch_size: usize,
     pub epochs: usize,
     /// Gibbs steps of the per-epoch sample figure (started from a fixed training batch).
@@ -103,6 +127,7 @@ impl Default for RbmConfig {
             negative_hidden: NegativeHidden::Sample,
             centring: false,
             offset_rate: 0.01,
+            training_pixels: TrainingPixels::Intensity,
             batch_size: 64,
             epochs: 30,
             sample_steps: 200,

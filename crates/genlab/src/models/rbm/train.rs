@@ -203,8 +203,6 @@ struct RbmStep<'a> {
     train_subset: Vec<f32>,
     sample_start: Vec<f32>,
     side: usize,
-    /// The Unit view draws nothing; the generator is only a formality.
-    no_rng: GenRng,
 }
 
 impl RbmStep<'_> {
@@ -239,11 +237,13 @@ impl Step for RbmStep<'_> {
         );
         // Filled in place and handed to the tensor, which owns it.
         let mut batch = vec![0.0f32; config.batch_size * PIXELS];
+        // The Bernoulli view draws from the training generator before the
+        // update does, so a resumed run draws the same pixels.
         fill_batch_slice(
             &self.ctx.dataset.train,
             idx,
-            PixelView::Unit,
-            &mut self.no_rng,
+            config.training_pixels.view(),
+            rng,
             &mut batch,
         );
         let rule = UpdateRule {
@@ -429,7 +429,6 @@ impl Family for RbmFamily {
             train_subset,
             sample_start,
             side,
-            no_rng: stream(seed, Purpose::Fixed, 1),
         };
         let plan = Plan {
             seed,
