@@ -61,7 +61,7 @@ pub const PRESETS: &[Preset] = &[
     preset!(
         "rbm-500-pcd10",
         "rbm",
-        "RBM, 500 hidden units, tuned on a validation split: PCD-10 with 128 persistent chains, lr 0.05 decaying to 0, momentum 0.5, weight decay 1e-4, batch 64, 400 epochs"
+        "RBM, 500 hidden units, tuned on a validation split: PCD-10 with 128 persistent chains on training images binarised afresh each epoch, lr 0.05 decaying to 0, momentum 0.5, weight decay 1e-4, batch 64, 400 epochs"
     ),
     preset!(
         "vae-2",
