@@ -458,6 +458,38 @@ fn bad_input_is_refused_before_any_work_with_exit_code_2() {
     );
 }
 
+/// A tiny RBM run of `epochs` on 1,280 images in `dir/name`, which must succeed.
+fn train_tiny(dir: &Path, name: &str, epochs: &str, extra: &[&str]) -> std::path::PathBuf {
+    let run = dir.join(name);
+    let out = common::tiny_rbm_train(&run, epochs, "1280", extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    run
+}
+
+/// `genlab train --resume run --epochs epochs`, which must succeed.
+fn resume_to(run: &Path, epochs: &str) {
+    let out = genlab(&[
+        "train",
+        "--resume",
+        run.to_str().unwrap(),
+        "--epochs",
+        epochs,
+    ])
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn a_centred_persistent_run_resumes_to_the_same_weights() {
     // The offsets and the persistent chains live in the checkpoint.
@@ -470,40 +502,15 @@ fn a_centred_persistent_run_resumes_to_the_same_weights() {
         "--set",
         "model.momentum=0.5",
     ];
-    let train = |name: &str, epochs: &str| {
-        let run = dir.path().join(name);
-        let out = common::tiny_rbm_train(&run, epochs, "1280", &extra)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        run
-    };
-    let whole = train("whole", "2");
-    let parts = train("parts", "1");
+    let whole = train_tiny(dir.path(), "whole", "2", &extra);
+    let parts = train_tiny(dir.path(), "parts", "1", &extra);
     let ck = genlab::run::Checkpoint::load(&parts.join("checkpoints/latest.safetensors")).unwrap();
     let offsets = ck.tensor("centring.visible", &[784]).unwrap();
     assert!(
         offsets.data.iter().any(|&m| (m - 0.5).abs() > 0.05),
         "the offsets moved"
     );
-    let out = genlab(&[
-        "train",
-        "--resume",
-        parts.to_str().unwrap(),
-        "--epochs",
-        "2",
-    ])
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    resume_to(&parts, "2");
     assert_eq!(
         weights(&parts),
         weights(&whole),
@@ -515,40 +522,20 @@ fn a_centred_persistent_run_resumes_to_the_same_weights() {
 fn bernoulli_training_pixels_change_the_model_and_resume_to_the_same_weights() {
     // The binarising draws come from the checkpointed training generator.
     let dir = tempfile::tempdir().unwrap();
-    let train = |name: &str, epochs: &str, pixels: &str| {
-        let run = dir.path().join(name);
-        let set = format!("model.training_pixels={pixels}");
-        let out = common::tiny_rbm_train(&run, epochs, "1280", &["--set", &set])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        run
-    };
-    let whole = train("whole", "2", "bernoulli");
-    let intensity = train("intensity", "2", "intensity");
+    let bernoulli = ["--set", "model.training_pixels=bernoulli"];
+    let whole = train_tiny(dir.path(), "whole", "2", &bernoulli);
+    let intensity = train_tiny(
+        dir.path(),
+        "intensity",
+        "2",
+        &["--set", "model.training_pixels=intensity"],
+    );
     assert_ne!(
         weights(&whole),
         weights(&intensity),
         "binarised training images give another model"
     );
-    let parts = train("parts", "1", "bernoulli");
-    let out = genlab(&[
-        "train",
-        "--resume",
-        parts.to_str().unwrap(),
-        "--epochs",
-        "2",
-    ])
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let parts = train_tiny(dir.path(), "parts", "1", &bernoulli);
+    resume_to(&parts, "2");
     assert_eq!(weights(&parts), weights(&whole), "resumed weights differ");
 }
