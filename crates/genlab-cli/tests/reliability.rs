@@ -52,6 +52,15 @@ fn metrics_without_timings(run: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Fails the test with the command's stderr unless it exited 0.
+fn assert_succeeded(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn weights(run: &Path) -> Vec<u8> {
     std::fs::read(run.join("weights.safetensors")).unwrap()
 }
@@ -79,11 +88,7 @@ fn resume_until_done(run: &Path) {
         let out = genlab(&["train", "--resume", run.to_str().unwrap()])
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_succeeded(&out);
     }
     panic!("the run did not finish");
 }
@@ -93,11 +98,7 @@ fn interrupted_and_killed_runs_resume_to_the_same_result() {
     let dir = tempfile::tempdir().unwrap();
     let reference = dir.path().join("reference");
     let out = train_small(&reference);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let want_weights = weights(&reference);
     let want_metrics = metrics_without_timings(&reference);
     assert_eq!(want_metrics.len(), 6);
@@ -182,11 +183,7 @@ fn interrupted_and_killed_runs_resume_to_the_same_result() {
     let out = genlab(&["train", "--resume", run.to_str().unwrap(), "--epochs", "7"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     assert_eq!(metrics_without_timings(&run).len(), 7);
 }
 
@@ -274,11 +271,7 @@ fn divergence_stops_and_keeps_the_last_good_checkpoint() {
         "skip-batch",
     ]);
     let out = genlab(&args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     // An epoch in which every update was skipped stops training instead.
     let all_bad = dir.path().join("all-skipped");
     let mut args2 = SMALL.to_vec();
@@ -464,11 +457,7 @@ fn train_tiny(dir: &Path, name: &str, epochs: &str, extra: &[&str]) -> std::path
     let out = common::tiny_rbm_train(&run, epochs, "1280", extra)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     run
 }
 
@@ -483,11 +472,7 @@ fn resume_to(run: &Path, epochs: &str) {
     ])
     .output()
     .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
 }
 
 #[test]
