@@ -187,6 +187,18 @@ simd_fn! {
     }
 }
 
+/// The optimisers' kernels return the OR of the bits of `g - g` over the
+/// gradients they used (their "poison"): +0.0, all bits zero, for a finite
+/// `g`; NaN for an infinite or NaN one, also where `g0 + g1` overflows. An
+/// OR reduction keeps the loop vectorised, where a float sum would not.
+///
+/// The bits of `g - g`: zero for a finite `g`, a NaN's otherwise.
+#[inline(always)]
+#[allow(clippy::eq_op)]
+fn poison_bits(g: f32) -> u32 {
+    (g - g).to_bits()
+}
+
 /// Runs `$body` for every element of a parameter slice with its gradient
 /// `$g`: `$g0[i]`, or `$g0[i] + $g1[i]` when the batch's gradient came in two
 /// halves (`$g1` not empty). The sum is the same f32 addition as summing the
@@ -212,13 +224,17 @@ macro_rules! with_gradient {
 simd_fn! {
     /// Keras Adam, one pass: `m += (g - m)(1 - b1)`, `v += (g^2 - v)(1 - b2)`,
     /// `p -= alpha m / (sqrt(v) + eps)`, with `g = g0 + g1` (`g1` may be empty).
-    pub fn adam_keras(p: &mut [f32], g0: &[f32], g1: &[f32], m: &mut [f32], v: &mut [f32], alpha: f32, b1: f32, b2: f32, eps: f32) {
+    /// Returns the gradients' poison (see `with_gradient`).
+    pub fn adam_keras(p: &mut [f32], g0: &[f32], g1: &[f32], m: &mut [f32], v: &mut [f32], alpha: f32, b1: f32, b2: f32, eps: f32) -> u32 {
         let (p, m, v) = (&mut p[..g0.len()], &mut m[..g0.len()], &mut v[..g0.len()]);
+        let mut poison = 0u32;
         with_gradient!(g0, g1, |i, g| {
+            poison |= poison_bits(g);
             m[i] += (g - m[i]) * (1.0 - b1);
             v[i] += (g * g - v[i]) * (1.0 - b2);
             p[i] -= alpha * m[i] / (v[i].sqrt() + eps);
         });
+        poison
     }
 }
 
@@ -226,25 +242,31 @@ simd_fn! {
     /// PyTorch Adam, one pass: `m = b1 m + (1 - b1) g`, `v = b2 v + (1 - b2) g^2`,
     /// `p -= step m / (sqrt(v) / sqrt_c2 + eps)` with `step = lr / (1 - b1^t)`
     /// and `sqrt_c2 = sqrt(1 - b2^t)`; `g = g0 + g1` (`g1` may be empty).
-    pub fn adam_torch(p: &mut [f32], g0: &[f32], g1: &[f32], m: &mut [f32], v: &mut [f32], step: f32, sqrt_c2: f32, b1: f32, b2: f32, eps: f32) {
+    pub fn adam_torch(p: &mut [f32], g0: &[f32], g1: &[f32], m: &mut [f32], v: &mut [f32], step: f32, sqrt_c2: f32, b1: f32, b2: f32, eps: f32) -> u32 {
         let (p, m, v) = (&mut p[..g0.len()], &mut m[..g0.len()], &mut v[..g0.len()]);
+        let mut poison = 0u32;
         with_gradient!(g0, g1, |i, g| {
+            poison |= poison_bits(g);
             m[i] = b1 * m[i] + (1.0 - b1) * g;
             v[i] = b2 * v[i] + (1.0 - b2) * g * g;
             p[i] -= step * m[i] / (v[i].sqrt() / sqrt_c2 + eps);
         });
+        poison
     }
 }
 
 simd_fn! {
     /// Keras RMSprop, one pass: `v = rho v + (1 - rho) g^2`, `p -= lr g / sqrt(v + eps)`;
     /// `g = g0 + g1` (`g1` may be empty).
-    pub fn rmsprop_keras(p: &mut [f32], g0: &[f32], g1: &[f32], v: &mut [f32], lr: f32, rho: f32, eps: f32) {
+    pub fn rmsprop_keras(p: &mut [f32], g0: &[f32], g1: &[f32], v: &mut [f32], lr: f32, rho: f32, eps: f32) -> u32 {
         let (p, v) = (&mut p[..g0.len()], &mut v[..g0.len()]);
+        let mut poison = 0u32;
         with_gradient!(g0, g1, |i, g| {
+            poison |= poison_bits(g);
             v[i] = rho * v[i] + (1.0 - rho) * g * g;
             p[i] -= lr * g / (v[i] + eps).sqrt();
         });
+        poison
     }
 }
 
@@ -349,21 +371,33 @@ fn split_pieces<'a>(
 }
 
 impl HostOptimizer {
-    /// Applies one update to every parameter; the gradients must be finite.
-    pub fn update(&mut self, params: &mut [Vec<f32>], grads: &[Vec<f32>]) {
-        self.update_with(params, grads, None);
+    /// Applies one update to every parameter; returns whether every
+    /// gradient was finite (callers that can undo check before instead).
+    pub fn update(&mut self, params: &mut [Vec<f32>], grads: &[Vec<f32>]) -> bool {
+        self.update_with(params, grads, None)
     }
 
     /// Applies one update with the gradient `g0 + g1` (a batch computed in
-    /// two halves), summed on the fly; the gradients must be finite.
-    pub fn update_sum(&mut self, params: &mut [Vec<f32>], g0: &[Vec<f32>], g1: &[Vec<f32>]) {
-        self.update_with(params, g0, Some(g1));
+    /// two halves), summed on the fly; returns whether every summed gradient
+    /// was finite.
+    pub fn update_sum(
+        &mut self,
+        params: &mut [Vec<f32>],
+        g0: &[Vec<f32>],
+        g1: &[Vec<f32>],
+    ) -> bool {
+        self.update_with(params, g0, Some(g1))
     }
 
     /// One pass over all parameters, cut into one part per core and run in
     /// a single parallel call (one wake-up of the pool per step, not one
     /// per tensor); the update is elementwise, so the cut changes nothing.
-    fn update_with(&mut self, params: &mut [Vec<f32>], g0: &[Vec<f32>], g1: Option<&[Vec<f32>]>) {
+    fn update_with(
+        &mut self,
+        params: &mut [Vec<f32>],
+        g0: &[Vec<f32>],
+        g1: Option<&[Vec<f32>]>,
+    ) -> bool {
         use super::optim::Rule;
         use rayon::prelude::*;
         self.step += 1;
@@ -393,7 +427,7 @@ impl HostOptimizer {
                     beta1 as f32,
                     beta2 as f32,
                     eps as f32,
-                );
+                )
             }
             Rule::AdamTorch {
                 lr,
@@ -414,20 +448,26 @@ impl HostOptimizer {
                     beta1 as f32,
                     beta2 as f32,
                     eps as f32,
-                );
+                )
             }
             Rule::RmspropKeras { lr, rho, eps } => {
-                rmsprop_keras(q.p, q.g0, q.g1, q.v, lr as f32, rho as f32, eps as f32);
+                rmsprop_keras(q.p, q.g0, q.g1, q.v, lr as f32, rho as f32, eps as f32)
             }
         };
         let groups = split_pieces(params, g0, g1, &mut self.first, &mut self.second, parts);
-        if groups.len() == 1 {
-            groups.into_iter().flatten().for_each(apply);
+        let poison = if groups.len() == 1 {
+            groups
+                .into_iter()
+                .flatten()
+                .map(apply)
+                .fold(0, |a, b| a | b)
         } else {
             groups
                 .into_par_iter()
-                .for_each(|group| group.into_iter().for_each(apply));
-        }
+                .map(|group| group.into_iter().map(apply).fold(0, |a, b| a | b))
+                .reduce(|| 0, |a, b| a | b)
+        };
+        poison == 0
     }
 }
 
@@ -482,6 +522,9 @@ fn l1_norm(grads: &[Vec<f32>]) -> f64 {
     grads.iter().map(|g| abs_sum(g) as f64).sum()
 }
 
+/// A half's gradient buffers, for [`in_halves`] to check.
+pub type GradientBuffers<S> = fn(&mut S) -> &mut Vec<Vec<f32>>;
+
 /// One training step of a VAE on host buffers, a batch `x` (rows of
 /// `width` values, noise `eps` with `latent` values per row) cut into two halves that run
 /// side by side, each with single-core matrix products
@@ -490,19 +533,22 @@ fn l1_norm(grads: &[Vec<f32>]) -> f64 {
 /// threads. The halves are fixed, not one per core, so the numbers do not
 /// depend on the thread count. `step(half, x, eps, scale)` computes a half's
 /// loss sums and gradients with every gradient scaled by `scale` (1 / the
-/// batch's rows); `grads` gives a half's gradient buffers. The batch's
+/// batch's rows). The batch's
 /// gradient is the sum of the two halves' ([`HostOptimizer::update_sum`]
 /// adds them as it updates). Returns the summed (reconstruction, KL) and
-/// whether everything is finite: each half checks its own gradients in its
-/// own thread, as `sum |g|` over both halves below `f32::MAX`, which also
-/// rules out an overflow when the halves are added.
+/// whether everything is finite: the losses, and with `check_gradients`
+/// (a half's gradient buffers) the gradients too, each half checking its own in its own thread as
+/// `sum |g|` over both halves below `f32::MAX`, which also rules out an
+/// overflow when the halves are added. Without it (a caller that cannot
+/// undo an update anyway) the optimiser's pass reports non-finite
+/// gradients ([`HostOptimizer::update_sum`]), which saves a pass.
 pub fn in_halves<S: Send>(
     halves: &mut [S],
     x: &[f32],
     width: usize,
     eps: &[f32],
     latent: usize,
-    grads: fn(&mut S) -> &mut Vec<Vec<f32>>,
+    check_gradients: Option<GradientBuffers<S>>,
     step: impl Fn(&mut S, &[f32], &[f32], f32) -> [f64; 2] + Sync,
 ) -> ([f64; 2], bool) {
     let b = x.len() / width;
@@ -516,7 +562,8 @@ pub fn in_halves<S: Send>(
     let half = |h: &mut S, x: &[f32], e: &[f32]| {
         crate::cpu::serial(|| {
             let losses = step(h, x, e, scale);
-            (losses, l1_norm(grads(h)))
+            let l1 = check_gradients.map_or(0.0, |grads| l1_norm(grads(h)));
+            (losses, l1)
         })
     };
     let ((a, l1_a), (c, l1_c)) = rayon::join(|| half(h0, x0, e0), || half(h1, x1, e1));
@@ -629,7 +676,7 @@ mod tests {
             let sum = summed_grads(&g0, &g1);
             crate::cpu::serial(|| {
                 for _ in 0..3 {
-                    serial_opt.update(&mut serial_p, &sum);
+                    assert!(serial_opt.update(&mut serial_p, &sum), "{rule:?}: finite");
                 }
             });
             for threads in [2, 3] {
@@ -640,7 +687,7 @@ mod tests {
                 let (mut p, mut opt) = (p0.clone(), fresh());
                 pool.install(|| {
                     for _ in 0..3 {
-                        opt.update_sum(&mut p, &g0, &g1);
+                        assert!(opt.update_sum(&mut p, &g0, &g1), "{rule:?}: finite");
                     }
                 });
                 assert_eq!(p, serial_p, "{rule:?}, {threads} threads");
@@ -652,6 +699,64 @@ mod tests {
                     assert!(
                         (*a as f64 - b).abs() < 1e-6,
                         "{rule:?}: tensor {i}: {a} vs {b}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_update_reports_a_gradient_that_is_not_finite_wherever_it_is() {
+        let sizes = [70_001, 3, 100_003];
+        let rules = [
+            Rule::AdamKeras {
+                lr: 1e-3,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-7,
+            },
+            Rule::AdamTorch {
+                lr: 2e-3,
+                beta1: 0.5,
+                beta2: 0.999,
+                eps: 1e-8,
+            },
+            Rule::RmspropKeras {
+                lr: 1e-3,
+                rho: 0.9,
+                eps: 1e-7,
+            },
+        ];
+        // (tensor, index, g0's value, g1's value): NaN or infinity in either
+        // half, and two finite halves whose sum overflows.
+        let spoilers = [
+            (0, 0, f32::NAN, 0.5),
+            (0, 70_000, 0.5, f32::INFINITY),
+            (1, 2, f32::NEG_INFINITY, 0.5),
+            (2, 50_000, f32::MAX, f32::MAX),
+            (2, 100_002, 0.5, f32::NAN),
+        ];
+        for rule in rules {
+            for &(t, i, a, b) in &spoilers {
+                let mut g0: Vec<Vec<f32>> = sizes.iter().map(|&n| values(n, 2)).collect();
+                let mut g1: Vec<Vec<f32>> = sizes.iter().map(|&n| values(n, 3)).collect();
+                (g0[t][i], g1[t][i]) = (a, b);
+                for threads in [1, 2] {
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .build()
+                        .unwrap();
+                    let mut p: Vec<Vec<f32>> = sizes.iter().map(|&n| values(n, 1)).collect();
+                    let mut opt = HostOptimizer {
+                        rule,
+                        step: 0,
+                        first: sizes.iter().map(|&n| vec![0.0; n]).collect(),
+                        second: sizes.iter().map(|&n| vec![0.0; n]).collect(),
+                    };
+                    let finite = pool.install(|| opt.update_sum(&mut p, &g0, &g1));
+                    assert!(
+                        !finite,
+                        "{rule:?}, {threads} threads: g0 {a}, g1 {b} at {t}/{i}"
                     );
                 }
             }

@@ -178,12 +178,14 @@ impl HostNetworkVae {
     }
 
     /// The summed (reconstruction, KL) of a batch `x` with noise `eps`, and
-    /// whether every gradient is finite; [`HostNetworkVae::apply`] updates.
+    /// whether they (and, with `check_gradients`, every gradient) are
+    /// finite; [`HostNetworkVae::apply`] updates.
     pub fn forward_backward(
         &mut self,
         x: &[f32],
         eps: &[f32],
         likelihood: Likelihood,
+        check_gradients: bool,
     ) -> ([f64; 2], bool) {
         let (p, counts) = (&self.params, self.counts);
         let width = self.shards[0].trunk.net.input_size();
@@ -193,7 +195,7 @@ impl HostNetworkVae {
             width,
             eps,
             self.latent,
-            |half| &mut half.grads,
+            check_gradients.then_some(|half: &mut NetworkShard| &mut half.grads),
             |half, x, eps, scale| half.forward_backward(p, counts, x, eps, scale, likelihood),
         )
     }
@@ -203,9 +205,10 @@ impl HostNetworkVae {
         summed_grads(&self.shards[0].grads, &self.shards[1].grads)
     }
 
-    /// Applies the optimiser with the last step's gradients.
-    pub fn apply(&mut self) {
+    /// Applies the optimiser with the last step's gradients; returns
+    /// whether they were all finite.
+    pub fn apply(&mut self) -> bool {
         let (g0, g1) = (&self.shards[0].grads, &self.shards[1].grads);
-        self.opt.update_sum(&mut self.params, g0, g1);
+        self.opt.update_sum(&mut self.params, g0, g1)
     }
 }

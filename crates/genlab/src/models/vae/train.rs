@@ -71,7 +71,9 @@ impl Step for VaeStep<'_> {
         self.eps.resize(rows * config.latent, 0.0);
         fill_standard_normal(rng, &mut self.eps);
         let ([r, k], finite) = match self.fast.as_mut() {
-            Some(h) => h.forward_backward(&self.xbuf, &self.eps, config.likelihood),
+            // Only skip-batch must see a bad gradient before the update;
+            // otherwise the update's own pass reports it (below).
+            Some(h) => h.forward_backward(&self.xbuf, &self.eps, config.likelihood, self.skip_bad),
             None => {
                 let (stats, finite, g) = burn_step(
                     &self.net,
@@ -103,8 +105,17 @@ impl Step for VaeStep<'_> {
                 "model.lr",
             ));
         }
-        if let Some(h) = self.fast.as_mut() {
-            h.apply();
+        if let Some(h) = self.fast.as_mut()
+            && !h.apply()
+        {
+            // The parameters in memory are spoilt, but the trainer stops
+            // here and nothing is saved: the last checkpoint stays good.
+            return Err(non_finite(
+                self.ctx,
+                at,
+                "a gradient became NaN or infinite",
+                "model.lr",
+            ));
         }
         self.sums[0] += r + k;
         self.sums[1] += r;
