@@ -592,6 +592,27 @@ mod tests {
             .collect()
     }
 
+    /// One of each update rule, with the seed presets' settings.
+    const RULES: [Rule; 3] = [
+        Rule::AdamKeras {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-7,
+        },
+        Rule::AdamTorch {
+            lr: 2e-3,
+            beta1: 0.5,
+            beta2: 0.999,
+            eps: 1e-8,
+        },
+        Rule::RmspropKeras {
+            lr: 1e-3,
+            rho: 0.9,
+            eps: 1e-7,
+        },
+    ];
+
     /// Three steps of `rule`, by hand in f64 from the documented formulas.
     fn by_hand(rule: Rule, p: &[f32], g0: &[f32], g1: &[f32]) -> Vec<f64> {
         let (mut m, mut v) = (0.0f64, 0.0f64);
@@ -639,26 +660,7 @@ mod tests {
     fn summed_update_in_parallel_parts_equals_the_serial_update_and_the_formulas() {
         // Tensors of odd sizes (one empty), so parts cross tensor boundaries.
         let sizes = [70_001, 3, 0, 100_003, 17];
-        let rules = [
-            Rule::AdamKeras {
-                lr: 1e-3,
-                beta1: 0.9,
-                beta2: 0.999,
-                eps: 1e-7,
-            },
-            Rule::AdamTorch {
-                lr: 2e-3,
-                beta1: 0.5,
-                beta2: 0.999,
-                eps: 1e-8,
-            },
-            Rule::RmspropKeras {
-                lr: 1e-3,
-                rho: 0.9,
-                eps: 1e-7,
-            },
-        ];
-        for rule in rules {
+        for rule in RULES {
             let fresh = || HostOptimizer {
                 rule,
                 step: 0,
@@ -708,25 +710,6 @@ mod tests {
     #[test]
     fn an_update_reports_a_gradient_that_is_not_finite_wherever_it_is() {
         let sizes = [70_001, 3, 100_003];
-        let rules = [
-            Rule::AdamKeras {
-                lr: 1e-3,
-                beta1: 0.9,
-                beta2: 0.999,
-                eps: 1e-7,
-            },
-            Rule::AdamTorch {
-                lr: 2e-3,
-                beta1: 0.5,
-                beta2: 0.999,
-                eps: 1e-8,
-            },
-            Rule::RmspropKeras {
-                lr: 1e-3,
-                rho: 0.9,
-                eps: 1e-7,
-            },
-        ];
         // (tensor, index, g0's value, g1's value): NaN or infinity in either
         // half, and two finite halves whose sum overflows.
         let spoilers = [
@@ -736,7 +719,7 @@ mod tests {
             (2, 50_000, f32::MAX, f32::MAX),
             (2, 100_002, 0.5, f32::NAN),
         ];
-        for rule in rules {
+        for rule in RULES {
             for &(t, i, a, b) in &spoilers {
                 let mut g0: Vec<Vec<f32>> = sizes.iter().map(|&n| values(n, 2)).collect();
                 let mut g1: Vec<Vec<f32>> = sizes.iter().map(|&n| values(n, 3)).collect();
