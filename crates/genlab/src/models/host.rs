@@ -187,12 +187,10 @@ simd_fn! {
     }
 }
 
-/// The optimisers' kernels return the OR of the bits of `g - g` over the
-/// gradients they used (their "poison"): +0.0, all bits zero, for a finite
-/// `g`; NaN for an infinite or NaN one, also where `g0 + g1` overflows. An
-/// OR reduction keeps the loop vectorised, where a float sum would not.
-///
-/// The bits of `g - g`: zero for a finite `g`, a NaN's otherwise.
+/// The bits of `g - g`: zero for a finite `g`, a NaN's for an infinite or
+/// NaN one (also where `g0 + g1` overflowed). The optimisers' kernels
+/// return the OR of these over their gradients (their "poison"); an
+/// integer OR keeps the loop vectorised, where a float sum would not.
 #[inline(always)]
 #[allow(clippy::eq_op)]
 fn poison_bits(g: f32) -> u32 {
@@ -224,7 +222,7 @@ macro_rules! with_gradient {
 simd_fn! {
     /// Keras Adam, one pass: `m += (g - m)(1 - b1)`, `v += (g^2 - v)(1 - b2)`,
     /// `p -= alpha m / (sqrt(v) + eps)`, with `g = g0 + g1` (`g1` may be empty).
-    /// Returns the gradients' poison (see `with_gradient`).
+    /// Returns the gradients' poison (see [`poison_bits`]).
     pub fn adam_keras(p: &mut [f32], g0: &[f32], g1: &[f32], m: &mut [f32], v: &mut [f32], alpha: f32, b1: f32, b2: f32, eps: f32) -> u32 {
         let (p, m, v) = (&mut p[..g0.len()], &mut m[..g0.len()], &mut v[..g0.len()]);
         let mut poison = 0u32;
@@ -537,9 +535,9 @@ pub type GradientBuffers<S> = fn(&mut S) -> &mut Vec<Vec<f32>>;
 /// gradient is the sum of the two halves' ([`HostOptimizer::update_sum`]
 /// adds them as it updates). Returns the summed (reconstruction, KL) and
 /// whether everything is finite: the losses, and with `check_gradients`
-/// (a half's gradient buffers) the gradients too, each half checking its own in its own thread as
-/// `sum |g|` over both halves below `f32::MAX`, which also rules out an
-/// overflow when the halves are added. Without it (a caller that cannot
+/// (a half's gradient buffers) the gradients too, each half checking its
+/// own in its own thread as `sum |g|` over both halves below `f32::MAX`,
+/// which also rules out an overflow when the halves are added. Without it (a caller that cannot
 /// undo an update anyway) the optimiser's pass reports non-finite
 /// gradients ([`HostOptimizer::update_sum`]), which saves a pass.
 pub fn in_halves<S: Send>(
