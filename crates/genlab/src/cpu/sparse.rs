@@ -167,7 +167,7 @@ unsafe fn compress_row_avx512(row: &[f32], columns: &mut [u32], values: &mut [f3
 
 /// `out (rows x n) = x @ w` for a sparse `x` (rows x m) and a row-major `w`
 /// (m x n): each output row is the sum of `x[r, i] w[i, :]` over its
-/// nonzeros in ascending `i`, four at a time, so each value's order of
+/// nonzeros in ascending `i`, so each value's order of
 /// additions is fixed and the result does not depend on the thread count.
 /// Rows are split between the cores unless the caller is [`super::serial`].
 pub fn sparse_product(out: &mut [f32], x: &SparseRows, w: &[f32], n: usize) {
@@ -189,27 +189,64 @@ pub fn sparse_product(out: &mut [f32], x: &SparseRows, w: &[f32], n: usize) {
     }
 }
 
+/// Whether the CPU has AVX-512's 32 vector registers, which hold 256 output
+/// columns' sums (16 registers); AVX2's 16 hold 64 (8 registers).
+fn wide_registers() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 crate::simd_fn! {
-    /// Rows `first..` of [`sparse_product`] into `out`.
+    /// Rows `first..` of [`sparse_product`] into `out`: for each block of
+    /// output columns (summed in registers, so each selected weight costs
+    /// one load and one FMA; the wider the block, the longer the runs of
+    /// weights read, which is what sets the pace), the sum over the row's
+    /// nonzeros in ascending order, one fused multiply-add each.
     fn sparse_rows(out: &mut [f32], x: &SparseRows, w: &[f32], n: usize, first: usize) {
-        for (r, o) in out.chunks_exact_mut(n).enumerate() {
-            let (cols, vals) = x.row(first + r);
-            let row = |q: usize| &w[cols[q] as usize * n..][..n];
-            o.fill(0.0);
-            let mut q = 0;
-            while q + 4 <= cols.len() {
-                let (w0, w1, w2, w3) = (row(q), row(q + 1), row(q + 2), row(q + 3));
-                let (v0, v1, v2, v3) = (vals[q], vals[q + 1], vals[q + 2], vals[q + 3]);
-                for j in 0..n {
-                    o[j] = o[j] + v0 * w0[j] + v1 * w1[j] + v2 * w2[j] + v3 * w3[j];
+        if wide_registers() {
+            sparse_rows_in_blocks::<256>(out, x, w, n, first)
+        } else {
+            sparse_rows_in_blocks::<64>(out, x, w, n, first)
+        }
+    }
+}
+
+#[inline(always)]
+fn sparse_rows_in_blocks<const BLOCK: usize>(
+    out: &mut [f32],
+    x: &SparseRows,
+    w: &[f32],
+    n: usize,
+    first: usize,
+) {
+    for (r, o) in out.chunks_exact_mut(n).enumerate() {
+        let (cols, vals) = x.row(first + r);
+        let mut start = 0;
+        while start + BLOCK <= n {
+            let mut sums = [0.0f32; BLOCK];
+            for (&c, &v) in cols.iter().zip(vals) {
+                let row: &[f32; BLOCK] = w[c as usize * n + start..][..BLOCK]
+                    .try_into()
+                    .expect("a block of columns");
+                for (s, &wv) in sums.iter_mut().zip(row) {
+                    *s = v.mul_add(wv, *s);
                 }
-                q += 4;
             }
-            for (&c, &v0) in cols[q..].iter().zip(&vals[q..]) {
-                let w0 = &w[c as usize * n..][..n];
-                for j in 0..n {
-                    o[j] += v0 * w0[j];
-                }
+            o[start..start + BLOCK].copy_from_slice(&sums);
+            start += BLOCK;
+        }
+        let o = &mut o[start..];
+        o.fill(0.0);
+        for (&c, &v) in cols.iter().zip(vals) {
+            let row = &w[c as usize * n + start..][..o.len()];
+            for (s, &wv) in o.iter_mut().zip(row) {
+                *s = v.mul_add(wv, *s);
             }
         }
     }
@@ -257,6 +294,12 @@ mod tests {
             let mut one = vec![f32::NAN; rows * n];
             serial(|| sparse_product(&mut one, &sx, &w, n));
             assert_eq!(out, one);
+            // The same bits with either block of columns (AVX-512's or AVX2's).
+            let (mut wide, mut narrow) = (vec![f32::NAN; rows * n], vec![f32::NAN; rows * n]);
+            sparse_rows_in_blocks::<256>(&mut wide, &sx, &w, n, 0);
+            sparse_rows_in_blocks::<64>(&mut narrow, &sx, &w, n, 0);
+            assert_eq!(wide, out);
+            assert_eq!(narrow, out);
             // Weight gradient: x' dy through the transpose.
             let mut st = SparseRows::default();
             sx.transpose_into(&mut st);
