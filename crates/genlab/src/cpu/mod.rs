@@ -41,6 +41,14 @@ pub fn kernels_enabled() -> bool {
     std::env::var("GENLAB_CPU_KERNELS").as_deref() != Ok("0")
 }
 
+/// Up to how many output rows, in multiples of gemm's 6-column micro-tile,
+/// a product on one thread reads a weight matrix stored with unit stride
+/// along its output columns in place instead of packing it first (gemm's
+/// default is 8, 48 rows). At 16 (96 rows) a half batch of 64 rows skips
+/// the copy: a 64 x 256 @ 256 x 784 product took 224 us instead of 244 on
+/// a Zen 4 core, with the same sums in the same order.
+const UNPACKED_ROWS_IN_TILES: usize = 16;
+
 /// `c (m x n) = alpha * c + beta * op(a) * op(b)`, row-major buffers.
 /// `op(a)` is m x k: `a` is stored m x k, or k x m when `a_t`. Likewise `op(b)`
 /// is k x n: `b` is stored k x n, or n x k when `b_t`. With `alpha == 0`, `c`
@@ -63,6 +71,8 @@ pub fn matmul(
     if m == 0 || n == 0 {
         return;
     }
+    static TUNED: std::sync::Once = std::sync::Once::new();
+    TUNED.call_once(|| gemm::set_lhs_packing_threshold_single_thread(UNPACKED_ROWS_IN_TILES));
     // (column stride, row stride) of each operand as seen by the product.
     let (a_cs, a_rs) = if a_t {
         (m as isize, 1)
