@@ -44,15 +44,36 @@ pub fn fill_batch(
     rng: &mut GenRng,
     out: &mut Vec<f32>,
 ) {
-    out.clear();
-    out.reserve(indices.len() * PIXELS);
-    for &i in indices {
-        let img = split.image(i).iter();
-        // The deterministic views in their own loops, so that they vectorise.
+    // Every value is overwritten below: at an unchanged size this writes nothing.
+    out.resize(indices.len() * PIXELS, 0.0);
+    for (dst, &i) in out.chunks_exact_mut(PIXELS).zip(indices) {
+        let img = split.image(i);
         match view {
-            PixelView::Unit => out.extend(img.map(|&b| b as f32 / 255.0)),
-            PixelView::Signed => out.extend(img.map(|&b| b as f32 / 127.5 - 1.0)),
-            _ => out.extend(img.map(|&b| view.convert(b, rng))),
+            PixelView::Unit => unit_pixels(dst, img),
+            PixelView::Signed => signed_pixels(dst, img),
+            _ => {
+                for (d, &b) in dst.iter_mut().zip(img) {
+                    *d = view.convert(b, rng);
+                }
+            }
+        }
+    }
+}
+
+crate::simd_fn! {
+    /// `out[k] = img[k] / 255` ([`PixelView::Unit`], the same division).
+    fn unit_pixels(out: &mut [f32], img: &[u8]) {
+        for (o, &b) in out.iter_mut().zip(img) {
+            *o = b as f32 / 255.0;
+        }
+    }
+}
+
+crate::simd_fn! {
+    /// `out[k] = img[k] / 127.5 - 1` ([`PixelView::Signed`]).
+    fn signed_pixels(out: &mut [f32], img: &[u8]) {
+        for (o, &b) in out.iter_mut().zip(img) {
+            *o = b as f32 / 127.5 - 1.0;
         }
     }
 }
