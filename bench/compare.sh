@@ -87,23 +87,30 @@ if [ "$DEVICE" = cpu ]; then
   echo "peak: $PEAK GFLOP/s f32 on $THREADS threads"
 fi
 # One side of one workload: sets g (genlab) or t (PyTorch), and the losses
-# gl / tl for training workloads.
+# gl / tl for training workloads. Every process is waited for to its exit
+# (`out=$(...)`), not only to its line of output: a PyTorch process still
+# tearing down after printing (`read < <(...)` returns at the line) ran
+# into the next side's timed epoch, which made genlab's vae-2 epoch after
+# it 0.98-1.23 s instead of 0.64-0.71 s.
 genlab_side() {
   case "$1" in
     rbm-500)
       rm -rf "$TMP/run"
       "$GENLAB" train rbm --preset rbm-500 --epochs 1 --seed "$2" --device "$DEVICE" --out "$TMP/run" > /dev/null
-      read -r g gl < <("$PYTHON" -c 'import json,sys; m=json.loads(open(sys.argv[1]).readline()); print(m["seconds"], m["recon_error_test"])' "$TMP/run/metrics.jsonl") ;;
+      out=$("$PYTHON" -c 'import json,sys; m=json.loads(open(sys.argv[1]).readline()); print(m["seconds"], m["recon_error_test"])' "$TMP/run/metrics.jsonl")
+      read -r g gl <<< "$out" ;;
     matmul)
       g=$("$MATMUL" | sed -n 's/.*median \([0-9.]*\) GFLOP.*/\1/p'); gl= ;;
     vae-*|conv-vae)
       rm -rf "$TMP/run"
       "$GENLAB" train vae --preset "$1" --epochs 1 --seed "$2" --device "$DEVICE" --out "$TMP/run" > /dev/null
-      read -r g gl < <("$PYTHON" -c 'import json,sys; m=json.loads(open(sys.argv[1]).readline()); print(m["seconds"], m["loss"])' "$TMP/run/metrics.jsonl") ;;
+      out=$("$PYTHON" -c 'import json,sys; m=json.loads(open(sys.argv[1]).readline()); print(m["seconds"], m["loss"])' "$TMP/run/metrics.jsonl")
+      read -r g gl <<< "$out" ;;
     gan)
       rm -rf "$TMP/run"
       "$GENLAB" train gan --epochs 1 --seed "$2" --device "$DEVICE" --out "$TMP/run" > /dev/null
-      read -r g gl < <("$PYTHON" -c 'import json,sys; m=json.loads(open(sys.argv[1]).readline()); print(m["seconds"], m["d_loss"])' "$TMP/run/metrics.jsonl") ;;
+      out=$("$PYTHON" -c 'import json,sys; m=json.loads(open(sys.argv[1]).readline()); print(m["seconds"], m["d_loss"])' "$TMP/run/metrics.jsonl")
+      read -r g gl <<< "$out" ;;
   esac
 }
 # One PyTorch run of one workload, eager (3rd argument 0) or compiled (1):
@@ -112,13 +119,16 @@ torch_run() {
   local py=(env "${TORCH_ENV[@]}" "$PYTHON")
   case "$1" in
     rbm-500)
-      read -r _ t _ tl < <("${py[@]}" bench/rbm_torch.py "$THREADS" "$GENLAB_DATA" "$2" "$TORCH_DEVICE" "$3") ;;
+      out=$("${py[@]}" bench/rbm_torch.py "$THREADS" "$GENLAB_DATA" "$2" "$TORCH_DEVICE" "$3")
+      read -r _ t _ tl <<< "$out" ;;
     matmul)
       t=$("${py[@]}" bench/matmul_torch.py "$THREADS" | sed -n 's/.*median \([0-9.]*\) GFLOP.*/\1/p'); tl= ;;
     vae-*|conv-vae)
-      read -r _ t _ tl < <("${py[@]}" bench/vae_torch.py "$1" "$THREADS" "$GENLAB_DATA" "$2" "$TORCH_DEVICE" "$3") ;;
+      out=$("${py[@]}" bench/vae_torch.py "$1" "$THREADS" "$GENLAB_DATA" "$2" "$TORCH_DEVICE" "$3")
+      read -r _ t _ tl <<< "$out" ;;
     gan)
-      read -r _ _ _ t _ tl _ < <("${py[@]}" bench/gan_torch.py "$THREADS" "$GENLAB_DATA" 1 "$2" "$TORCH_DEVICE" "$3") ;;
+      out=$("${py[@]}" bench/gan_torch.py "$THREADS" "$GENLAB_DATA" 1 "$2" "$TORCH_DEVICE" "$3")
+      read -r _ _ _ t _ tl _ <<< "$out" ;;
   esac
 }
 # Both PyTorch columns of one workload: t, tl (eager) and tc, tcl (compiled;
