@@ -111,7 +111,123 @@ pub fn matmul(
         });
         return;
     }
+    if a_t
+        && !b_t
+        && alpha == 0.0
+        && beta == 1.0
+        && m <= SUMMED_ROWS_MAX
+        && n <= SUMMED_COLUMNS_MAX
+        && k >= SUMMED_DEPTH_MIN
+        && summed_outer_products_apply()
+    {
+        summed_outer_products(c, a, b, (m, k, n));
+        return;
+    }
     product(c, a, b, (m, k, n), a_t, b_t, alpha, beta);
+}
+
+/// `a' @ b` with a result of at most this many rows ...
+const SUMMED_ROWS_MAX: usize = 64;
+/// ... and columns (up to 16 sums per row kept in registers) ...
+const SUMMED_COLUMNS_MAX: usize = 16;
+/// ... over at least this many terms runs as a sum of outer products of
+/// the rows of `a` and `b`: gemm tiles so small a result mostly with
+/// padding (a convolution's one-channel weight gradient, 32 x 12544 @
+/// 12544 x 9, ran at a quarter of a core's peak).
+const SUMMED_DEPTH_MIN: usize = 1024;
+
+/// Outputs of one row block of [`summed_outer_products`]: one AVX-512
+/// vector per column of the result.
+const SUMMED_ROW_BLOCK: usize = 16;
+
+/// `c (m x n) = a' @ b` for `a` (k x m) and `b` (k x n), with `n` at most
+/// [`SUMMED_COLUMNS_MAX`]: each of `c`'s values is summed over the k rows
+/// in order, one fused multiply-add each (a fixed order: the same bits on
+/// any thread count).
+fn summed_outer_products(c: &mut [f32], a: &[f32], b: &[f32], (m, k, n): (usize, usize, usize)) {
+    assert!(a.len() >= k * m && b.len() >= k * n && c.len() >= m * n && n <= SUMMED_COLUMNS_MAX);
+    // Only called where AVX-512 is present ([`summed_outer_products_apply`]).
+    for first in (0..m).step_by(SUMMED_ROW_BLOCK) {
+        // SAFETY: the caller checked for AVX-512F; the buffers hold the
+        // shape (asserted above).
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            summed_rows_avx512(c, a, b, (m, k, n), first)
+        };
+    }
+}
+
+/// Whether [`summed_outer_products`] can run here (it is written for AVX-512).
+fn summed_outer_products_apply() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Rows `first..first + 16` (fewer at the end) of [`summed_outer_products`]
+/// for a result of `n` columns: a vector of 16 sums per column, in
+/// registers, each updated by one fused multiply-add per row of `a` and `b`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn summed_rows_avx512(
+    c: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    (m, k, n): (usize, usize, usize),
+    first: usize,
+) {
+    macro_rules! with_columns {
+        ($($n:literal)*) => {
+            match n {
+                // SAFETY: as for this function.
+                $($n => unsafe { summed_block_avx512::<$n>(c, a, b, m, k, first) },)*
+                _ => unreachable!("at most {SUMMED_COLUMNS_MAX} columns"),
+            }
+        };
+    }
+    with_columns!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn summed_block_avx512<const N: usize>(
+    c: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    m: usize,
+    k: usize,
+    first: usize,
+) {
+    use std::arch::x86_64::*;
+    let rows = SUMMED_ROW_BLOCK.min(m - first);
+    // Loads only the block's rows of a row of `a`.
+    let mask: __mmask16 = ((1u32 << rows) - 1) as __mmask16;
+    let mut sums = [_mm512_setzero_ps(); N];
+    for r in 0..k {
+        // SAFETY: row r of `a` holds m values from r * m, and the mask
+        // keeps the load to the `rows` values from `first` (first + rows <= m);
+        // row r of `b` holds N values from r * N.
+        unsafe {
+            let column = _mm512_maskz_loadu_ps(mask, a.as_ptr().add(r * m + first));
+            let br = b.as_ptr().add(r * N);
+            for (j, s) in sums.iter_mut().enumerate() {
+                *s = _mm512_fmadd_ps(column, _mm512_set1_ps(*br.add(j)), *s);
+            }
+        }
+    }
+    for (j, s) in sums.iter().enumerate() {
+        let mut values = [0.0f32; SUMMED_ROW_BLOCK];
+        // SAFETY: `values` holds 16 floats.
+        unsafe { _mm512_storeu_ps(values.as_mut_ptr(), *s) };
+        for (i, &v) in values[..rows].iter().enumerate() {
+            c[(first + i) * N + j] = v;
+        }
+    }
 }
 
 crate::simd_fn! {
@@ -623,6 +739,27 @@ mod tests {
                         "{m}x{k}x{n}: {r} vs {w}"
                     );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn a_small_result_over_a_long_sum_matches_the_naive_product() {
+        // Whole and partial blocks of rows, every width up to the largest.
+        for (m, k, n) in [(32, 1500, 9), (20, 1024, 1), (64, 1100, 16), (5, 2000, 7)] {
+            assert!(m <= SUMMED_ROWS_MAX && n <= SUMMED_COLUMNS_MAX && k >= SUMMED_DEPTH_MIN);
+            let a: Vec<f32> = (0..k * m).map(|i| uniform(4, i as u32) - 0.5).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| uniform(5, i as u32) - 0.5).collect();
+            let mut c = vec![f32::NAN; m * n];
+            matmul(&mut c, &a, &b, (m, k, n), true, false, 0.0, 1.0);
+            let want = naive(&transpose(&a, k, m), &b, m, k, n);
+            for (g, w) in c.iter().zip(want) {
+                assert!((g - w).abs() < 1e-3, "{m}x{k}x{n}: {g} vs {w}");
+            }
+            if summed_outer_products_apply() {
+                let mut one = vec![f32::NAN; m * n];
+                serial(|| matmul(&mut one, &a, &b, (m, k, n), true, false, 0.0, 1.0));
+                assert!(one == c, "{m}x{k}x{n}: other bits on one thread");
             }
         }
     }
