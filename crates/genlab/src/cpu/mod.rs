@@ -106,7 +106,7 @@ pub fn matmul(
             if alpha == 1.0 {
                 transpose_into(&c[..m * n], m, n, &mut t);
             }
-            product(&mut t, b, a, (n, k, m), false, true, alpha, 1.0);
+            product(&mut t, b, a, (n, k, m), (false, true), (alpha, 1.0));
             transpose_into(&t, n, m, &mut c[..m * n]);
         });
         return;
@@ -123,7 +123,7 @@ pub fn matmul(
         summed_outer_products(c, a, b, (m, k, n));
         return;
     }
-    product(c, a, b, (m, k, n), a_t, b_t, alpha, beta);
+    product(c, a, b, (m, k, n), (a_t, b_t), (alpha, beta));
 }
 
 /// `a' @ b` with a result of at most this many rows ...
@@ -147,14 +147,14 @@ const SUMMED_ROW_BLOCK: usize = 16;
 fn summed_outer_products(c: &mut [f32], a: &[f32], b: &[f32], (m, k, n): (usize, usize, usize)) {
     assert!(a.len() >= k * m && b.len() >= k * n && c.len() >= m * n && n <= SUMMED_COLUMNS_MAX);
     // Only called where AVX-512 is present ([`summed_outer_products_apply`]).
+    #[cfg(target_arch = "x86_64")]
     for first in (0..m).step_by(SUMMED_ROW_BLOCK) {
         // SAFETY: the caller checked for AVX-512F; the buffers hold the
         // shape (asserted above).
-        #[cfg(target_arch = "x86_64")]
-        unsafe {
-            summed_rows_avx512(c, a, b, (m, k, n), first)
-        };
+        unsafe { summed_rows_avx512(c, a, b, (m, k, n), first) };
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("summed_outer_products_apply() is false off x86-64");
 }
 
 /// Whether [`summed_outer_products`] can run here (it is written for AVX-512).
@@ -193,6 +193,8 @@ unsafe fn summed_rows_avx512(
     with_columns!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16)
 }
 
+/// [`summed_rows_avx512`] for a result of `N` columns, so that the `N`
+/// sums stay in registers.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn summed_block_avx512<const N: usize>(
@@ -248,17 +250,15 @@ crate::simd_fn! {
     }
 }
 
-/// [`matmul`] by one call to gemm.
-#[allow(clippy::too_many_arguments)]
+/// [`matmul`] by one call to gemm, its flags and scales in pairs:
+/// `(a_t, b_t)` and `(alpha, beta)`.
 fn product(
     c: &mut [f32],
     a: &[f32],
     b: &[f32],
     (m, k, n): (usize, usize, usize),
-    a_t: bool,
-    b_t: bool,
-    alpha: f32,
-    beta: f32,
+    (a_t, b_t): (bool, bool),
+    (alpha, beta): (f32, f32),
 ) {
     // (column stride, row stride) of each operand as seen by the product.
     let (a_cs, a_rs) = if a_t {
@@ -730,7 +730,7 @@ mod tests {
             for alpha in [0.0, 1.0] {
                 let (mut routed, mut direct) = (c0.clone(), c0.clone());
                 serial(|| matmul(&mut routed, &a, &b, (m, k, n), false, true, alpha, 1.0));
-                serial(|| product(&mut direct, &a, &b, (m, k, n), false, true, alpha, 1.0));
+                serial(|| product(&mut direct, &a, &b, (m, k, n), (false, true), (alpha, 1.0)));
                 assert!(routed == direct, "{m}x{k}x{n}, alpha {alpha}: other bits");
                 let want = naive(&a, &transpose(&b, n, k), m, k, n);
                 for ((r, w), c) in routed.iter().zip(want).zip(&c0) {
