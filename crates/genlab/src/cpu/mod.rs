@@ -118,7 +118,7 @@ pub fn matmul(
         && m <= SUMMED_ROWS_MAX
         && n <= SUMMED_COLUMNS_MAX
         && k >= SUMMED_DEPTH_MIN
-        && summed_outer_products_apply()
+        && has_avx512f()
     {
         summed_outer_products(c, a, b, (m, k, n));
         return;
@@ -146,7 +146,7 @@ const SUMMED_ROW_BLOCK: usize = 16;
 /// any thread count).
 fn summed_outer_products(c: &mut [f32], a: &[f32], b: &[f32], (m, k, n): (usize, usize, usize)) {
     assert!(a.len() >= k * m && b.len() >= k * n && c.len() >= m * n && n <= SUMMED_COLUMNS_MAX);
-    // Only called where AVX-512 is present ([`summed_outer_products_apply`]).
+    // Only called where AVX-512 is present ([`has_avx512f`]).
     #[cfg(target_arch = "x86_64")]
     for first in (0..m).step_by(SUMMED_ROW_BLOCK) {
         // SAFETY: the caller checked for AVX-512F; the buffers hold the
@@ -154,11 +154,12 @@ fn summed_outer_products(c: &mut [f32], a: &[f32], b: &[f32], (m, k, n): (usize,
         unsafe { summed_rows_avx512(c, a, b, (m, k, n), first) };
     }
     #[cfg(not(target_arch = "x86_64"))]
-    unreachable!("summed_outer_products_apply() is false off x86-64");
+    unreachable!("has_avx512f() is false off x86-64");
 }
 
-/// Whether [`summed_outer_products`] can run here (it is written for AVX-512).
-fn summed_outer_products_apply() -> bool {
+/// Whether the CPU has AVX-512F (for the kernels written for it, and for
+/// block widths that need its 32 vector registers).
+fn has_avx512f() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx512f")
@@ -756,7 +757,7 @@ mod tests {
             for (g, w) in c.iter().zip(want) {
                 assert!((g - w).abs() < 1e-3, "{m}x{k}x{n}: {g} vs {w}");
             }
-            if summed_outer_products_apply() {
+            if has_avx512f() {
                 let mut one = vec![f32::NAN; m * n];
                 serial(|| matmul(&mut one, &a, &b, (m, k, n), true, false, 0.0, 1.0));
                 assert!(one == c, "{m}x{k}x{n}: other bits on one thread");

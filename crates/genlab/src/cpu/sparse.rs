@@ -10,7 +10,7 @@
 
 use rayon::prelude::*;
 
-use super::{ROWS_PER_TASK, gather::nonzero_mask, is_serial};
+use super::{ROWS_PER_TASK, gather::nonzero_mask, has_avx512f, is_serial};
 
 /// Below this fraction of nonzero inputs a dense layer uses
 /// [`sparse_product`] instead of `gemm`. The two break even at about 0.45
@@ -189,19 +189,6 @@ pub fn sparse_product(out: &mut [f32], x: &SparseRows, w: &[f32], n: usize) {
     }
 }
 
-/// Whether the CPU has AVX-512's 32 vector registers, which hold 256 output
-/// columns' sums (16 registers); AVX2's 16 hold 64 (8 registers).
-fn wide_registers() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
 crate::simd_fn! {
     /// Rows `first..` of [`sparse_product`] into `out`: for each block of
     /// output columns (summed in registers, so each selected weight costs
@@ -209,7 +196,9 @@ crate::simd_fn! {
     /// weights read, which is what sets the pace), the sum over the row's
     /// nonzeros in ascending order, one fused multiply-add each.
     fn sparse_rows(out: &mut [f32], x: &SparseRows, w: &[f32], n: usize, first: usize) {
-        if wide_registers() {
+        // AVX-512's 32 vector registers hold 256 columns' sums (16
+        // registers); AVX2's 16 hold 64 (8 registers).
+        if has_avx512f() {
             sparse_rows_in_blocks::<256>(out, x, w, n, first)
         } else {
             sparse_rows_in_blocks::<64>(out, x, w, n, first)
