@@ -232,6 +232,83 @@ fn reproduce_refuses_a_directory_it_did_not_make_and_leaves_none_when_data_is_mi
     );
 }
 
+/// `genlab reproduce --quick --only gan --out OUT` with no dataset anywhere:
+/// a refusal of OUT comes before the data is looked for.
+fn reproduce_without_data(dir: &Path, out: &Path) -> Output {
+    genlab(&["reproduce", "--quick", "--only", "gan", "--out", s(out)])
+        .env("GENLAB_DATA", dir.join("nowhere"))
+        .env("GENLAB_OFFLINE", "1")
+        .env("HOME", dir)
+        .env("XDG_CACHE_HOME", dir.join("cache"))
+        .output()
+        .unwrap()
+}
+
+/// Every file under `dir` with its bytes, for checking that nothing changed.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.path().is_dir() {
+                found.push((e.path(), Vec::new()));
+                stack.push(e.path());
+            } else {
+                found.push((e.path(), std::fs::read(e.path()).unwrap()));
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn reproduce_takes_no_lone_file_for_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, &[(&str, &str)]); 5] = [
+        ("compare.md", &[("compare.md", "precious\n")]),
+        ("compare.csv", &[("compare.csv", "run,model\n1,2\n")]),
+        ("report", &[("report/index.html", "<html>my page</html>\n")]),
+        (
+            "reproduction.toml",
+            &[("reproduction.toml", "title = \"my own file\"\n")],
+        ),
+        // A seed preset's name with a config.toml that is not a genlab run's.
+        ("gan", &[("gan/config.toml", "mine = true\n")]),
+    ];
+    for (k, (named, files)) in cases.iter().enumerate() {
+        let out = dir.path().join(format!("user-{k}"));
+        for (file, text) in *files {
+            let path = out.join(file);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        let before = snapshot(&out);
+        let result = reproduce_without_data(dir.path(), &out);
+        let err = stderr(&result);
+        assert_eq!(result.status.code(), Some(2), "{named}: {err}");
+        assert_eq!(err.lines().count(), 1, "{named}: {err}");
+        assert!(
+            err.contains("is not a genlab reproduction") && err.contains(named),
+            "{named}: {err}"
+        );
+        assert_eq!(snapshot(&out), before, "{named}: something was touched");
+    }
+
+    // An empty directory is accepted: the run gets as far as the missing data,
+    // and leaves the directory empty again.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let result = reproduce_without_data(dir.path(), &empty);
+    let err = stderr(&result);
+    assert!(!result.status.success());
+    assert!(
+        err.contains("mnist") && !err.contains("not a genlab reproduction"),
+        "{err}"
+    );
+    assert!(snapshot(&empty).is_empty(), "{:?}", snapshot(&empty));
+}
+
 #[test]
 fn an_exploding_gan_never_saves_non_finite_weights_and_f32_overflow_is_refused() {
     let dir = tempfile::tempdir().unwrap();

@@ -214,6 +214,47 @@ fn a_second_reproduce_reuses_everything() {
 }
 
 #[test]
+fn a_reproduction_made_before_the_marker_is_still_taken_as_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("old");
+    copy_dir(reproduction(), &old);
+    std::fs::remove_file(old.join("reproduction.toml")).unwrap();
+    let weights = std::fs::read(old.join("gan/weights.safetensors")).unwrap();
+    let again = ok(&[
+        "reproduce",
+        "--quick",
+        "--only",
+        "gan",
+        "--out",
+        old.to_str().unwrap(),
+    ]);
+    assert!(again.contains("gan: finished run reused"), "{again}");
+    assert_eq!(
+        std::fs::read(old.join("gan/weights.safetensors")).unwrap(),
+        weights
+    );
+    assert!(old.join("reproduction.toml").is_file());
+
+    // One file of the user's beside it and the same directory is refused whole.
+    std::fs::remove_file(old.join("reproduction.toml")).unwrap();
+    std::fs::write(old.join("notes.txt"), "mine").unwrap();
+    let compare = std::fs::read(old.join("compare.md")).unwrap();
+    let refused = run(&[
+        "reproduce",
+        "--quick",
+        "--only",
+        "gan",
+        "--out",
+        old.to_str().unwrap(),
+    ]);
+    assert_eq!(refused.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("(it holds notes.txt)"), "{err}");
+    assert_eq!(std::fs::read(old.join("compare.md")).unwrap(), compare);
+    assert!(!old.join("reproduction.toml").exists());
+}
+
+#[test]
 fn an_interrupted_reproduce_continues_where_it_stopped() {
     let dir = tempfile::tempdir().unwrap();
     let interrupted = dir.path().join("interrupted");

@@ -162,17 +162,17 @@ pub fn reproduce(opts: &ReproduceOptions, say: &mut dyn FnMut(&str)) -> Result<R
         ))
     })?;
     let marker = opts.out.join(MARKER);
-    if !marker.is_file() {
-        crate::atomic::write_atomic(
-            &marker,
-            b"# This directory is a genlab reproduction: `genlab reproduce --out` reuses it.\n",
-        )?;
+    let wrote_marker = !marker.is_file();
+    if wrote_marker {
+        crate::atomic::write_atomic(&marker, MARKER_TEXT.as_bytes())?;
     }
     let result = reproduce_into(opts, &picked, say);
-    // A reproduction that failed before making anything leaves no directory behind.
-    if result.is_err() && created && only_marker(&opts.out) {
+    // A reproduction that failed before making anything leaves the directory as it found it.
+    if result.is_err() && wrote_marker && only_marker(&opts.out) {
         let _ = std::fs::remove_file(&marker);
-        let _ = std::fs::remove_dir(&opts.out);
+        if created {
+            let _ = std::fs::remove_dir(&opts.out);
+        }
     }
     result
 }
@@ -180,8 +180,9 @@ pub fn reproduce(opts: &ReproduceOptions, say: &mut dyn FnMut(&str)) -> Result<R
 /// The file that marks a directory as a genlab reproduction.
 pub const MARKER: &str = "reproduction.toml";
 
-/// What a reproduction writes at the top of its directory.
-const OWN_ENTRIES: &[&str] = &[MARKER, "compare.md", "compare.csv", "report"];
+/// What the marker file says; a file of that name saying anything else is not genlab's.
+const MARKER_TEXT: &str =
+    "# This directory is a genlab reproduction: `genlab reproduce --out` reuses it.\n";
 
 fn only_marker(dir: &Path) -> bool {
     std::fs::read_dir(dir).is_ok_and(|entries| {
@@ -206,34 +207,64 @@ fn check_out_dir(out: &Path) -> Result<()> {
             out.display()
         );
     }
-    if out.join(MARKER).is_file() {
-        return Ok(());
+    let marker = out.join(MARKER);
+    if marker.exists() {
+        if std::fs::read_to_string(&marker).is_ok_and(|t| t == MARKER_TEXT) {
+            return Ok(());
+        }
+        crate::usage_bail!(
+            "{} is not the marker genlab writes, so {} is not a genlab reproduction; choose another --out",
+            marker.display(),
+            out.display()
+        );
     }
-    let entries: Vec<String> = std::fs::read_dir(out)
+    let mut foreign: Vec<String> = std::fs::read_dir(out)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", out.display()))?
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    // A reproduction made before the marker existed holds only its own entries.
-    let foreign: Vec<&String> = entries
-        .iter()
-        .filter(|name| {
-            let seed_run = SEED_PRESETS.contains(&name.as_str())
-                && out.join(name.as_str()).join("config.toml").is_file();
-            !seed_run && !OWN_ENTRIES.contains(&name.as_str())
-        })
+        .filter(|name| !written_by_reproduce(out, name))
         .collect();
     if !foreign.is_empty() {
-        let mut names: Vec<&str> = foreign.iter().map(|s| s.as_str()).collect();
-        names.sort_unstable();
-        let shown = names.iter().take(3).copied().collect::<Vec<_>>().join(", ");
+        foreign.sort_unstable();
+        let shown = foreign
+            .iter()
+            .take(3)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
         crate::usage_bail!(
             "{} exists and is not a genlab reproduction (it holds {shown}{}); choose another --out (genlab never writes into a directory it did not create)",
             out.display(),
-            if names.len() > 3 { ", ..." } else { "" }
+            if foreign.len() > 3 { ", ..." } else { "" }
         );
     }
     Ok(())
+}
+
+/// Whether the entry `name` of `out` is provably what a reproduction made
+/// before the marker existed: a seed preset's run directory whose
+/// config.toml names that preset, compare.md or compare.csv beginning with
+/// compare's own header, or a report genlab wrote. A name alone proves nothing.
+fn written_by_reproduce(out: &Path, name: &str) -> bool {
+    let path = out.join(name);
+    let read = |p: &Path| std::fs::read_to_string(p).ok();
+    match name {
+        "compare.md" | "compare.csv" => {
+            path.is_file()
+                && read(&path).is_some_and(|t| {
+                    crate::eval::compare::written_by_compare(&t, name == "compare.csv")
+                })
+        }
+        "report" => path.is_dir() && crate::report::is_report(&path),
+        _ if SEED_PRESETS.contains(&name) => read(&path.join("config.toml"))
+            .and_then(|t| toml::from_str::<toml::Table>(&t).ok())
+            .is_some_and(|c| {
+                let family = presets::find(name).map(|p| p.family);
+                c.get("preset").and_then(|v| v.as_str()) == Some(name)
+                    && c.get("family").and_then(|v| v.as_str()) == family
+            }),
+        _ => false,
+    }
 }
 
 fn reproduce_into(

@@ -213,33 +213,52 @@ fn seed_figure(family: &str, preset: &str, config: &toml::Value) -> String {
     }
 }
 
+/// The columns of [`compare`]'s table.
+pub const COLUMNS: [&str; 17] = [
+    "run",
+    "model",
+    "preset",
+    "epochs",
+    "training s",
+    "samples/s",
+    "end of training",
+    "seed's figure (SPEC)",
+    "test log-likelihood (nats)",
+    "ELBO",
+    "test loss",
+    "FID",
+    "KID",
+    "IS",
+    "precision",
+    "recall",
+    "classes >= 5%",
+];
+
+/// Whether `text` begins as [`compare`]'s table written by
+/// [`Table::to_markdown`] (`csv: false`) or [`Table::to_csv`] (`csv: true`).
+pub fn written_by_compare(text: &str, csv: bool) -> bool {
+    let table = Table {
+        header: COLUMNS.map(String::from).to_vec(),
+        ..Table::default()
+    };
+    let header = if csv {
+        table.to_csv()
+    } else {
+        table.to_markdown()
+    };
+    header
+        .lines()
+        .next()
+        .is_some_and(|h| text.lines().next() == Some(h))
+}
+
 /// The comparison table of `runs`.
 pub fn compare(runs: &[&Path]) -> Result<Table> {
     if runs.is_empty() {
         crate::usage_bail!("genlab compare: give one or more run directories");
     }
     let mut table = Table {
-        header: [
-            "run",
-            "model",
-            "preset",
-            "epochs",
-            "training s",
-            "samples/s",
-            "end of training",
-            "seed's figure (SPEC)",
-            "test log-likelihood (nats)",
-            "ELBO",
-            "test loss",
-            "FID",
-            "KID",
-            "IS",
-            "precision",
-            "recall",
-            "classes >= 5%",
-        ]
-        .map(String::from)
-        .to_vec(),
+        header: COLUMNS.map(String::from).to_vec(),
         ..Table::default()
     };
     let mut reference: Option<Value> = None;
