@@ -281,3 +281,52 @@ fn raise_and_ais_bracket_the_exact_likelihood_of_a_trained_20_unit_rbm() {
     );
     assert!(ais_gaps[2] < 0.5, "AIS gaps {ais_gaps:?}");
 }
+
+/// An RBM with two modes: the data's (every pixel off, held by one hidden
+/// unit with strong negative weights) and a larger one the data never
+/// visit (pixels on, with the hidden unit off). log Z is the larger mode's,
+/// about 42.0 against 31.6 for the data's.
+fn rbm_with_a_mode_the_data_never_visit() -> Rbm {
+    let nv = 32;
+    let mut rbm = Rbm::init(nv, 1, &mut stream(0, Purpose::Init, 0));
+    rbm.vb = vec![1.0; nv];
+    rbm.w = vec![-4.0; nv];
+    rbm.hb = vec![30.0];
+    rbm
+}
+
+#[test]
+fn raise_from_the_base_rates_overestimates_where_the_data_miss_a_mode_and_is_flagged() {
+    let rbm = rbm_with_a_mode_the_data_never_visit();
+    let nv = rbm.visible;
+    // Training and test images: all pixels off but one, never the other mode.
+    let images: Vec<f32> = (0..64)
+        .flat_map(|k| (0..nv).map(move |i| if i == k % nv { 1.0 } else { 0.0 }))
+        .collect();
+    let (train, test) = images.split_at(48 * nv);
+    let n = (test.len() / nv) as f64;
+    let exact =
+        -rbm.free_energy(test).iter().map(|&f| f as f64).sum::<f64>() / n - exact_log_z(&rbm);
+    let r = two_base_raise(&rbm, train, test, 16, 1_000, 3);
+    let (from_rates, from_biases) = r.exact_gaps(exact);
+    eprintln!(
+        "exact {exact:.2}; RAISE towards the base rates {:+.2}, towards the model's biases {:+.2}, reported {:.2} ({}), disagreement {:.2}, noise {:.3}",
+        from_rates, from_biases, r.mean_log_likelihood, r.base, r.disagreement, r.noise
+    );
+    // The base-rate path never leaves the data's mode: its annealed model
+    // puts all its mass there, far above the RBM's likelihood.
+    assert!(
+        from_rates > 5.0 + 3.0 * r.from_base_rates.chain_stderr,
+        "RAISE towards the base rates {from_rates:+.2} from the exact figure"
+    );
+    // The reported figure is the other, below the exact one, and the
+    // disagreement is flagged with the larger named as no bound.
+    assert!(
+        r.mean_log_likelihood < exact,
+        "reported above the exact figure"
+    );
+    assert_eq!(r.base, "model biases");
+    assert!(!r.directions_agree());
+    assert_eq!(r.larger_base(), "base rates");
+    assert!(r.disagreement > 5.0 && r.noise < 1.0, "{r:?}");
+}

@@ -123,15 +123,24 @@ pub fn evaluate_rbm(run: &RunDir, opts: &EvalOptions) -> Result<(Value, Vec<Stri
             r.from_base_rates.steps,
         ));
         lines.push(format!(
-            "RAISE            towards the base-rate model {:.2} (+- {:.2}), towards the model's biases {:.2} (+- {:.2}): the smaller is reported (a lower estimate in practice; see eval/raise.rs)",
+            "RAISE            towards the base-rate model {:.2} (+- {:.2}), towards the model's biases {:.2} (+- {:.2}): the smaller is reported; each is a lower estimate only of its own annealed model, not of the RBM",
             r.from_base_rates.mean_log_likelihood,
             r.from_base_rates.chain_stderr,
             r.from_model_biases.mean_log_likelihood,
             r.from_model_biases.chain_stderr,
         ));
-        if let Some((z, _)) = exact {
+        if !r.directions_agree() {
             lines.push(format!(
-                "(exact log-likelihood of those images: {:.2})",
+                "RAISE            the two directions disagree by {:.2} nats, more than their noise ({:.2}, 3 s.e.): an annealing path missed part of the model, and the larger figure (towards the {}) is not a bound",
+                r.disagreement,
+                r.noise,
+                r.larger_base()
+            ));
+        }
+        if let Some((z, _)) = exact {
+            let (from_rates, from_biases) = r.exact_gaps(ll(*nf, z));
+            lines.push(format!(
+                "(exact log-likelihood of those images: {:.2}; RAISE minus exact: towards the base rates {from_rates:+.2}, towards the model's biases {from_biases:+.2})",
                 ll(*nf, z)
             ));
         }
@@ -156,6 +165,12 @@ pub fn evaluate_rbm(run: &RunDir, opts: &EvalOptions) -> Result<(Value, Vec<Stri
             "raise_ais_same_images": ll(*nf, estimate.log_z),
             "raise_ais_gap": ll(*nf, estimate.log_z) - r.mean_log_likelihood,
             "raise_exact_same_images": exact.map(|(z, _)| ll(*nf, z)),
+            "raise_disagreement": r.disagreement,
+            "raise_noise": r.noise,
+            "raise_directions_agree": r.directions_agree(),
+            "raise_not_a_bound": (!r.directions_agree()).then(|| r.larger_base()),
+            "raise_exact_gap_base_rates": exact.map(|(z, _)| r.exact_gaps(ll(*nf, z)).0),
+            "raise_exact_gap_model_biases": exact.map(|(z, _)| r.exact_gaps(ll(*nf, z)).1),
         }),
         None => json!({}),
     };
