@@ -11,6 +11,7 @@
 
 pub mod conv;
 pub mod host;
+mod pointwise;
 pub mod tensor;
 
 pub use conv::Padding;
