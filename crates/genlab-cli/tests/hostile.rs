@@ -199,7 +199,10 @@ fn reproduce_refuses_a_directory_it_did_not_make_and_leaves_none_when_data_is_mi
     let out = genlab(&["reproduce", "--quick", "--only", "gan", "--out", s(&mine)])
         .output()
         .unwrap();
-    assert_refused(&out, "is not a genlab reproduction (it holds mine.txt)");
+    assert_refused(
+        &out,
+        "is not a genlab reproduction (it holds compare.csv, compare.md, mine.txt)",
+    );
     assert_eq!(
         std::fs::read_to_string(mine.join("compare.md")).unwrap(),
         "my notes"
