@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use genlab::config::Overrides;
-use genlab::data::{DataSources, Dataset, DatasetName};
+use genlab::data::DatasetName;
 use genlab::device::DeviceKind;
 use genlab::models::rbm::ChainStart;
 use genlab::models::{self, TrainRequest};
@@ -154,9 +154,12 @@ enum EvaluatorCommand {
 
 #[derive(Args)]
 struct EvaluatorTrainArgs {
-    /// mnist, fashion-mnist, or idx:DIR.
+    /// A labelled dataset, named as for `genlab train --dataset`.
     #[arg(long, default_value = "mnist", value_parser = parse_dataset)]
     dataset: DatasetName,
+    /// A data option, as in the runs the evaluator is for (repeatable): --set data.resize=[32,32], ...
+    #[arg(long = "set", value_name = "data.KEY=VALUE")]
+    set: Vec<String>,
     /// Where the weights go (default: evaluator-<dataset>.safetensors).
     #[arg(long, value_name = "PATH")]
     out: Option<PathBuf>,
@@ -172,12 +175,15 @@ enum DataCommand {
 
 #[derive(Args)]
 struct DataArgs {
-    /// mnist, fashion-mnist, or idx:DIR (any directory with the four IDX files).
+    /// mnist, fashion-mnist, cifar10, idx:DIR, folder:DIR, npy:IMAGES.npy[,LABELS.npy], npz:FILE.npz or cifar10:DIR.
     #[arg(long, default_value = "mnist", value_parser = parse_dataset)]
     dataset: DatasetName,
     /// Look here first (the directory itself or its <dataset>/ subdirectory).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// A data option, as in a run's config (repeatable): --set data.resize=[32,32], data.grey=true, ...
+    #[arg(long = "set", value_name = "data.KEY=VALUE")]
+    set: Vec<String>,
 }
 
 #[derive(Args)]
@@ -674,8 +680,23 @@ fn report(args: ReportArgs) -> Result<()> {
 
 fn evaluator_train(args: EvaluatorTrainArgs) -> Result<()> {
     use genlab::eval::evaluator::{Recipe, train};
-    let sources = DataSources::from_env(args.data_dir);
-    let data = Dataset::load(&args.dataset, &sources, genlab::progress::interactive())?;
+    let config = genlab::config::data_config(&args.dataset, &args.set)?;
+    let data = config.load(args.data_dir)?;
+    if !data.is_labelled() {
+        genlab::usage_bail!(
+            "{}: the evaluator is a classifier and these images have no labels; use a labelled source (class subfolders, a labels array)",
+            data.name
+        );
+    }
+    if data.classes.len() > genlab::data::CLASSES {
+        genlab::usage_bail!(
+            "{}: {} classes; the evaluator's classifier has {} outputs, so datasets of at most {} classes",
+            data.name,
+            data.classes.len(),
+            genlab::data::CLASSES,
+            genlab::data::CLASSES
+        );
+    }
     let recipe = Recipe::default();
     println!(
         "evaluator on {}: {} training images, recipe: seed {}, {} epochs, batch {}, Adam lr {}",
@@ -707,9 +728,21 @@ fn evaluator_train(args: EvaluatorTrainArgs) -> Result<()> {
             recipe.seed, recipe.epochs, recipe.batch_size, recipe.lr, recipe.decay_after
         ),
     );
-    let out = args
-        .out
-        .unwrap_or_else(|| PathBuf::from(format!("evaluator-{}.safetensors", data.name)));
+    let out = args.out.unwrap_or_else(|| {
+        let name: String = data
+            .name
+            .to_string()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        PathBuf::from(format!("evaluator-{name}.safetensors"))
+    });
     let bytes = ck.to_bytes()?;
     genlab::atomic::write_atomic(&out, &bytes)?;
     println!(
@@ -722,16 +755,47 @@ fn evaluator_train(args: EvaluatorTrainArgs) -> Result<()> {
 }
 
 fn data_info(args: DataArgs) -> Result<()> {
-    let sources = DataSources::from_env(args.data_dir);
-    let data = Dataset::load(&args.dataset, &sources, genlab::progress::interactive())?;
+    let config = genlab::config::data_config(&args.dataset, &args.set)?;
+    let data = config.load(args.data_dir)?;
     println!("dataset  {}", data.name);
     println!("found in {}", data.dir.display());
-    for (name, split) in [("train", &data.train), ("test", &data.test)] {
-        let counts = split.class_counts();
+    println!(
+        "images   {} x {} pixels, {} channel{}",
+        data.image.height,
+        data.image.width,
+        data.image.channels,
+        if data.image.channels == 1 {
+            " (grey)"
+        } else {
+            "s (RGB)"
+        }
+    );
+    if data.is_labelled() {
         println!(
-            "{name:5}    {} images; per class: {}; mean pixel {:.3} (0-255)",
+            "classes  {}: {}",
+            data.classes.len(),
+            data.classes.join(", ")
+        );
+    } else {
+        println!("classes  none (unlabelled)");
+    }
+    for (name, split) in [("train", &data.train), ("test", &data.test)] {
+        let per_class = if data.is_labelled() {
+            let counts = split.class_counts(data.classes.len());
+            format!(
+                "per class: {}; ",
+                counts
+                    .iter()
+                    .map(|c| c.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )
+        } else {
+            String::new()
+        };
+        println!(
+            "{name:5}    {} images; {per_class}mean pixel {:.3} (0-255)",
             split.len(),
-            counts.map(|c| c.to_string()).join(" "),
             split.mean_pixel()
         );
     }

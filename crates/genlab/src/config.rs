@@ -11,7 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use std::path::PathBuf;
 
-use crate::data::{DataSources, Dataset, DatasetName};
+use crate::data::{DataSources, Dataset, DatasetName, ImageOptions, ResizeFilter};
+
+/// The largest side `data.crop` and `data.resize` take.
+const MAX_SIDE: usize = 4096;
 use crate::device::DeviceKind;
 use crate::presets::Preset;
 
@@ -19,7 +22,8 @@ use crate::presets::Preset;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
-    /// `mnist`, `fashion-mnist` or `idx:DIR`.
+    /// `mnist`, `fashion-mnist`, `cifar10`, `idx:DIR`, `folder:DIR`,
+    /// `npy:IMAGES.npy[,LABELS.npy]`, `npz:FILE.npz` or `cifar10:DIR`.
     pub dataset: DatasetName,
     /// Keep only the first N training images.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -33,6 +37,26 @@ pub struct DataConfig {
     /// touching the test set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation: Option<usize>,
+    /// Convert colour images to one grey channel.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub grey: bool,
+    /// A centre crop to `[height, width]`, before any resize.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crop: Option<[usize; 2]>,
+    /// A resize to `[height, width]` (needed for images of mixed sizes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resize: Option<[usize; 2]>,
+    /// The resize filter: nearest, triangle (bilinear, the default),
+    /// catmull-rom, gaussian or lanczos3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resize_filter: Option<ResizeFilter>,
+    /// Read at most this many images of each split of the source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_images: Option<usize>,
+    /// For a source without its own test split: the share held out as test
+    /// images by a fixed-seed split (0.1 unless given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_fraction: Option<f64>,
 }
 
 impl Default for DataConfig {
@@ -42,6 +66,12 @@ impl Default for DataConfig {
             train_limit: None,
             test_limit: None,
             validation: None,
+            grey: false,
+            crop: None,
+            resize: None,
+            resize_filter: None,
+            max_images: None,
+            test_fraction: None,
         }
     }
 }
@@ -69,13 +99,48 @@ impl DataConfig {
                 crate::usage_bail!("{key} = 0: a limit must be a positive number of images");
             }
         }
+        if self.max_images == Some(0) {
+            crate::usage_bail!("data.max_images = 0: a cap must be a positive number of images");
+        }
+        for (key, size) in [("data.crop", self.crop), ("data.resize", self.resize)] {
+            if size.is_some_and(|[h, w]| h == 0 || w == 0 || h > MAX_SIDE || w > MAX_SIDE) {
+                crate::usage_bail!(
+                    "{key} = {:?}: give [height, width], each from 1 to {MAX_SIDE}",
+                    size.unwrap_or_default()
+                );
+            }
+        }
+        if let Some(f) = self.test_fraction
+            && !(f > 0.0 && f < 1.0)
+        {
+            crate::usage_bail!(
+                "data.test_fraction = {f}: use a share strictly between 0 and 1, such as 0.1"
+            );
+        }
         Ok(())
+    }
+
+    /// How the source's images are read.
+    pub fn image_options(&self) -> ImageOptions {
+        ImageOptions {
+            grey: self.grey,
+            crop: self.crop,
+            resize: self.resize,
+            filter: self.resize_filter.unwrap_or_default(),
+            max_images: self.max_images,
+            test_fraction: self.test_fraction.unwrap_or(0.1),
+        }
     }
 
     /// Finds and reads the dataset (see [`DataSources`]) and applies the limits.
     pub fn load(&self, data_dir: Option<PathBuf>) -> Result<Dataset> {
         let sources = DataSources::from_env(data_dir);
-        let mut dataset = Dataset::load(&self.dataset, &sources, crate::progress::interactive())?;
+        let mut dataset = Dataset::load_with(
+            &self.dataset,
+            &sources,
+            &self.image_options(),
+            crate::progress::interactive(),
+        )?;
         dataset.limit(self.train_limit, self.test_limit);
         if let Some(n) = self.validation {
             if n >= dataset.train.len() {
@@ -171,6 +236,33 @@ pub fn apply_set(root: &mut toml::Value, assignment: &str) -> Result<()> {
         parse_set_value(raw.trim()),
     );
     Ok(())
+}
+
+/// The data configuration of `dataset` with `--set data.KEY=VALUE`
+/// assignments applied (for the commands that read data without a run).
+pub fn data_config(dataset: &DatasetName, sets: &[String]) -> Result<DataConfig> {
+    let base = DataConfig {
+        dataset: dataset.clone(),
+        ..DataConfig::default()
+    };
+    let mut root = toml::Value::Table(toml::Table::new());
+    root.as_table_mut()
+        .expect("a table")
+        .insert("data".into(), toml::Value::try_from(&base)?);
+    for set in sets {
+        if !set.trim_start().starts_with("data.") {
+            crate::usage_bail!(
+                "--set {set}: only data.* keys apply here, such as --set data.resize=[32, 32]"
+            );
+        }
+        apply_set(&mut root, set).map_err(crate::error::usage)?;
+    }
+    let data = root.get("data").cloned().expect("the data table");
+    let config: DataConfig = data.try_into().map_err(|e: toml::de::Error| {
+        crate::error::usage(anyhow!("--set: {}", one_line(&e.to_string())))
+    })?;
+    config.validate()?;
+    Ok(config)
 }
 
 /// Reads a TOML file into a value, with a message naming the file.

@@ -7,7 +7,6 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::atomic::write_atomic;
-use crate::data::PIXELS;
 use crate::data::corrupt::remove_nonzero_fraction;
 use crate::models::family::{self, SampleSpec};
 use crate::models::rbm::{self, ChainStart};
@@ -54,7 +53,7 @@ pub fn sample(run_root: &Path, opts: &SampleOptions) -> Result<(PathBuf, String)
         .clone()
         .unwrap_or_else(|| run.images().join(model.sample_file(&spec)));
     let cols = (opts.n as f64).sqrt().ceil() as usize;
-    save_grid(&path, &samples, opts.n.div_ceil(cols), cols)?;
+    save_grid(&path, &samples, model.image(), opts.n.div_ceil(cols), cols)?;
     Ok((path, model.sample_how(&spec)))
 }
 
@@ -128,13 +127,15 @@ pub fn inpaint(run_root: &Path, opts: &InpaintOptions) -> Result<InpaintReport> 
     let data = data_config.load(opts.data_dir.clone())?;
     let n = opts.n.min(data.test.len());
     let originals = crate::data::batches::first_rows(&data.test, n);
+    let image = model.image();
+    let per = image.pixels();
     let out_dir = opts.out.clone().unwrap_or_else(|| run.images());
     let mut rows = Vec::new();
     for (fi, &p) in opts.remove.iter().enumerate() {
         let mut rng = stream(opts.seed, Purpose::Corrupt, fi as u32);
         let mut corrupted = Vec::with_capacity(originals.len());
         let mut missing = Vec::with_capacity(originals.len());
-        for img in originals.chunks_exact(PIXELS) {
+        for img in originals.chunks_exact(per) {
             let (c, m) = remove_nonzero_fraction(img, p, &mut rng);
             corrupted.extend(c);
             missing.extend(m);
@@ -148,15 +149,15 @@ pub fn inpaint(run_root: &Path, opts: &InpaintOptions) -> Result<InpaintReport> 
             for source in [&originals, &corrupted, &free, &clamped] {
                 for k in start..start + per_row {
                     if k < n {
-                        tiles.extend_from_slice(&source[k * PIXELS..(k + 1) * PIXELS]);
+                        tiles.extend_from_slice(&source[k * per..(k + 1) * per]);
                     } else {
-                        tiles.extend(std::iter::repeat_n(0.0, PIXELS));
+                        tiles.extend(std::iter::repeat_n(0.0, per));
                     }
                 }
             }
         }
         let picture = out_dir.join(format!("inpaint_{:02}.png", (p * 100.0).round() as u32));
-        save_grid(&picture, &tiles, 4 * n.div_ceil(per_row), per_row)?;
+        save_grid(&picture, &tiles, image, 4 * n.div_ceil(per_row), per_row)?;
         rows.push(InpaintRow {
             fraction: p,
             images: n,

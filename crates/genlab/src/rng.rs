@@ -25,6 +25,8 @@ pub enum Purpose {
     Importance = 9,
     /// Decoder AIS and BDMC: the chains' starts, momenta and acceptances.
     DecoderAis = 10,
+    /// The seeded train/test split of a source without its own test split.
+    DataSplit = 11,
 }
 
 /// A stream for `purpose`, further split by `index` (an epoch, say), from `seed`.

@@ -4,7 +4,6 @@ use rand::RngExt;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
-use super::PIXELS;
 use super::dataset::Split;
 use crate::rng::{GenRng, Purpose, stream};
 
@@ -36,7 +35,7 @@ impl PixelView {
     }
 }
 
-/// Writes the images at `indices` into `out` (resized to `indices.len() * 784`), reusing its allocation.
+/// Writes the images at `indices` into `out` (resized to `indices.len()` images), reusing its allocation.
 pub fn fill_batch(
     split: &Split,
     indices: &[usize],
@@ -45,8 +44,9 @@ pub fn fill_batch(
     out: &mut Vec<f32>,
 ) {
     // Every value is overwritten below: at an unchanged size this writes nothing.
-    out.resize(indices.len() * PIXELS, 0.0);
-    for (dst, &i) in out.chunks_exact_mut(PIXELS).zip(indices) {
+    let per = split.shape.pixels();
+    out.resize(indices.len() * per, 0.0);
+    for (dst, &i) in out.chunks_exact_mut(per).zip(indices) {
         let img = split.image(i);
         match view {
             PixelView::Unit => unit_pixels(dst, img),
@@ -78,7 +78,7 @@ crate::simd_fn! {
     }
 }
 
-/// Writes the images at `indices` into `out`, which must hold exactly `indices.len() * 784` values.
+/// Writes the images at `indices` into `out`, which must hold exactly `indices.len()` images.
 pub fn fill_batch_slice(
     split: &Split,
     indices: &[usize],
@@ -86,8 +86,9 @@ pub fn fill_batch_slice(
     rng: &mut GenRng,
     out: &mut [f32],
 ) {
-    assert_eq!(out.len(), indices.len() * PIXELS, "batch buffer size");
-    for (dst, &i) in out.chunks_exact_mut(PIXELS).zip(indices) {
+    let per = split.shape.pixels();
+    assert_eq!(out.len(), indices.len() * per, "batch buffer size");
+    for (dst, &i) in out.chunks_exact_mut(per).zip(indices) {
         for (d, &b) in dst.iter_mut().zip(split.image(i)) {
             *d = view.convert(b, rng);
         }
@@ -109,7 +110,7 @@ pub fn first_rows(split: &Split, n: usize) -> Vec<f32> {
     out
 }
 
-/// A whole split as f32 in one view (row-major, `len * 784`).
+/// A whole split as f32 in one view (one image after another).
 pub fn split_to_f32(split: &Split, view: PixelView, rng: &mut GenRng) -> Vec<f32> {
     let all: Vec<usize> = (0..split.len()).collect();
     let mut out = Vec::new();
@@ -171,11 +172,13 @@ impl EpochOrder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::PIXELS;
 
     fn split(n: usize) -> Split {
         Split {
+            shape: crate::data::ImageShape::MNIST,
             pixels: (0..n * PIXELS).map(|i| (i % 256) as u8).collect(),
-            labels: (0..n).map(|i| (i % 10) as u8).collect(),
+            labels: Some((0..n).map(|i| (i % 10) as u8).collect()),
         }
     }
 
@@ -197,8 +200,9 @@ mod tests {
     #[test]
     fn dynamic_binarisation_has_the_pixel_mean_and_changes_per_epoch() {
         let s = Split {
+            shape: crate::data::ImageShape::MNIST,
             pixels: vec![64; 100 * PIXELS],
-            labels: vec![0; 100],
+            labels: Some(vec![0; 100]),
         };
         let idx: Vec<usize> = (0..100).collect();
         let (mut a, mut b) = (Vec::new(), Vec::new());

@@ -1,64 +1,112 @@
-//! A loaded dataset: train and test splits of 28x28 byte images with labels.
+//! A loaded dataset: train and test splits of byte images (any height,
+//! width and channel count, in the models' `[channels, height, width]`
+//! layout) with their labels where the source has them.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 
+use super::ImageShape;
 use super::idx::{find_file, read_pair};
 use super::locate::{DataSources, DatasetName, IDX_FILES};
-use super::{CLASSES, PIXELS};
+use super::prepare::{ImageOptions, prepare_all};
 
-/// One split: `count` images of [`PIXELS`] bytes each, row-major, and their labels.
+/// One split: images of `shape`, one after another, and their labels.
 #[derive(Debug, Clone)]
 pub struct Split {
+    pub shape: ImageShape,
     pub pixels: Vec<u8>,
-    pub labels: Vec<u8>,
+    /// One class index per image; `None` for an unlabelled source.
+    pub labels: Option<Vec<u8>>,
 }
 
 impl Split {
+    /// A split of `pixels` (whole images of `shape`) and their labels.
+    pub fn new(shape: ImageShape, pixels: Vec<u8>, labels: Option<Vec<u8>>) -> Self {
+        debug_assert!(pixels.len().is_multiple_of(shape.pixels()));
+        if let Some(l) = &labels {
+            debug_assert_eq!(l.len(), pixels.len() / shape.pixels());
+        }
+        Split {
+            shape,
+            pixels,
+            labels,
+        }
+    }
+
     pub fn len(&self) -> usize {
-        self.labels.len()
+        self.pixels.len() / self.shape.pixels()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
+        self.pixels.is_empty()
     }
 
     /// The bytes of image `i`.
     pub fn image(&self, i: usize) -> &[u8] {
-        &self.pixels[i * PIXELS..(i + 1) * PIXELS]
+        let per = self.shape.pixels();
+        &self.pixels[i * per..(i + 1) * per]
+    }
+
+    /// The labels, or an error naming what needs them.
+    pub fn labels_for(&self, what: &str) -> Result<&[u8]> {
+        match &self.labels {
+            Some(l) => Ok(l),
+            None => crate::usage_bail!(
+                "{what} needs class labels, and this dataset has none; use a labelled source (class subfolders for folder:DIR, a labels array for npy:)"
+            ),
+        }
+    }
+
+    /// A copy of the images at `indices`, in that order.
+    pub fn select(&self, indices: &[usize]) -> Split {
+        let mut pixels = Vec::with_capacity(indices.len() * self.shape.pixels());
+        for &i in indices {
+            pixels.extend_from_slice(self.image(i));
+        }
+        let labels = self
+            .labels
+            .as_ref()
+            .map(|l| indices.iter().map(|&i| l[i]).collect());
+        Split::new(self.shape, pixels, labels)
     }
 
     /// A copy of the first `n` images (all of them if `n` is larger).
     pub fn head(&self, n: usize) -> Split {
         let n = n.min(self.len());
-        Split {
-            pixels: self.pixels[..n * PIXELS].to_vec(),
-            labels: self.labels[..n].to_vec(),
-        }
+        Split::new(
+            self.shape,
+            self.pixels[..n * self.shape.pixels()].to_vec(),
+            self.labels.as_ref().map(|l| l[..n].to_vec()),
+        )
     }
 
     /// Keeps the first `n` images and returns the rest.
     pub fn split_off(&mut self, n: usize) -> Split {
         let n = n.min(self.len());
-        Split {
-            pixels: self.pixels.split_off(n * PIXELS),
-            labels: self.labels.split_off(n),
-        }
+        Split::new(
+            self.shape,
+            self.pixels.split_off(n * self.shape.pixels()),
+            self.labels.as_mut().map(|l| l.split_off(n)),
+        )
     }
 
     /// Keeps the first `n` images (all of them if `n` is larger).
     pub fn truncate(&mut self, n: usize) {
         let n = n.min(self.len());
-        self.labels.truncate(n);
-        self.pixels.truncate(n * PIXELS);
+        if let Some(l) = &mut self.labels {
+            l.truncate(n);
+        }
+        self.pixels.truncate(n * self.shape.pixels());
     }
 
-    /// Images per class.
-    pub fn class_counts(&self) -> [usize; CLASSES] {
-        let mut counts = [0; CLASSES];
-        for &l in &self.labels {
-            counts[l as usize] += 1;
+    /// Images per class, for `classes` classes (empty when unlabelled).
+    pub fn class_counts(&self, classes: usize) -> Vec<usize> {
+        let mut counts = vec![0; classes];
+        for &l in self.labels.iter().flatten() {
+            if let Some(c) = counts.get_mut(l as usize) {
+                *c += 1;
+            }
         }
         counts
     }
@@ -77,16 +125,54 @@ impl Split {
 pub struct Dataset {
     pub name: DatasetName,
     pub dir: PathBuf,
-    /// The shape of every image (the IDX files' rows and columns, one channel).
-    pub image: super::ImageShape,
+    /// The shape of every image of both splits.
+    pub image: ImageShape,
+    /// The classes' names, in label order; empty for an unlabelled source.
+    pub classes: Vec<String>,
     pub train: Split,
     pub test: Split,
     /// Training images held out by `data.validation` (none unless asked).
     pub validation: Option<Split>,
 }
 
+/// Splits `all` into training and test images, `fraction` of them (at
+/// least one) for test, by a permutation from a fixed seed: the same split
+/// for every run of the same source. Both keep the source's order.
+pub fn seeded_split(all: Split, fraction: f64, what: &str) -> Result<(Split, Split)> {
+    use rand::seq::SliceRandom;
+    let n = all.len();
+    if !(fraction > 0.0 && fraction < 1.0) {
+        crate::usage_bail!(
+            "data.test_fraction = {fraction}: use a share strictly between 0 and 1, such as 0.1"
+        );
+    }
+    if n < 2 {
+        crate::usage_bail!(
+            "{what}: {n} image{} cannot be split into training and test images; give at least 2",
+            if n == 1 { "" } else { "s" }
+        );
+    }
+    let test_n = ((n as f64 * fraction).round() as usize).clamp(1, n - 1);
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut crate::rng::stream(
+        0,
+        crate::rng::Purpose::DataSplit,
+        0,
+    ));
+    let (mut test, mut train) = (order[..test_n].to_vec(), order[test_n..].to_vec());
+    test.sort_unstable();
+    train.sort_unstable();
+    Ok((all.select(&train), all.select(&test)))
+}
+
+/// The names of classes 0..n as digits.
+pub fn numbered_classes(n: usize) -> Vec<String> {
+    (0..n).map(|c| c.to_string()).collect()
+}
+
 impl Dataset {
-    /// Reads the four IDX files in `dir`.
+    /// Reads the four IDX files in `dir`, whose labels are the ten digits
+    /// for MNIST and Fashion-MNIST and any byte for `idx:DIR`.
     pub fn from_dir(name: DatasetName, dir: &Path) -> Result<Self> {
         let path = |f: &str| {
             find_file(dir, f).ok_or_else(|| {
@@ -97,56 +183,127 @@ impl Dataset {
                 )
             })
         };
-        let (train_images, train_labels) = read_pair(&path(IDX_FILES[0])?, &path(IDX_FILES[1])?)?;
-        let (test_images, test_labels) = read_pair(&path(IDX_FILES[2])?, &path(IDX_FILES[3])?)?;
+        let limit = if matches!(name, DatasetName::Idx(_)) {
+            256
+        } else {
+            10
+        };
+        let (train_images, train_labels) =
+            read_pair(&path(IDX_FILES[0])?, &path(IDX_FILES[1])?, limit)?;
+        let (test_images, test_labels) =
+            read_pair(&path(IDX_FILES[2])?, &path(IDX_FILES[3])?, limit)?;
+        let shape = ImageShape {
+            channels: 1,
+            height: train_images.rows,
+            width: train_images.cols,
+        };
+        if (test_images.rows, test_images.cols) != (shape.height, shape.width) {
+            bail!(
+                "{}: the test images are {}x{} and the training images {}x{}; both splits need one size",
+                dir.display(),
+                test_images.rows,
+                test_images.cols,
+                shape.height,
+                shape.width
+            );
+        }
+        let classes = if limit == 10 {
+            10
+        } else {
+            1 + train_labels
+                .iter()
+                .chain(&test_labels)
+                .copied()
+                .max()
+                .unwrap_or(0) as usize
+        };
         Ok(Dataset {
             name,
             dir: dir.to_path_buf(),
-            image: super::ImageShape {
-                channels: 1,
-                height: train_images.rows,
-                width: train_images.cols,
-            },
-            train: Split {
-                pixels: train_images.pixels,
-                labels: train_labels,
-            },
-            test: Split {
-                pixels: test_images.pixels,
-                labels: test_labels,
-            },
+            image: shape,
+            classes: numbered_classes(classes),
+            train: Split::new(shape, train_images.pixels, Some(train_labels)),
+            test: Split::new(shape, test_images.pixels, Some(test_labels)),
             validation: None,
         })
     }
 
-    /// Finds the dataset in the standard places, downloading MNIST or
-    /// Fashion-MNIST into the cache if it is nowhere; fails with one message
-    /// listing every place it looked.
+    /// Finds and reads the dataset with the default image options (see [`Dataset::load_with`]).
     pub fn load(name: &DatasetName, sources: &DataSources, show_progress: bool) -> Result<Self> {
+        Self::load_with(name, sources, &ImageOptions::default(), show_progress)
+    }
+
+    /// Finds and reads the dataset and applies the image options. MNIST and
+    /// Fashion-MNIST are looked for in the standard places and downloaded
+    /// into the cache if they are nowhere; fails with one message listing
+    /// every place it looked.
+    pub fn load_with(
+        name: &DatasetName,
+        sources: &DataSources,
+        opts: &ImageOptions,
+        show_progress: bool,
+    ) -> Result<Self> {
+        let mut data = match name {
+            // A bad image or array is the user's input to fix: a usage error.
+            DatasetName::Folder(dir) => {
+                super::folder::read_folder(name, dir, opts).map_err(crate::error::usage)?
+            }
+            DatasetName::Npy { .. } | DatasetName::Npz(_) => {
+                super::arrays::read_arrays(name, opts).map_err(crate::error::usage)?
+            }
+            DatasetName::Cifar10(dir) => {
+                let dir = match dir {
+                    Some(d) => d.clone(),
+                    None => sources
+                        .find(name)
+                        .ok_or_else(|| not_found(name, sources, None))?,
+                };
+                super::cifar::read_cifar10(name, &dir).map_err(crate::error::usage)?
+            }
+            _ => Self::load_idx(name, sources, show_progress)?,
+        };
+        if let Some(n) = opts.max_images {
+            data.limit(Some(n), Some(n));
+        }
+        // Folders are prepared as they are decoded; the others here.
+        if !matches!(name, DatasetName::Folder(_)) && opts.changes(data.image) {
+            let what = name.to_string();
+            let (shape, train) = prepare_all(
+                std::mem::take(&mut data.train.pixels),
+                data.image,
+                opts,
+                &what,
+            )
+            .map_err(crate::error::usage)?;
+            let (_, test) = prepare_all(
+                std::mem::take(&mut data.test.pixels),
+                data.image,
+                opts,
+                &what,
+            )
+            .map_err(crate::error::usage)?;
+            data.image = shape;
+            data.train = Split::new(shape, train, data.train.labels.take());
+            data.test = Split::new(shape, test, data.test.labels.take());
+        }
+        Ok(data)
+    }
+
+    fn load_idx(name: &DatasetName, sources: &DataSources, show_progress: bool) -> Result<Self> {
         if let Some(dir) = sources.find(name) {
             return Self::from_dir(name.clone(), &dir);
         }
-        let looked: Vec<String> = sources
-            .candidates(name)
-            .iter()
-            .map(|(why, dir)| format!("{} ({why})", dir.display()))
-            .collect();
-        let looked = if looked.is_empty() {
-            "nowhere".to_string()
-        } else {
-            looked.join(", ")
-        };
-        let fix = format!(
-            "set GENLAB_DATA to a directory holding {}/ with the four IDX files, or pass --data-dir DIR",
-            name.dir_name().unwrap_or("the dataset")
-        );
         let (Some(sub), Some(cache)) = (name.dir_name(), sources.cache.as_ref()) else {
-            bail!("dataset {name} not found; looked in {looked}; {fix}");
+            return Err(not_found(name, sources, None));
         };
-        if sources.offline {
-            bail!(
-                "dataset {name} not found and GENLAB_OFFLINE=1 forbids a download; looked in {looked}; {fix}"
-            );
+        if sources.offline || name.known_sha256().is_none() {
+            return Err(not_found(
+                name,
+                sources,
+                sources
+                    .offline
+                    .then_some("GENLAB_OFFLINE=1 forbids a download"),
+            ));
         }
         let dest = cache.join(sub);
         let mirrors = sources
@@ -160,9 +317,8 @@ impl Dataset {
             );
         }
         if let Err(e) = super::download::download_dataset(name, &mirrors, &dest, show_progress) {
-            bail!(
-                "dataset {name} not found and the download failed ({e}); looked in {looked}; {fix}"
-            );
+            let why = format!("the download failed ({e})");
+            return Err(not_found(name, sources, Some(&why)));
         }
         Self::from_dir(name.clone(), &dest)
     }
@@ -175,5 +331,40 @@ impl Dataset {
         if let Some(n) = test {
             self.test.truncate(n);
         }
+    }
+
+    /// Whether the images carry class labels.
+    pub fn is_labelled(&self) -> bool {
+        self.train.labels.is_some()
+    }
+}
+
+/// The one-line error of a dataset found nowhere: every place looked in, and the fix.
+fn not_found(name: &DatasetName, sources: &DataSources, why: Option<&str>) -> anyhow::Error {
+    let looked: Vec<String> = sources
+        .candidates(name)
+        .iter()
+        .map(|(why, dir)| format!("{} ({why})", dir.display()))
+        .collect();
+    let looked = if looked.is_empty() {
+        "nowhere".to_string()
+    } else {
+        looked.join(", ")
+    };
+    let fix = match name {
+        DatasetName::Cifar10(_) => format!(
+            "put CIFAR-10's binary batches (data_batch_1.bin ... data_batch_5.bin, test_batch.bin) in $GENLAB_DATA/{}/ or name their directory with --dataset cifar10:DIR",
+            name.dir_name().unwrap_or("cifar10")
+        ),
+        _ => format!(
+            "set GENLAB_DATA to a directory holding {}/ with the four IDX files, or pass --data-dir DIR",
+            name.dir_name().unwrap_or("the dataset")
+        ),
+    };
+    match why {
+        Some(why) => {
+            anyhow::anyhow!("dataset {name} not found and {why}; looked in {looked}; {fix}")
+        }
+        None => anyhow::anyhow!("dataset {name} not found; looked in {looked}; {fix}"),
     }
 }

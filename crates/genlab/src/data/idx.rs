@@ -51,11 +51,12 @@ pub enum IdxError {
         expected: String,
         found: String,
     },
-    #[error("{file}: label {label} at index {index} is outside 0-9")]
+    #[error("{file}: label {label} at index {index} is outside 0-{last}")]
     BadLabel {
         file: String,
         label: u8,
         index: usize,
+        last: usize,
     },
     #[error(
         "{images} and {labels} disagree on the count: {image_count} images but {label_count} labels"
@@ -226,16 +227,16 @@ pub struct IdxImages {
     pub pixels: Vec<u8>,
 }
 
-/// Reads an image file (rank 3). Images must be 28x28, the size every genlab model is built for.
+/// Reads an image file (rank 3: N x rows x cols, one grey channel, any size).
 pub fn read_images(path: &Path) -> Result<IdxImages, IdxError> {
     let file = display_name(path);
     let bytes = read_maybe_gzip(path)?;
     let array = parse_idx(&file, &bytes, 3)?;
     let (count, rows, cols) = (array.dims[0], array.dims[1], array.dims[2]);
-    if rows != 28 || cols != 28 {
+    if rows == 0 || cols == 0 {
         return Err(IdxError::BadDimensions {
             file,
-            expected: "N x 28 x 28".into(),
+            expected: "N x rows x cols with rows, cols >= 1".into(),
             found: format!("{count} x {rows} x {cols}"),
         });
     }
@@ -249,19 +250,39 @@ pub fn read_images(path: &Path) -> Result<IdxImages, IdxError> {
 
 /// Reads a label file (rank 1) and checks each label is a class 0-9.
 pub fn read_labels(path: &Path) -> Result<Vec<u8>, IdxError> {
+    read_labels_below(path, 10)
+}
+
+/// Reads a label file (rank 1) whose labels are classes `0..classes`
+/// (up to 256: EMNIST's and KMNIST's IDX files have more than ten).
+pub fn read_labels_below(path: &Path, classes: usize) -> Result<Vec<u8>, IdxError> {
     let file = display_name(path);
     let bytes = read_maybe_gzip(path)?;
     let array = parse_idx(&file, &bytes, 1)?;
-    if let Some((index, &label)) = array.data.iter().enumerate().find(|(_, l)| **l > 9) {
-        return Err(IdxError::BadLabel { file, label, index });
+    if let Some((index, &label)) = array
+        .data
+        .iter()
+        .enumerate()
+        .find(|(_, l)| **l as usize >= classes)
+    {
+        return Err(IdxError::BadLabel {
+            file,
+            label,
+            index,
+            last: classes - 1,
+        });
     }
     Ok(array.data)
 }
 
-/// Reads an image file and its label file and checks they agree on the count.
-pub fn read_pair(images: &Path, labels: &Path) -> Result<(IdxImages, Vec<u8>), IdxError> {
+/// Reads an image file and its label file (classes `0..classes`) and checks they agree on the count.
+pub fn read_pair(
+    images: &Path,
+    labels: &Path,
+    classes: usize,
+) -> Result<(IdxImages, Vec<u8>), IdxError> {
     let imgs = read_images(images)?;
-    let labs = read_labels(labels)?;
+    let labs = read_labels_below(labels, classes)?;
     if imgs.count != labs.len() {
         return Err(IdxError::CountMismatch {
             images: display_name(images),

@@ -22,6 +22,18 @@ pub enum DatasetName {
     FashionMnist,
     /// Any directory holding the four standard IDX files.
     Idx(PathBuf),
+    /// PNG and JPEG files, in class subfolders or not, with or without
+    /// `train/` and `test/` subfolders.
+    Folder(PathBuf),
+    /// A NumPy array of images, and optionally one of labels.
+    Npy {
+        images: PathBuf,
+        labels: Option<PathBuf>,
+    },
+    /// A NumPy archive of image (and label) arrays.
+    Npz(PathBuf),
+    /// CIFAR-10's binary batches: in the standard places, or in the directory given.
+    Cifar10(Option<PathBuf>),
 }
 
 impl DatasetName {
@@ -30,7 +42,16 @@ impl DatasetName {
         match self {
             DatasetName::Mnist => Some("mnist"),
             DatasetName::FashionMnist => Some("fashion-mnist"),
-            DatasetName::Idx(_) => None,
+            DatasetName::Cifar10(None) => Some("cifar10"),
+            _ => None,
+        }
+    }
+
+    /// Whether `dir` holds every file this dataset is read from.
+    pub fn complete_in(&self, dir: &Path) -> bool {
+        match self {
+            DatasetName::Cifar10(_) => super::cifar::batches_dir(dir).is_some(),
+            _ => has_all_files(dir),
         }
     }
 
@@ -49,7 +70,7 @@ impl DatasetName {
                 "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
                 "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
             ]),
-            DatasetName::Idx(_) => None,
+            _ => None,
         }
     }
 
@@ -63,7 +84,7 @@ impl DatasetName {
             DatasetName::FashionMnist => {
                 vec!["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/".into()]
             }
-            DatasetName::Idx(_) => vec![],
+            _ => vec![],
         }
     }
 }
@@ -74,6 +95,18 @@ impl fmt::Display for DatasetName {
             DatasetName::Mnist => write!(f, "mnist"),
             DatasetName::FashionMnist => write!(f, "fashion-mnist"),
             DatasetName::Idx(dir) => write!(f, "idx:{}", dir.display()),
+            DatasetName::Folder(dir) => write!(f, "folder:{}", dir.display()),
+            DatasetName::Npy {
+                images,
+                labels: None,
+            } => write!(f, "npy:{}", images.display()),
+            DatasetName::Npy {
+                images,
+                labels: Some(labels),
+            } => write!(f, "npy:{},{}", images.display(), labels.display()),
+            DatasetName::Npz(file) => write!(f, "npz:{}", file.display()),
+            DatasetName::Cifar10(None) => write!(f, "cifar10"),
+            DatasetName::Cifar10(Some(dir)) => write!(f, "cifar10:{}", dir.display()),
         }
     }
 }
@@ -81,16 +114,37 @@ impl fmt::Display for DatasetName {
 impl FromStr for DatasetName {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "mnist" => Ok(DatasetName::Mnist),
-            "fashion-mnist" => Ok(DatasetName::FashionMnist),
-            _ => match s.strip_prefix("idx:") {
-                Some(dir) if !dir.is_empty() => Ok(DatasetName::Idx(PathBuf::from(dir))),
-                _ => Err(format!(
-                    "unknown dataset '{s}': expected mnist, fashion-mnist or idx:DIR"
-                )),
+        let path = |p: &str| (!p.is_empty()).then(|| PathBuf::from(p));
+        let (kind, rest) = s.split_once(':').unwrap_or((s, ""));
+        let parsed = match (kind, s.contains(':')) {
+            ("mnist", false) => Some(DatasetName::Mnist),
+            ("fashion-mnist", false) => Some(DatasetName::FashionMnist),
+            ("cifar10", false) => Some(DatasetName::Cifar10(None)),
+            ("cifar10", true) => path(rest).map(|d| DatasetName::Cifar10(Some(d))),
+            ("idx", true) => path(rest).map(DatasetName::Idx),
+            ("folder", true) => path(rest).map(DatasetName::Folder),
+            ("npz", true) => path(rest).map(DatasetName::Npz),
+            ("npy", true) => match rest.split_once(',') {
+                Some((images, labels)) => {
+                    path(images)
+                        .zip(path(labels))
+                        .map(|(i, l)| DatasetName::Npy {
+                            images: i,
+                            labels: Some(l),
+                        })
+                }
+                None => path(rest).map(|images| DatasetName::Npy {
+                    images,
+                    labels: None,
+                }),
             },
-        }
+            _ => None,
+        };
+        parsed.ok_or_else(|| {
+            format!(
+                "unknown dataset '{s}': expected mnist, fashion-mnist, cifar10, idx:DIR, folder:DIR, npy:IMAGES.npy[,LABELS.npy], npz:FILE.npz or cifar10:DIR"
+            )
+        })
     }
 }
 
@@ -146,8 +200,12 @@ impl DataSources {
     pub fn candidates(&self, name: &DatasetName) -> Vec<(String, PathBuf)> {
         let mut out = Vec::new();
         let Some(sub) = name.dir_name() else {
-            if let DatasetName::Idx(dir) = name {
-                out.push(("idx:DIR".to_string(), dir.clone()));
+            match name {
+                DatasetName::Idx(dir) => out.push(("idx:DIR".to_string(), dir.clone())),
+                DatasetName::Cifar10(Some(dir)) => {
+                    out.push(("cifar10:DIR".to_string(), dir.clone()))
+                }
+                _ => {}
             }
             return out;
         };
@@ -167,12 +225,12 @@ impl DataSources {
         out
     }
 
-    /// The first candidate directory that holds all four IDX files.
+    /// The first candidate directory that holds every file of the dataset.
     pub fn find(&self, name: &DatasetName) -> Option<PathBuf> {
         self.candidates(name)
             .into_iter()
             .map(|(_, dir)| dir)
-            .find(|dir| has_all_files(dir))
+            .find(|dir| name.complete_in(dir))
     }
 }
 

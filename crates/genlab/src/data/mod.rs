@@ -1,17 +1,22 @@
 //! Datasets: reading IDX files, finding (or downloading) them, and the views
 //! the models train on.
 
+pub mod arrays;
 pub mod batches;
+pub mod cifar;
 pub mod corrupt;
 pub mod dataset;
 pub mod download;
+pub mod folder;
 pub mod idx;
 pub mod locate;
+pub mod prepare;
 
 pub use batches::{EpochOrder, PixelView};
 pub use corrupt::remove_nonzero_fraction;
 pub use dataset::{Dataset, Split};
 pub use locate::{DataSources, DatasetName};
+pub use prepare::{ImageOptions, ResizeFilter};
 
 /// Side length of the images of the IDX datasets genlab reads (MNIST and
 /// Fashion-MNIST, and IDX files of their shape).
@@ -70,5 +75,5 @@ impl ImageShape {
 /// The checkpoint metadata key of the image shape a network was built for.
 pub const IMAGE_META: &str = "genlab.image";
 
-/// Number of classes.
+/// Number of classes of MNIST and Fashion-MNIST.
 pub const CLASSES: usize = 10;

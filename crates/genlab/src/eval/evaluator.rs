@@ -222,8 +222,11 @@ impl Evaluator {
         (feats, probs)
     }
 
-    /// Fraction of a split's images classified correctly.
+    /// Fraction of a labelled split's images classified correctly (0 for an unlabelled one, which [`train`] refuses).
     pub fn accuracy(&mut self, split: &Split) -> f64 {
+        let Some(labels) = &split.labels else {
+            return 0.0;
+        };
         let idx: Vec<usize> = (0..split.len()).collect();
         let mut x = Vec::new();
         fill_batch(
@@ -236,7 +239,7 @@ impl Evaluator {
         let (_, probs) = self.features_and_probs(&x);
         let correct = probs
             .chunks_exact(CLASSES)
-            .zip(&split.labels)
+            .zip(labels)
             .filter(|(p, l)| argmax(p) == **l as usize)
             .count();
         correct as f64 / split.len().max(1) as f64
@@ -312,6 +315,8 @@ pub fn train(
     if train.is_empty() {
         bail!("the evaluator needs training images");
     }
+    let train_labels = train.labels_for("training the evaluator")?;
+    test.labels_for("training the evaluator")?;
     let mut net = Evaluator::init(
         image,
         &mut stream(recipe.seed, Purpose::Init, 7),
@@ -352,7 +357,7 @@ pub fn train(
         let (mut sum, mut n) = (0.0f64, 0usize);
         for idx in order.batches() {
             fill_batch(train, idx, PixelView::Unit, &mut no_rng, &mut x);
-            let labels: Vec<u8> = idx.iter().map(|&i| train.labels[i]).collect();
+            let labels: Vec<u8> = idx.iter().map(|&i| train_labels[i]).collect();
             sum += net.loss_and_grads(&x, &labels);
             n += idx.len();
             if !crate::models::host::all_finite(&net.grads) {
@@ -395,6 +400,11 @@ pub const SHIPPED: &[Shipped] = &[
         test_accuracy: 0.9111,
     },
 ];
+
+/// The shipped evaluator of `dataset`, if genlab has one.
+pub fn shipped(dataset: &str) -> Option<&'static Shipped> {
+    SHIPPED.iter().find(|s| s.dataset == dataset)
+}
 
 /// Loads the shipped evaluator of `dataset`, refusing weights whose SHA-256
 /// differs from the recorded one; or, when `file` is given, that network

@@ -110,6 +110,14 @@ pub fn evaluate(run_root: &Path, opts: &EvalOptions) -> Result<Report> {
         None
     };
     let (mut json, mut lines) = family.evaluate(&run, opts)?;
+    let evaluator = match evaluator {
+        Some(Err(no_evaluator)) => {
+            lines.push(no_evaluator);
+            None
+        }
+        Some(Ok(e)) => Some(e),
+        None => None,
+    };
     if let Some(evaluator) = evaluator {
         let (sample_json, sample_lines) = quality::evaluate_samples(&run, family, opts, evaluator)?;
         if let Value::Object(map) = &mut json {

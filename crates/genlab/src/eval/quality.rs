@@ -57,7 +57,11 @@ fn line(name: &str, m: &Value) -> String {
 /// The checks of the sample-quality options and the evaluator network
 /// they use, done before any other work of `genlab eval` so that a bad
 /// option or evaluator file is refused at once.
-pub fn prepare(run: &RunDir, opts: &EvalOptions) -> Result<(evaluator::Evaluator, String)> {
+/// Without an evaluator for the run's data, the line saying how to get one.
+pub fn prepare(
+    run: &RunDir,
+    opts: &EvalOptions,
+) -> Result<std::result::Result<(evaluator::Evaluator, String), String>> {
     let n = opts.samples;
     if n < 10 {
         crate::usage_bail!(
@@ -68,12 +72,33 @@ pub fn prepare(run: &RunDir, opts: &EvalOptions) -> Result<(evaluator::Evaluator
         crate::usage_bail!("--sample-steps 0: a Gibbs chain needs at least one step");
     }
     let data_cfg: RunConfig<toml::Value> = run.read_config()?;
-    let ds_name = match &data_cfg.data.dataset {
-        DatasetName::Mnist => "mnist".to_string(),
-        DatasetName::FashionMnist => "fashion-mnist".to_string(),
-        DatasetName::Idx(p) => format!("idx:{}", p.display()),
-    };
-    evaluator::load(&ds_name, opts.evaluator.as_deref(), 500).map_err(crate::error::usage)
+    let data = &data_cfg.data;
+    let ds_name = data.dataset.to_string();
+    let image = run
+        .load_weights()
+        .ok()
+        .and_then(|(ck, _)| ck.image_shape().ok());
+    let plain = matches!(data.dataset, DatasetName::Mnist | DatasetName::FashionMnist)
+        && !data.grey
+        && data.crop.is_none()
+        && data.resize.is_none();
+    if opts.evaluator.is_none() && !(plain && evaluator::shipped(&ds_name).is_some()) {
+        return Ok(Err(format!(
+            "sample metrics       none: genlab ships evaluators for mnist and fashion-mnist as they are; for {ds_name} train one with `genlab evaluator train --dataset {ds_name}` (with the run's data.* options) and pass it with `genlab eval RUN --evaluator FILE`"
+        )));
+    }
+    let (net, desc) =
+        evaluator::load(&ds_name, opts.evaluator.as_deref(), 500).map_err(crate::error::usage)?;
+    if let Some(image) = image
+        && net.image() != image
+    {
+        crate::usage_bail!(
+            "--evaluator: it was trained on {} images and this run's are {}; train one on the run's data with `genlab evaluator train --dataset {ds_name}`",
+            net.image().to_meta(),
+            image.to_meta()
+        );
+    }
+    Ok(Ok((net, desc)))
 }
 
 /// Generates `opts.samples` images from the run's model and measures them
@@ -86,7 +111,8 @@ pub fn evaluate_samples(
 ) -> Result<(Value, Vec<String>)> {
     let n = opts.samples;
     let data_cfg: RunConfig<toml::Value> = run.read_config()?;
-    let dataset = data_cfg.data.dataset.clone();
+    let run_data = &data_cfg.data;
+    let dataset = run_data.dataset.clone();
     let t0 = Instant::now();
     let model = family.load(run)?;
     let spec = SampleSpec {
@@ -105,6 +131,7 @@ pub fn evaluate_samples(
         train_limit: None,
         test_limit: None,
         validation: None,
+        ..run_data.clone()
     }
     .load(opts.data_dir.clone())?;
     let fixed = &mut stream(0, Purpose::Fixed, 0);

@@ -108,6 +108,8 @@ impl FigureSpec {
 pub trait Trained {
     /// The run's data settings (which dataset, which limits).
     fn data(&self) -> &DataConfig;
+    /// The shape of the images it models.
+    fn image(&self) -> crate::data::ImageShape;
     /// `spec.n` samples, rows of 784 values in [0, 1].
     fn sample(&self, spec: &SampleSpec) -> Result<Vec<f32>>;
     /// How the samples were drawn, in words.

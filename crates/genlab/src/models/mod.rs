@@ -42,6 +42,11 @@ pub trait ModelConfig: Serialize + DeserializeOwned + Default + Clone + Debug {
     /// set it, so that an impossible size is refused before anything is
     /// allocated or written.
     fn training_memory(&self) -> (f64, &'static str);
+    /// Checks that the model can take the dataset's images (once they are
+    /// read, before a run is created or continued); errors name the fix.
+    fn check_images(&self, _image: crate::data::ImageShape) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// What a process of genlab holds before any model: the data set, the
@@ -203,6 +208,7 @@ pub fn train_family<F: Family>(request: &TrainRequest) -> Result<PathBuf> {
     config.data.validate()?;
     let interactive = crate::progress::interactive();
     let dataset = config.data.load(request.data_dir.clone())?;
+    config.model.check_images(dataset.image)?;
     if config.model.batch_size() > dataset.train.len() {
         crate::usage_bail!(
             "model.batch_size = {} is larger than the training set ({} images{}); lower it or raise data.train_limit",
@@ -287,6 +293,7 @@ pub fn resume_family<F: Family>(
     let device = config.device.device()?;
     let interactive = crate::progress::interactive();
     let dataset = config.data.load(data_dir)?;
+    config.model.check_images(dataset.image)?;
     if epochs.is_some() {
         run.write_config(&config)?;
     }

@@ -40,10 +40,18 @@ fn write_png(path: &Path, rgb: &[u8], w: u32, h: u32) -> Result<()> {
 /// Draws `n x n` decoded digits (row-major tiles, 784 values each; the top
 /// row is the largest z[1], the left column the smallest z[0]) on axes over
 /// `[-extent, extent]^2` labelled z[0] and z[1], and writes it as PNG.
-pub fn manifold_plot(path: &Path, tiles: &[f32], n: usize, extent: f64, title: &str) -> Result<()> {
+pub fn manifold_plot(
+    path: &Path,
+    tiles: &[f32],
+    shape: crate::data::ImageShape,
+    n: usize,
+    extent: f64,
+    title: &str,
+) -> Result<()> {
     register_font();
     let grid = grid_image(
         tiles,
+        shape,
         n,
         n,
         GridOptions {
@@ -51,7 +59,8 @@ pub fn manifold_plot(path: &Path, tiles: &[f32], n: usize, extent: f64, title: &
             separator: 0,
             separator_level: 0,
         },
-    )?;
+    )?
+    .to_rgb8();
     let (gw, gh) = (grid.width(), grid.height());
     let (left, bottom, top, right) = (70u32, 60u32, 44u32, 24u32);
     let (w, h) = (gw + left + right, gh + top + bottom);
@@ -94,10 +103,10 @@ pub fn manifold_plot(path: &Path, tiles: &[f32], n: usize, extent: f64, title: &
         for px in 0..pw {
             let gx = (px as u64 * gw as u64 / pw as u64) as u32;
             let gy = (py as u64 * gh as u64 / ph as u64) as u32;
-            let v = grid.get_pixel(gx, gy).0[0];
+            let v = grid.get_pixel(gx, gy).0;
             let (x, y) = (xr.start as u32 + px, yr.start as u32 + py);
             let o = ((y * w + x) * 3) as usize;
-            rgb[o..o + 3].copy_from_slice(&[v, v, v]);
+            rgb[o..o + 3].copy_from_slice(&v);
         }
     }
     write_png(path, &rgb, w, h)
@@ -208,7 +217,8 @@ mod tests {
         let n = 5;
         let tiles: Vec<f32> = (0..n * n * 784).map(|i| (i % 784) as f32 / 784.0).collect();
         let path = dir.path().join("manifold.png");
-        manifold_plot(&path, &tiles, n, 3.0, "manifold").unwrap();
+        let mnist = crate::data::ImageShape::MNIST;
+        manifold_plot(&path, &tiles, mnist, n, 3.0, "manifold").unwrap();
         let img = image::open(&path).unwrap().to_rgb8();
         assert!(img.width() > (n * 28) as u32 && img.height() > (n * 28) as u32);
 

@@ -13,6 +13,10 @@ use crate::models::family::{FigureSpec, ModelFamily, SampleSpec, Trained, Traini
 use crate::run::RunDir;
 
 impl Trained for LoadedGan {
+    fn image(&self) -> crate::data::ImageShape {
+        self.gan.image
+    }
+
     fn data(&self) -> &DataConfig {
         &self.config.data
     }

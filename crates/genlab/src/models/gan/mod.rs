@@ -119,6 +119,7 @@ impl ModelConfig for GanConfig {
     fn training_memory(&self) -> (f64, &'static str) {
         let mut widths = vec![self.latent];
         widths.extend(&self.generator_hidden);
+        // Sized for MNIST's images: the configuration is checked before the data is read.
         widths.push(PIXELS);
         widths.extend(&self.discriminator_hidden);
         widths.push(1);

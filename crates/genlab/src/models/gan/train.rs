@@ -25,7 +25,8 @@ fn evolution_path(run: &RunDir) -> std::path::PathBuf {
 
 /// Adds this epoch's fixed-noise samples (when it is an evolution epoch),
 /// drops rows past it (a resumed run), and redraws `images/evolution.png`.
-fn update_evolution(run: &RunDir, epoch: usize, samples: &[f32]) -> Result<()> {
+fn update_evolution(run: &RunDir, epoch: usize, samples: &[f32], image: ImageShape) -> Result<()> {
+    let per = image.pixels();
     let path = evolution_path(run);
     let mut ck = if path.exists() {
         Checkpoint::load(&path)?
@@ -40,18 +41,24 @@ fn update_evolution(run: &RunDir, epoch: usize, samples: &[f32]) -> Result<()> {
     if in_evolution(epoch) {
         ck.insert(
             &format!("epoch_{epoch:03}"),
-            TensorData::new(vec![samples.len() / PIXELS, PIXELS], samples.to_vec()),
+            TensorData::new(vec![samples.len() / per, per], samples.to_vec()),
         );
     }
     ck.save(&path)?;
-    let cols = samples.len() / PIXELS;
+    let cols = samples.len() / per;
     let mut tiles = Vec::new();
     for t in ck.tensors.values() {
         tiles.extend(to_unit(&t.data));
     }
     let rows = ck.tensors.len();
     if rows > 0 {
-        save_grid(&run.images().join("evolution.png"), &tiles, rows, cols)?;
+        save_grid(
+            &run.images().join("evolution.png"),
+            &tiles,
+            image,
+            rows,
+            cols,
+        )?;
     }
     Ok(())
 }
@@ -231,14 +238,22 @@ impl Step for GanStep<'_> {
         let (dl, gl, dx, dgz) = (sums[0] / nd, sums[1] / ng, sums[2] / nd, sums[3] / nd);
         let run = &self.ctx.run;
         let fixed = self.gan.generate(&self.fixed_z)?;
+        let image = self.gan.image;
         save_grid(
             &run.images().join(format!("fixed_epoch_{epoch:03}.png")),
             &to_unit(&fixed),
+            image,
             4,
             4,
         )?;
-        save_grid(&run.images().join("fixed.png"), &to_unit(&fixed), 4, 4)?;
-        update_evolution(run, epoch, &fixed)?;
+        save_grid(
+            &run.images().join("fixed.png"),
+            &to_unit(&fixed),
+            image,
+            4,
+            4,
+        )?;
+        update_evolution(run, epoch, &fixed, image)?;
         let mut metrics = Map::new();
         metrics.insert("d_loss".into(), json!(dl));
         metrics.insert("g_loss".into(), json!(gl));
@@ -267,7 +282,13 @@ impl Step for GanStep<'_> {
             .gan
             .noise(16, &mut stream(self.seed, Purpose::Sample, 0));
         let samples = self.gan.generate(&noise)?;
-        save_grid(&run.images().join("samples.png"), &to_unit(&samples), 4, 4)?;
+        save_grid(
+            &run.images().join("samples.png"),
+            &to_unit(&samples),
+            self.gan.image,
+            4,
+            4,
+        )?;
         plot_metrics(run).context("drawing the loss curves")
     }
 

@@ -71,8 +71,11 @@ pub fn evaluate_rbm(run: &RunDir, opts: &EvalOptions) -> Result<(Value, Vec<Stri
     let mut lines = vec![
         format!("run              {}", run.root.display()),
         format!(
-            "model            binary RBM, 784 visible x {} hidden ({})",
-            model.hidden, loaded.config.preset
+            "model            binary RBM, {} visible ({} images) x {} hidden ({})",
+            model.visible,
+            loaded.image.to_meta(),
+            model.hidden,
+            loaded.config.preset
         ),
         format!(
             "AIS              {} chains x {} inverse temperatures (Salakhutdinov-Murray schedule), {:.1} s",

@@ -22,6 +22,10 @@ fn from_words(from: ChainStart) -> &'static str {
 }
 
 impl Trained for LoadedRbm {
+    fn image(&self) -> crate::data::ImageShape {
+        self.image
+    }
+
     fn data(&self) -> &DataConfig {
         &self.config.data
     }

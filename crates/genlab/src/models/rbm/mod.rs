@@ -35,7 +35,7 @@ use super::{Family, ModelConfig, TrainContext};
 use crate::config::{OnNan, RunConfig};
 use crate::cpu::{matmul, softplus, softplus_shifted_sum, softplus_sum};
 use crate::data::batches::{fill_batch, fill_batch_slice, first_rows, split_to_f32};
-use crate::data::{EpochOrder, PIXELS, PixelView, Split};
+use crate::data::{EpochOrder, ImageShape, PIXELS, PixelView, Split};
 use crate::rng::{GenRng, Purpose, stream};
 use crate::run::{Checkpoint, RunDir, TensorData};
 use crate::viz::{line_plot, save_grid};
@@ -146,6 +146,7 @@ impl ModelConfig for RbmConfig {
     }
 
     fn training_memory(&self) -> (f64, &'static str) {
+        // Sized for MNIST's visible layer: the configuration is checked before the data is read.
         let (v, h) = (PIXELS as f64, self.hidden as f64);
         let rows = (self.batch_size + self.chain_count()) as f64;
         // W, its velocity and gradient, on the device and in the host kernel's
@@ -441,6 +442,13 @@ impl Rbm {
     }
 
     /// Safetensors with the documented names: `W` [visible, hidden], `hb` [hidden], `vb` [visible].
+    /// The weights with the image shape they were trained on.
+    pub fn to_checkpoint_for(&self, image: crate::data::ImageShape) -> Checkpoint {
+        let mut ck = self.to_checkpoint();
+        ck.set_meta(crate::data::IMAGE_META, image.to_meta());
+        ck
+    }
+
     pub fn to_checkpoint(&self) -> Checkpoint {
         let mut ck = Checkpoint::default();
         ck.insert(
@@ -481,6 +489,8 @@ pub fn standard_normal(rng: &mut GenRng) -> f32 {
 pub struct LoadedRbm {
     pub config: RunConfig<RbmConfig>,
     pub rbm: Rbm,
+    /// The shape of the images its visible units are.
+    pub image: crate::data::ImageShape,
 }
 
 /// Loads the final weights of a run (`weights.safetensors`), or its latest
@@ -488,10 +498,14 @@ pub struct LoadedRbm {
 pub fn load_run(run: &RunDir) -> Result<LoadedRbm> {
     let config: RunConfig<RbmConfig> = run.read_config().map_err(crate::error::usage)?;
     let (ck, path) = run.load_weights()?;
-    let rbm = Rbm::from_checkpoint(&ck, PIXELS, config.model.hidden)
+    let image = ck
+        .image_shape()
         .with_context(|| format!("{}", path.display()))
         .map_err(crate::error::usage)?;
-    Ok(LoadedRbm { config, rbm })
+    let rbm = Rbm::from_checkpoint(&ck, image.pixels(), config.model.hidden)
+        .with_context(|| format!("{}", path.display()))
+        .map_err(crate::error::usage)?;
+    Ok(LoadedRbm { config, rbm, image })
 }
 
 /// Where `genlab sample` starts its chains.

@@ -67,7 +67,8 @@ fn mean_free_energy_binarised(rbm: &Rbm, v: &[f32]) -> f64 {
     total / (v.len() / rbm.visible).max(1) as f64
 }
 
-/// Normalises each of the first `n` hidden units' weight vectors to [0, 1] as 28x28 tiles.
+/// Normalises each of the first `n` hidden units' weight vectors to [0, 1]
+/// (over all its channels together), one image-shaped tile each.
 pub fn filter_tiles(rbm: &Rbm, n: usize) -> Vec<f32> {
     let n = n.min(rbm.hidden);
     let mut out = Vec::with_capacity(n * rbm.visible);
@@ -115,8 +116,8 @@ pub fn plot_metrics(run: &RunDir) -> Result<()> {
 }
 
 /// The weights and the optimiser state (velocities, persistent chains).
-fn model_checkpoint(rbm: &Rbm, state: &RbmState) -> Checkpoint {
-    let mut ck = rbm.to_checkpoint();
+fn model_checkpoint(rbm: &Rbm, state: &RbmState, image: ImageShape) -> Checkpoint {
+    let mut ck = rbm.to_checkpoint_for(image);
     ck.insert(
         "velocity.W",
         TensorData::new(vec![rbm.visible, rbm.hidden], state.vel_w.clone()),
@@ -149,8 +150,8 @@ fn model_checkpoint(rbm: &Rbm, state: &RbmState) -> Checkpoint {
 }
 
 /// Restores the model and the optimiser state from a checkpoint.
-fn restore(ck: &Checkpoint, config: &RbmConfig) -> Result<(Rbm, RbmState)> {
-    let (nv, nh) = (PIXELS, config.hidden);
+fn restore(ck: &Checkpoint, config: &RbmConfig, image: ImageShape) -> Result<(Rbm, RbmState)> {
+    let (nv, nh) = (image.pixels(), config.hidden);
     let rbm = Rbm::from_checkpoint(ck, nv, nh)?;
     let chains = if config.persistent {
         Some(
@@ -236,7 +237,8 @@ impl Step for RbmStep<'_> {
             self.total_updates,
         );
         // Filled in place and handed to the tensor, which owns it.
-        let mut batch = vec![0.0f32; config.batch_size * PIXELS];
+        let visible = self.ctx.dataset.image.pixels();
+        let mut batch = vec![0.0f32; config.batch_size * visible];
         // The Bernoulli view draws from the training generator before the
         // update does, so a resumed run draws the same pixels.
         fill_batch_slice(
@@ -257,7 +259,7 @@ impl Step for RbmStep<'_> {
         // Undo copy for --on-nan skip-batch (a clone shares the buffers until
         // the update writes, which then copies).
         let backup = self.skip_bad.then(|| self.on_device.clone());
-        let v0 = upload(batch, [config.batch_size, PIXELS], &self.ctx.device);
+        let v0 = upload(batch, [config.batch_size, visible], &self.ctx.device);
         self.on_device.cd_update(v0, rule, rng);
         let mut skipped = 0;
         if !self.on_device.all_finite()? {
@@ -287,7 +289,7 @@ impl Step for RbmStep<'_> {
 
     fn checkpoint(&mut self, _at: &Position) -> Result<Checkpoint> {
         self.sync()?;
-        let mut ck = model_checkpoint(&self.rbm, &self.state);
+        let mut ck = model_checkpoint(&self.rbm, &self.state, self.ctx.dataset.image);
         ck.set_meta("genlab.best_pseudo_likelihood", self.best_pl.to_string());
         Ok(ck)
     }
@@ -319,14 +321,15 @@ impl Step for RbmStep<'_> {
             &mut stream(self.seed, Purpose::Sample, epoch as u32),
         );
         let images = self.ctx.run.images();
-        let side = self.side;
+        let (side, image) = (self.side, self.ctx.dataset.image);
         save_grid(
             &images.join(format!("samples_epoch_{epoch:03}.png")),
             &samples,
+            image,
             side,
             side,
         )?;
-        save_grid(&images.join("samples.png"), &samples, side, side)?;
+        save_grid(&images.join("samples.png"), &samples, image, side, side)?;
         metrics.insert("lr".into(), json!(self.lr));
         let improved = pl > self.best_pl;
         if improved {
@@ -341,12 +344,14 @@ impl Step for RbmStep<'_> {
 
     fn finish(&mut self) -> Result<()> {
         let run = &self.ctx.run;
+        let image = self.ctx.dataset.image;
         self.rbm
-            .to_checkpoint()
+            .to_checkpoint_for(image)
             .save(&run.root.join("weights.safetensors"))?;
         save_grid(
             &run.images().join("filters.png"),
             &filter_tiles(&self.rbm, 100),
+            image,
             10,
             10,
         )?;
@@ -369,7 +374,8 @@ impl Family for RbmFamily {
         let seed = run_config.seed;
         let (rbm, state, start, best_pl) = match resume {
             Some(ck) => {
-                let (rbm, state) = restore(ck, config).map_err(crate::error::usage)?;
+                let (rbm, state) =
+                    restore(ck, config, ctx.dataset.image).map_err(crate::error::usage)?;
                 let best = ck
                     .meta("genlab.best_pseudo_likelihood")
                     .map_err(crate::error::usage)?
@@ -379,7 +385,8 @@ impl Family for RbmFamily {
                 (rbm, state, start, best)
             }
             None => {
-                let rbm = Rbm::init(PIXELS, config.hidden, &mut stream(seed, Purpose::Init, 0));
+                let visible = ctx.dataset.image.pixels();
+                let rbm = Rbm::init(visible, config.hidden, &mut stream(seed, Purpose::Init, 0));
                 let state = rbm.new_state(config, &mut stream(seed, Purpose::Init, 1));
                 (rbm, state, Position::default(), f64::NEG_INFINITY)
             }

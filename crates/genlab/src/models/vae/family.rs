@@ -15,6 +15,10 @@ use crate::models::family::{
 use crate::run::RunDir;
 
 impl Trained for LoadedVae {
+    fn image(&self) -> crate::data::ImageShape {
+        self.vae.net.image
+    }
+
     fn data(&self) -> &DataConfig {
         &self.config.data
     }

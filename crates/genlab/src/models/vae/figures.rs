@@ -70,6 +70,8 @@ pub fn write_figures(
     plot_metrics(run)?;
     let images = run.images();
     let l = vae.net.latent;
+    let image = vae.net.image;
+    let per = image.pixels();
 
     // Reconstructions: the first 10 test digits above their reconstructions (posterior means).
     let originals = crate::data::batches::first_rows(test, 10);
@@ -80,13 +82,14 @@ pub fn write_figures(
     save_grid(
         &images.join("reconstructions.png"),
         &tiles,
+        image,
         2,
-        originals.len() / PIXELS,
+        originals.len() / per,
     )?;
 
     // Prior samples.
     let z = fixed_noise(seed, 4, 64 * l);
-    save_grid(&images.join("samples.png"), &vae.decode(&z)?, 8, 8)?;
+    save_grid(&images.join("samples.png"), &vae.decode(&z)?, image, 8, 8)?;
 
     // Interpolation between the posterior means of test digits 0 and 1, 12 steps.
     if mean.len() >= 2 * l {
@@ -96,16 +99,23 @@ pub fn write_figures(
             let t = s as f32 / (steps - 1) as f32;
             zs.extend((0..l).map(|j| (1.0 - t) * mean[j] + t * mean[l + j]));
         }
-        let mut strip = originals[..PIXELS].to_vec();
+        let mut strip = originals[..per].to_vec();
         strip.extend(vae.decode(&zs)?);
-        strip.extend(&originals[PIXELS..2 * PIXELS]);
-        save_grid(&images.join("interpolation.png"), &strip, 1, steps + 2)?;
+        strip.extend(&originals[per..2 * per]);
+        save_grid(
+            &images.join("interpolation.png"),
+            &strip,
+            image,
+            1,
+            steps + 2,
+        )?;
     }
 
     // Scatter of the test set's latent means by class.
     let all = crate::data::batches::first_rows(test, test.len());
     let (means, _) = vae.encode(&all)?;
-    let labels = &test.labels;
+    let no_labels = vec![0u8; test.len()];
+    let labels = test.labels.as_ref().unwrap_or(&no_labels);
     let (points, axes, title): (Vec<(f32, f32)>, (&str, &str), String) = if l == 2 {
         (
             means.chunks_exact(2).map(|m| (m[0], m[1])).collect(),
@@ -157,6 +167,7 @@ pub fn write_figures(
         manifold_plot(
             &images.join("manifold.png"),
             &vae.decode(&zs)?,
+            image,
             n,
             config.manifold_extent,
             &format!("Decoded digits over z in [-{e}, {e}]^2"),

@@ -28,7 +28,7 @@ use super::tensors::{download, from_checkpoint, take_gradients, to_checkpoint, u
 use super::{Family, ModelConfig, TrainContext};
 use crate::config::{OnNan, RunConfig};
 use crate::data::batches::{fill_batch, split_to_f32};
-use crate::data::{EpochOrder, ImageShape, PIXELS, PixelView, SIDE, Split};
+use crate::data::{EpochOrder, ImageShape, PIXELS, PixelView, Split};
 use crate::nn::{self, Layer, Network, Padding};
 use crate::rng::{GenRng, Purpose, fill_standard_normal, stream};
 use crate::run::{Checkpoint, RunDir, TensorData};
@@ -125,6 +125,10 @@ impl ModelConfig for VaeConfig {
         self.epochs
     }
 
+    fn check_images(&self, image: ImageShape) -> Result<()> {
+        self.conv_fits(image)
+    }
+
     fn batch_size(&self) -> usize {
         self.batch_size
     }
@@ -195,22 +199,21 @@ impl ModelConfig for VaeConfig {
                 self.channels
             );
         }
-        // Each stride-2 convolution halves the side, and the transposed ones
-        // double it back: the side must divide by 2 that many times.
+        // The image's own size is checked against these by `check_image`
+        // once the data is read.
         let n = self.channels.len();
-        if n > 0 && (n > 8 || !SIDE.is_multiple_of(1 << n)) {
+        if n > 8 {
             crate::usage_bail!(
-                "model.channels = {:?}: {n} stride-2 convolutions need an image side divisible by 2^{n} (the side {SIDE} allows at most {})",
-                self.channels,
-                SIDE.trailing_zeros()
+                "model.channels = {:?}: at most 8 stride-2 convolutions (each halves the image side)",
+                self.channels
             );
         }
         // The transposed convolutions of stride 2 need a kernel of 2 or more.
         if let Some(k) = self.kernel
-            && (k < 3 || k % 2 == 0 || k > SIDE)
+            && (k < 3 || k % 2 == 0)
         {
             crate::usage_bail!(
-                "model.kernel = {k}: use an odd kernel side from 3 to {SIDE}, such as 3 or 5"
+                "model.kernel = {k}: use an odd kernel side of 3 or more, such as 3 or 5"
             );
         }
         if !self.lr.is_finite() || self.lr <= 0.0 {
@@ -376,6 +379,37 @@ fn build(name: &str, input: &[usize], layers: &[(&str, Layer)]) -> Network {
         .map(|(n, l)| (n.to_string(), l.clone()))
         .collect();
     Network::build(name, input, &layers).expect("the VAE's layers fit their shapes")
+}
+
+impl VaeConfig {
+    /// Whether the conv VAE's convolutions fit images of `image` (the
+    /// check of [`ModelConfig::check_images`]): each
+    /// stride-2 convolution halves both sides and each transposed one
+    /// doubles them back, so both must divide by 2 once per convolution,
+    /// and the kernel must fit inside the image.
+    fn conv_fits(&self, image: ImageShape) -> Result<()> {
+        if self.architecture != Architecture::Conv {
+            return Ok(());
+        }
+        let n = self.conv_shape().channels.len() as u32;
+        let (h, w) = (image.height, image.width);
+        if !(h.is_multiple_of(1 << n) && w.is_multiple_of(1 << n)) {
+            let fits = h.trailing_zeros().min(w.trailing_zeros());
+            crate::usage_bail!(
+                "the conv VAE's {n} stride-2 convolutions need image sides divisible by 2^{n}, and these images are {h}x{w} (they allow {fits}); give model.channels {fits} entries or resize: --set data.resize=[{}, {}]",
+                h.next_multiple_of(1 << n),
+                w.next_multiple_of(1 << n)
+            );
+        }
+        let k = self.conv_shape().kernel;
+        if k > h.min(w) {
+            crate::usage_bail!(
+                "model.kernel = {k} is larger than the {h}x{w} images; use an odd kernel side from 3 to {}",
+                h.min(w)
+            );
+        }
+        Ok(())
+    }
 }
 
 impl VaeNet {

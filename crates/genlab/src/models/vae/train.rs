@@ -168,6 +168,7 @@ impl Step for VaeStep<'_> {
                 .images()
                 .join(format!("samples_epoch_{epoch:03}.png")),
             &samples,
+            self.vae.net.image,
             8,
             8,
         )?;
