@@ -207,6 +207,6 @@ fn idx_dataset_names_its_directory() {
         "emnist"
             .parse::<DatasetName>()
             .unwrap_err()
-            .contains("mnist, fashion-mnist or idx:DIR")
+            .contains("expected mnist, fashion-mnist, cifar10, idx:DIR, folder:DIR")
     );
 }
