@@ -134,10 +134,9 @@ fn cifar_dir(dir: &Path, n: usize) {
     }
 }
 
-/// One short epoch of `preset` on `dataset` with `extra` settings; returns the run.
-fn train(dir: &Path, preset: &str, dataset: &str, extra: &[&str]) -> PathBuf {
-    let out = dir.join(format!("{preset}-{}", dir.read_dir().unwrap().count()));
-    let mut args = vec![
+/// `genlab train PRESET --dataset DATASET --epochs 1 --out OUT`.
+fn one_epoch<'a>(preset: &'a str, dataset: &'a str, out: &'a Path) -> Vec<&'a str> {
+    vec![
         "train",
         preset,
         "--dataset",
@@ -145,10 +144,15 @@ fn train(dir: &Path, preset: &str, dataset: &str, extra: &[&str]) -> PathBuf {
         "--epochs",
         "1",
         "--out",
-        s(&out),
-        "--set",
-        "model.batch_size=16",
-    ];
+        s(out),
+    ]
+}
+
+/// One short epoch of `preset` on `dataset` with `extra` settings; returns the run.
+fn train(dir: &Path, preset: &str, dataset: &str, extra: &[&str]) -> PathBuf {
+    let out = dir.join(format!("{preset}-{}", dir.read_dir().unwrap().count()));
+    let mut args = one_epoch(preset, dataset, &out);
+    args.extend_from_slice(&["--set", "model.batch_size=16"]);
     args.extend_from_slice(extra);
     let result = genlab(&args).output().unwrap();
     assert!(
@@ -287,16 +291,7 @@ fn folder_sizes_are_unified_by_the_resize_option_and_classes_come_from_sorted_fo
 /// A refusal: exit 2, one line naming `needle`, and no run directory made.
 fn assert_refused(dir: &Path, dataset: &str, preset: &str, extra: &[&str], needle: &str) {
     let out = dir.join("never");
-    let mut args = vec![
-        "train",
-        preset,
-        "--dataset",
-        dataset,
-        "--epochs",
-        "1",
-        "--out",
-        s(&out),
-    ];
+    let mut args = one_epoch(preset, dataset, &out);
     args.extend_from_slice(extra);
     let result = genlab(&args).output().unwrap();
     let err = stderr(&result);
