@@ -759,6 +759,10 @@ fn data_info(args: DataArgs) -> Result<()> {
     let data = config.load(args.data_dir)?;
     println!("dataset  {}", data.name);
     println!("found in {}", data.dir.display());
+    match &data.cache {
+        Some(c) => println!("cache    {} (decoded images, memory-mapped)", c.display()),
+        None => println!("cache    none (read directly)"),
+    }
     println!(
         "images   {} x {} pixels, {} channel{}",
         data.image.height,

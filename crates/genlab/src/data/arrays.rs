@@ -21,10 +21,34 @@ use super::dataset::{Dataset, Split, numbered_classes, seeded_split};
 use super::locate::DatasetName;
 use super::prepare::ImageOptions;
 
-/// An array's shape and its values as f64 (exact for every type accepted).
+/// An array's shape and its values: bytes as they are (the usual image
+/// dtype, kept at one byte a value), anything else as f64 (exact for every
+/// type accepted).
 struct Array {
     shape: Vec<usize>,
-    values: Vec<f64>,
+    values: Values,
+}
+
+enum Values {
+    Bytes(Vec<u8>),
+    Numbers(Vec<f64>),
+}
+
+impl Values {
+    fn len(&self) -> usize {
+        match self {
+            Values::Bytes(v) => v.len(),
+            Values::Numbers(v) => v.len(),
+        }
+    }
+
+    /// Every value as f64, in order.
+    fn iter(&self) -> Box<dyn Iterator<Item = f64> + '_> {
+        match self {
+            Values::Bytes(v) => Box::new(v.iter().map(|&b| b as f64)),
+            Values::Numbers(v) => Box::new(v.iter().copied()),
+        }
+    }
 }
 
 /// Reads one array of plain integers or floats; `what` names it in errors.
@@ -54,8 +78,21 @@ fn read_array<R: Read>(npy: NpyFile<R>, what: &str) -> Result<Array> {
                 .collect()
         };
     }
+    let count: usize = shape.iter().product();
+    if let (TypeChar::Uint, 1) = (ty.type_char(), ty.size_field()) {
+        let bytes = npy.into_vec::<u8>().map_err(err)?;
+        if bytes.len() != count {
+            bail!(
+                "{what}: {} values for the shape {shape:?}; the file is truncated",
+                bytes.len()
+            );
+        }
+        return Ok(Array {
+            shape,
+            values: Values::Bytes(bytes),
+        });
+    }
     let values: Vec<f64> = match (ty.type_char(), ty.size_field()) {
-        (TypeChar::Uint, 1) => as_f64!(u8),
         (TypeChar::Uint, 2) => as_f64!(u16),
         (TypeChar::Uint, 4) => as_f64!(u32),
         (TypeChar::Uint, 8) => as_f64!(u64),
@@ -68,7 +105,6 @@ fn read_array<R: Read>(npy: NpyFile<R>, what: &str) -> Result<Array> {
         _ => return Err(bad()),
     };
     let is_float = ty.type_char() == TypeChar::Float;
-    let count: usize = shape.iter().product();
     if values.len() != count {
         bail!(
             "{what}: {} values for the shape {shape:?}; the file is truncated",
@@ -77,11 +113,11 @@ fn read_array<R: Read>(npy: NpyFile<R>, what: &str) -> Result<Array> {
     }
     Ok(Array {
         shape,
-        values: if is_float {
+        values: Values::Numbers(if is_float {
             scale_floats(values, what)?
         } else {
             values
-        },
+        }),
     })
 }
 
@@ -124,22 +160,33 @@ fn images_of(a: Array, what: &str) -> Result<(ImageShape, Vec<u8>)> {
             "{what}: {c} channels; images need 1 (grey) or 3 (RGB) (drop an alpha channel with a[..., :3])"
         );
     }
-    if let Some(v) = a.values.iter().find(|v| !(0.0..=255.0).contains(*v)) {
-        bail!("{what}: holds the value {v}, outside 0-255 (or 0-1 for floats)");
-    }
+    let bytes = match a.values {
+        Values::Bytes(b) => b,
+        Values::Numbers(v) => {
+            if let Some(x) = v.iter().find(|x| !(0.0..=255.0).contains(*x)) {
+                bail!("{what}: holds the value {x}, outside 0-255 (or 0-1 for floats)");
+            }
+            v.into_iter().map(|x| x as u8).collect()
+        }
+    };
     let plane = h * w;
-    let mut pixels = vec![0u8; a.values.len()];
-    for (img, out) in a
-        .values
-        .chunks_exact(plane * c)
-        .zip(pixels.chunks_exact_mut(plane * c))
-    {
-        for (i, px) in img.chunks_exact(c).enumerate() {
-            for (ch, &v) in px.iter().enumerate() {
-                out[ch * plane + i] = v as u8;
+    // NumPy's [N, H, W, C] is channel-last; the models read channel-major.
+    let pixels = if c == 1 {
+        bytes
+    } else {
+        let mut pixels = vec![0u8; bytes.len()];
+        for (img, out) in bytes
+            .chunks_exact(plane * c)
+            .zip(pixels.chunks_exact_mut(plane * c))
+        {
+            for (i, px) in img.chunks_exact(c).enumerate() {
+                for (ch, &v) in px.iter().enumerate() {
+                    out[ch * plane + i] = v;
+                }
             }
         }
-    }
+        pixels
+    };
     Ok((
         ImageShape {
             channels: c,
@@ -167,7 +214,7 @@ fn labels_of(a: Array, n: usize, what: &str) -> Result<Vec<u8>> {
     a.values
         .iter()
         .enumerate()
-        .map(|(i, &v)| {
+        .map(|(i, v)| {
             if v.fract() == 0.0 && (0.0..=255.0).contains(&v) {
                 Ok(v as u8)
             } else {
@@ -238,6 +285,7 @@ pub fn read_arrays(name: &DatasetName, opts: &ImageOptions) -> Result<Dataset> {
         train,
         test,
         validation: None,
+        cache: None,
     })
 }
 

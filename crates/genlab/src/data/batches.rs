@@ -45,6 +45,7 @@ pub fn fill_batch(
 ) {
     // Every value is overwritten below: at an unchanged size this writes nothing.
     let per = split.shape.pixels();
+    split.pixels.note_reads(indices.len());
     out.resize(indices.len() * per, 0.0);
     for (dst, &i) in out.chunks_exact_mut(per).zip(indices) {
         let img = split.image(i);
@@ -88,6 +89,7 @@ pub fn fill_batch_slice(
 ) {
     let per = split.shape.pixels();
     assert_eq!(out.len(), indices.len() * per, "batch buffer size");
+    split.pixels.note_reads(indices.len());
     for (dst, &i) in out.chunks_exact_mut(per).zip(indices) {
         for (d, &b) in dst.iter_mut().zip(split.image(i)) {
             *d = view.convert(b, rng);
@@ -177,7 +179,10 @@ mod tests {
     fn split(n: usize) -> Split {
         Split {
             shape: crate::data::ImageShape::MNIST,
-            pixels: (0..n * PIXELS).map(|i| (i % 256) as u8).collect(),
+            pixels: (0..n * PIXELS)
+                .map(|i| (i % 256) as u8)
+                .collect::<Vec<u8>>()
+                .into(),
             labels: Some((0..n).map(|i| (i % 10) as u8).collect()),
         }
     }
@@ -201,7 +206,7 @@ mod tests {
     fn dynamic_binarisation_has_the_pixel_mean_and_changes_per_epoch() {
         let s = Split {
             shape: crate::data::ImageShape::MNIST,
-            pixels: vec![64; 100 * PIXELS],
+            pixels: vec![64; 100 * PIXELS].into(),
             labels: Some(vec![0; 100]),
         };
         let idx: Vec<usize> = (0..100).collect();

@@ -84,6 +84,15 @@ fn read_batch(path: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
     Ok((pixels, labels))
 }
 
+/// The batch files in `batches`, which a cache of them depends on.
+pub fn files(batches: &Path) -> Vec<PathBuf> {
+    TRAIN_FILES
+        .iter()
+        .chain([&TEST_FILE])
+        .map(|f| batches.join(f))
+        .collect()
+}
+
 /// Reads CIFAR-10 from `dir` (or its `cifar-10-batches-bin/`).
 pub fn read_cifar10(name: &DatasetName, dir: &Path) -> Result<Dataset> {
     let Some(batches) = batches_dir(dir) else {
@@ -108,5 +117,6 @@ pub fn read_cifar10(name: &DatasetName, dir: &Path) -> Result<Dataset> {
         train: Split::new(SHAPE, train_pixels, Some(train_labels)),
         test: Split::new(SHAPE, test_pixels, Some(test_labels)),
         validation: None,
+        cache: None,
     })
 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 
 use super::ImageShape;
+use super::bytes::ImageBytes;
 use super::idx::{find_file, read_pair};
 use super::locate::{DataSources, DatasetName, IDX_FILES};
 use super::prepare::{ImageOptions, prepare_all};
@@ -15,14 +16,16 @@ use super::prepare::{ImageOptions, prepare_all};
 #[derive(Debug, Clone)]
 pub struct Split {
     pub shape: ImageShape,
-    pub pixels: Vec<u8>,
+    /// In memory, or mapped from the image cache.
+    pub pixels: ImageBytes,
     /// One class index per image; `None` for an unlabelled source.
     pub labels: Option<Vec<u8>>,
 }
 
 impl Split {
     /// A split of `pixels` (whole images of `shape`) and their labels.
-    pub fn new(shape: ImageShape, pixels: Vec<u8>, labels: Option<Vec<u8>>) -> Self {
+    pub fn new(shape: ImageShape, pixels: impl Into<ImageBytes>, labels: Option<Vec<u8>>) -> Self {
+        let pixels = pixels.into();
         debug_assert!(pixels.len().is_multiple_of(shape.pixels()));
         if let Some(l) = &labels {
             debug_assert_eq!(l.len(), pixels.len() / shape.pixels());
@@ -133,6 +136,8 @@ pub struct Dataset {
     pub test: Split,
     /// Training images held out by `data.validation` (none unless asked).
     pub validation: Option<Split>,
+    /// The image cache the splits are mapped from, if any.
+    pub cache: Option<PathBuf>,
 }
 
 /// Splits `all` into training and test images, `fraction` of them (at
@@ -225,6 +230,7 @@ impl Dataset {
             train: Split::new(shape, train_images.pixels, Some(train_labels)),
             test: Split::new(shape, test_images.pixels, Some(test_labels)),
             validation: None,
+            cache: None,
         })
     }
 
@@ -243,83 +249,60 @@ impl Dataset {
         opts: &ImageOptions,
         show_progress: bool,
     ) -> Result<Self> {
-        let mut data = match name {
+        let user_cache = sources.cache.as_deref();
+        let cached = |files: Vec<PathBuf>, beside: &Path, build: &dyn Fn() -> Result<Dataset>| {
+            super::cache::cached(
+                name,
+                &files,
+                beside,
+                user_cache,
+                opts,
+                show_progress,
+                || build().map_err(crate::error::usage),
+            )
+        };
+        match name {
             // A bad image or array is the user's input to fix: a usage error.
-            DatasetName::Folder(dir) => {
-                super::folder::read_folder(name, dir, opts).map_err(crate::error::usage)?
+            DatasetName::Folder(dir) => cached(super::folder::source_files(dir), dir, &|| {
+                let data = super::folder::read_folder(name, dir, opts)?;
+                // Folders are prepared as they are decoded.
+                Ok(limited(data, opts))
+            }),
+            DatasetName::Npy { images, labels } => {
+                let files = std::iter::once(images).chain(labels).cloned().collect();
+                let beside = parent_dir(images);
+                cached(files, &beside, &|| {
+                    prepared(super::arrays::read_arrays(name, opts)?, opts, name)
+                })
             }
-            DatasetName::Npy { .. } | DatasetName::Npz(_) => {
-                super::arrays::read_arrays(name, opts).map_err(crate::error::usage)?
-            }
+            DatasetName::Npz(path) => cached(vec![path.clone()], &parent_dir(path), &|| {
+                prepared(super::arrays::read_arrays(name, opts)?, opts, name)
+            }),
             DatasetName::Cifar10(dir) => {
                 let dir = match dir {
                     Some(d) => d.clone(),
-                    None => sources
-                        .find(name)
-                        .ok_or_else(|| not_found(name, sources, None))?,
+                    None => match sources.find(name) {
+                        Some(d) => d,
+                        None => download(name, sources, show_progress)?,
+                    },
                 };
-                super::cifar::read_cifar10(name, &dir).map_err(crate::error::usage)?
+                let batches = super::cifar::batches_dir(&dir).unwrap_or(dir.clone());
+                cached(super::cifar::files(&batches), &batches, &|| {
+                    prepared(super::cifar::read_cifar10(name, &dir)?, opts, name)
+                })
             }
-            _ => Self::load_idx(name, sources, show_progress)?,
-        };
-        if let Some(n) = opts.max_images {
-            data.limit(Some(n), Some(n));
+            _ => {
+                let data = Self::load_idx(name, sources, show_progress)?;
+                prepared(data, opts, name).map_err(crate::error::usage)
+            }
         }
-        // Folders are prepared as they are decoded; the others here.
-        if !matches!(name, DatasetName::Folder(_)) && opts.changes(data.image) {
-            let what = name.to_string();
-            let (shape, train) = prepare_all(
-                std::mem::take(&mut data.train.pixels),
-                data.image,
-                opts,
-                &what,
-            )
-            .map_err(crate::error::usage)?;
-            let (_, test) = prepare_all(
-                std::mem::take(&mut data.test.pixels),
-                data.image,
-                opts,
-                &what,
-            )
-            .map_err(crate::error::usage)?;
-            data.image = shape;
-            data.train = Split::new(shape, train, data.train.labels.take());
-            data.test = Split::new(shape, test, data.test.labels.take());
-        }
-        Ok(data)
     }
 
     fn load_idx(name: &DatasetName, sources: &DataSources, show_progress: bool) -> Result<Self> {
         if let Some(dir) = sources.find(name) {
             return Self::from_dir(name.clone(), &dir);
         }
-        let (Some(sub), Some(cache)) = (name.dir_name(), sources.cache.as_ref()) else {
-            return Err(not_found(name, sources, None));
-        };
-        if sources.offline || name.known_sha256().is_none() {
-            return Err(not_found(
-                name,
-                sources,
-                sources
-                    .offline
-                    .then_some("GENLAB_OFFLINE=1 forbids a download"),
-            ));
-        }
-        let dest = cache.join(sub);
-        let mirrors = sources
-            .mirrors
-            .clone()
-            .unwrap_or_else(|| name.default_mirrors());
-        if show_progress {
-            eprintln!(
-                "genlab: {name} not found locally; downloading into {}",
-                dest.display()
-            );
-        }
-        if let Err(e) = super::download::download_dataset(name, &mirrors, &dest, show_progress) {
-            let why = format!("the download failed ({e})");
-            return Err(not_found(name, sources, Some(&why)));
-        }
+        let dest = download(name, sources, show_progress)?;
         Self::from_dir(name.clone(), &dest)
     }
 
@@ -337,6 +320,96 @@ impl Dataset {
     pub fn is_labelled(&self) -> bool {
         self.train.labels.is_some()
     }
+}
+
+/// Downloads `name` into the user cache (MNIST and Fashion-MNIST by their
+/// files' checksums, CIFAR-10 by its archive's) and returns its directory;
+/// without a network, or with `GENLAB_OFFLINE=1`, the error lists every
+/// place looked in.
+fn download(name: &DatasetName, sources: &DataSources, show_progress: bool) -> Result<PathBuf> {
+    let (Some(sub), Some(cache)) = (name.dir_name(), sources.cache.as_ref()) else {
+        return Err(not_found(name, sources, None));
+    };
+    let cifar = matches!(name, DatasetName::Cifar10(_));
+    if sources.offline || !(cifar || name.known_sha256().is_some()) {
+        return Err(not_found(
+            name,
+            sources,
+            sources
+                .offline
+                .then_some("GENLAB_OFFLINE=1 forbids a download"),
+        ));
+    }
+    let dest = cache.join(sub);
+    let mirrors = sources.mirrors.clone().unwrap_or_else(|| {
+        if cifar {
+            super::download::CIFAR10_MIRRORS.map(String::from).to_vec()
+        } else {
+            name.default_mirrors()
+        }
+    });
+    if show_progress {
+        eprintln!(
+            "genlab: {name} not found locally; downloading into {}",
+            dest.display()
+        );
+    }
+    let done = if cifar {
+        super::download::download_cifar10(
+            &mirrors,
+            &dest,
+            super::download::CIFAR10_ARCHIVE_SHA256,
+            show_progress,
+        )
+    } else {
+        super::download::download_dataset(name, &mirrors, &dest, show_progress)
+    };
+    if let Err(e) = done {
+        let why = format!("the download failed ({e})");
+        return Err(not_found(name, sources, Some(&why)));
+    }
+    Ok(dest)
+}
+
+/// The directory a file is in (`.` for a bare name).
+fn parent_dir(file: &Path) -> PathBuf {
+    match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// `data` cut to `data.max_images` per split.
+fn limited(mut data: Dataset, opts: &ImageOptions) -> Dataset {
+    if let Some(n) = opts.max_images {
+        data.limit(Some(n), Some(n));
+    }
+    data
+}
+
+/// `data` cut to `data.max_images` and converted by the grey, crop and resize options.
+fn prepared(data: Dataset, opts: &ImageOptions, name: &DatasetName) -> Result<Dataset> {
+    let mut data = limited(data, opts);
+    if !opts.changes(data.image) {
+        return Ok(data);
+    }
+    let what = name.to_string();
+    let (shape, train) = prepare_all(
+        std::mem::take(&mut data.train.pixels).into_vec(),
+        data.image,
+        opts,
+        &what,
+    )?;
+    let (_, test) = prepare_all(
+        std::mem::take(&mut data.test.pixels).into_vec(),
+        data.image,
+        opts,
+        &what,
+    )?;
+    data.image = shape;
+    data.train = Split::new(shape, train, data.train.labels.take());
+    data.test = Split::new(shape, test, data.test.labels.take());
+    Ok(data)
 }
 
 /// The one-line error of a dataset found nowhere: every place looked in, and the fix.

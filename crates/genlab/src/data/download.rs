@@ -1,7 +1,9 @@
-//! Downloading MNIST / Fashion-MNIST into the user cache when no local copy exists.
+//! Downloading MNIST, Fashion-MNIST and CIFAR-10 into the user cache when no
+//! local copy exists.
 //!
-//! Files are verified by the SHA-256 of their *decompressed* IDX bytes, so any
-//! mirror's compression passes; a file that does not match is deleted.
+//! IDX files are verified by the SHA-256 of their *decompressed* bytes, so
+//! any mirror's compression passes; CIFAR-10 by the SHA-256 of its archive.
+//! Nothing unverified is written.
 
 use std::io::Read;
 use std::path::Path;
@@ -79,6 +81,80 @@ pub fn download_dataset(
     Ok(())
 }
 
+/// The SHA-256 of `cifar-10-binary.tar.gz` (170,052,171 bytes) as its
+/// authors serve it.
+pub const CIFAR10_ARCHIVE_SHA256: &str =
+    "c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd";
+/// The archive's name under each mirror.
+pub const CIFAR10_ARCHIVE: &str = "cifar-10-binary.tar.gz";
+/// Where its authors serve it.
+pub const CIFAR10_MIRRORS: [&str; 1] = ["https://www.cs.toronto.edu/~kriz/"];
+
+/// Downloads CIFAR-10's binary archive from the first mirror whose copy has
+/// the SHA-256 `expected`, and unpacks its six batch files into
+/// `dest/cifar-10-batches-bin/` (each written atomically). Returns the
+/// failed attempts as the error.
+pub fn download_cifar10(
+    mirrors: &[String],
+    dest: &Path,
+    expected: &str,
+    show_progress: bool,
+) -> Result<()> {
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .timeout_connect(Some(Duration::from_secs(10)))
+            .timeout_global(Some(Duration::from_secs(1800)))
+            .build(),
+    );
+    let mut attempts = Vec::new();
+    for mirror in mirrors {
+        let url = format!("{mirror}{CIFAR10_ARCHIVE}");
+        let archive = match fetch(&agent, &url, show_progress) {
+            Ok(a) => a,
+            Err(e) => {
+                attempts.push(format!("{url}: {e}"));
+                continue;
+            }
+        };
+        let actual = sha256_hex(&archive);
+        if actual != expected {
+            eprintln!(
+                "genlab: discarded {CIFAR10_ARCHIVE} from {url}: its SHA-256 is {actual}, expected {expected}"
+            );
+            attempts.push(format!("{url}: checksum mismatch (discarded)"));
+            continue;
+        }
+        return unpack_cifar10(&archive, &dest.join("cifar-10-batches-bin"))
+            .map_err(|e| anyhow!("{url}: {e}"));
+    }
+    bail!("{}", attempts.join("; "))
+}
+
+/// Writes the batch files of a verified archive into `dir`.
+fn unpack_cifar10(archive: &[u8], dir: &Path) -> Result<()> {
+    use super::cifar::{TEST_FILE, TRAIN_FILES};
+    let wanted: Vec<&str> = TRAIN_FILES.iter().copied().chain([TEST_FILE]).collect();
+    let mut found = Vec::new();
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(archive));
+    for entry in tar.entries()? {
+        let mut entry = entry?;
+        let path = entry.path()?.into_owned();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if let Some(&name) = wanted.iter().find(|w| **w == name) {
+            let mut bytes = Vec::new();
+            entry.read_to_end(&mut bytes)?;
+            write_atomic(&dir.join(name), &bytes)?;
+            found.push(name);
+        }
+    }
+    if let Some(missing) = wanted.iter().find(|w| !found.contains(w)) {
+        bail!("the archive holds no {missing}");
+    }
+    Ok(())
+}
+
 /// GETs `url` into memory with a progress bar. Never touches the disk: only a
 /// verified file is written.
 fn fetch(agent: &ureq::Agent, url: &str, show_progress: bool) -> Result<Vec<u8>> {
@@ -97,7 +173,7 @@ fn fetch(agent: &ureq::Agent, url: &str, show_progress: bool) -> Result<Vec<u8>>
     } else {
         ProgressBar::hidden()
     };
-    let mut reader = body.into_with_config().limit(256 * 1024 * 1024).reader();
+    let mut reader = body.into_with_config().limit(512 * 1024 * 1024).reader();
     let mut out = Vec::with_capacity(len.unwrap_or(1 << 20) as usize);
     let mut chunk = vec![0u8; 1 << 16];
     loop {

@@ -37,6 +37,38 @@ fn visible_entries(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// Every image file under `dir` (hidden entries skipped), which a cache of
+/// the folder depends on; an unreadable directory gives none, for the
+/// reader to name.
+pub fn source_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if e.file_name().to_str().is_none_or(|n| n.starts_with('.')) {
+                continue;
+            }
+            // The entry's own type needs no stat on most file systems.
+            let p = e.path();
+            let is_dir = match e.file_type() {
+                Ok(t) if t.is_symlink() => p.is_dir(),
+                Ok(t) => t.is_dir(),
+                Err(_) => p.is_dir(),
+            };
+            if is_dir {
+                pending.push(p);
+            } else if is_image(&p) {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// Image files with their class (by folder; none when unlabelled).
 type Files = Vec<(PathBuf, Option<u8>)>;
 
@@ -79,73 +111,104 @@ fn listing(dir: &Path) -> Result<(Files, Vec<String>)> {
     Ok((files, classes))
 }
 
-/// A decoded image and how many channels it has (1 or 3).
-fn decode(path: &Path) -> Result<(image::DynamicImage, usize)> {
-    let img = image::ImageReader::open(path)
+/// Images decoded at once: enough for every core, few enough that only
+/// prepared bytes, not whole decoded images, accumulate.
+const CHUNK: usize = 1024;
+
+fn reader(path: &Path) -> Result<image::ImageReader<std::io::BufReader<std::fs::File>>> {
+    image::ImageReader::open(path)
         .with_context(|| format!("cannot read {}", path.display()))?
         .with_guessed_format()
-        .with_context(|| format!("cannot read {}", path.display()))?
-        .decode()
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "{}: cannot decode the image ({e}); remove or replace the file",
-                path.display()
-            )
-        })?;
-    let channels = if img.color().has_color() { 3 } else { 1 };
-    Ok((img, channels))
+        .with_context(|| format!("cannot read {}", path.display()))
 }
 
-/// Decodes and prepares `files` into one split of `channels` channels, the
-/// size of every image being that of the first unless resized.
+fn undecodable(path: &Path, e: image::ImageError) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{}: cannot decode the image ({e}); remove or replace the file",
+        path.display()
+    )
+}
+
+/// An image's width, height and channel count (1 or 3), from its header.
+fn probe(path: &Path) -> Result<(u32, u32, usize)> {
+    use image::ImageDecoder;
+    let decoder = reader(path)?
+        .into_decoder()
+        .map_err(|e| undecodable(path, e))?;
+    let (w, h) = decoder.dimensions();
+    let channels = if decoder.color_type().has_color() {
+        3
+    } else {
+        1
+    };
+    Ok((w, h, channels))
+}
+
+fn decode(path: &Path) -> Result<image::DynamicImage> {
+    reader(path)?.decode().map_err(|e| undecodable(path, e))
+}
+
+/// Decodes and prepares `files` into one split of `channels` channels (by
+/// default the most any image has), the size of every image being that of
+/// the first unless resized. Headers are read first, so a mixed size is
+/// refused before anything is decoded.
 fn decode_split(
     files: &[(PathBuf, Option<u8>)],
     opts: &ImageOptions,
     channels: Option<usize>,
 ) -> Result<(Split, usize)> {
-    let decoded: Vec<(image::DynamicImage, usize)> = files
+    let headers: Vec<(u32, u32, usize)> = files
         .par_iter()
-        .map(|(p, _)| decode(p))
+        .map(|(p, _)| probe(p))
         .collect::<Result<_>>()?;
     let channels = channels.unwrap_or(if opts.grey {
         1
     } else {
-        decoded.iter().map(|(_, c)| *c).max().unwrap_or(1)
+        headers.iter().map(|h| h.2).max().unwrap_or(1)
     });
-    let first = &decoded[0].0;
+    let (first_w, first_h, _) = headers[0];
     let source = ImageShape {
         channels,
-        height: first.height() as usize,
-        width: first.width() as usize,
+        height: first_h as usize,
+        width: first_w as usize,
     };
     let mut shape = opts.output_shape(source);
     shape.channels = channels;
     if opts.resize.is_none() {
         // Without a resize every image must come out at the first one's size.
-        for ((img, _), (path, _)) in decoded.iter().zip(files) {
-            let after = opts
-                .crop
-                .unwrap_or([img.height() as usize, img.width() as usize]);
+        for (&(w, h, _), (path, _)) in headers.iter().zip(files) {
+            let after = opts.crop.unwrap_or([h as usize, w as usize]);
             if after != [shape.height, shape.width] {
                 bail!(
-                    "{}: {}x{} (width x height) where {} is {}x{}; images of mixed sizes need a resize: --set data.resize=[H, W]",
+                    "{}: {w}x{h} (width x height) where {} is {first_w}x{first_h}; images of mixed sizes need a resize: --set data.resize=[H, W]",
                     path.display(),
-                    img.width(),
-                    img.height(),
                     files[0].0.display(),
-                    first.width(),
-                    first.height()
                 );
             }
         }
     }
-    let images: Vec<Vec<u8>> = decoded
-        .into_par_iter()
-        .zip(files.par_iter())
-        .map(|((img, _), (path, _))| opts.prepare(img, channels, &path.display().to_string()))
-        .collect::<Result<_>>()?;
+    let mut pixels = Vec::with_capacity(files.len() * shape.pixels());
+    for chunk in files.chunks(CHUNK) {
+        let images: Vec<Vec<u8>> = chunk
+            .par_iter()
+            .map(|(path, _)| {
+                let img = decode(path)?;
+                let bytes = opts.prepare(img, channels, &path.display().to_string())?;
+                if bytes.len() != shape.pixels() {
+                    bail!(
+                        "{}: its header and its pixels disagree on its size; remove or replace the file",
+                        path.display()
+                    );
+                }
+                Ok(bytes)
+            })
+            .collect::<Result<_>>()?;
+        for img in images {
+            pixels.extend_from_slice(&img);
+        }
+    }
     let labels = files.iter().map(|(_, l)| *l).collect::<Option<Vec<u8>>>();
-    Ok((Split::new(shape, images.concat(), labels), channels))
+    Ok((Split::new(shape, pixels, labels), channels))
 }
 
 /// Reads a `folder:` source.
@@ -216,5 +279,6 @@ pub fn read_folder(name: &DatasetName, dir: &Path, opts: &ImageOptions) -> Resul
         train,
         test,
         validation: None,
+        cache: None,
     })
 }

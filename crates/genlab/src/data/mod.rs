@@ -3,6 +3,8 @@
 
 pub mod arrays;
 pub mod batches;
+pub mod bytes;
+pub mod cache;
 pub mod cifar;
 pub mod corrupt;
 pub mod dataset;
