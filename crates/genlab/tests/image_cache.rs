@@ -163,16 +163,10 @@ fn an_unwritable_place_beside_the_data_falls_back_to_the_user_cache() {
 
 /// A CIFAR-10 archive of `n` records per batch, as its authors lay it out.
 fn cifar_archive(n: usize) -> Vec<u8> {
-    let names = [
-        "data_batch_1.bin",
-        "data_batch_2.bin",
-        "data_batch_3.bin",
-        "data_batch_4.bin",
-        "data_batch_5.bin",
-        "test_batch.bin",
-    ];
+    use genlab::data::cifar::{TEST_FILE, TRAIN_FILES};
+    let names = TRAIN_FILES.iter().chain([&TEST_FILE]);
     let mut tar = tar::Builder::new(Vec::new());
-    for (b, name) in names.iter().enumerate() {
+    for (b, name) in names.enumerate() {
         let mut body = Vec::new();
         for i in 0..n {
             body.push(((b + i) % 10) as u8);
