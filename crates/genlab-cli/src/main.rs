@@ -688,18 +688,16 @@ fn evaluator_train(args: EvaluatorTrainArgs) -> Result<()> {
             data.name
         );
     }
-    if data.classes.len() > genlab::data::CLASSES {
+    let classes = data.classes.len();
+    if classes < 2 {
         genlab::usage_bail!(
-            "{}: {} classes; the evaluator's classifier has {} outputs, so datasets of at most {} classes",
-            data.name,
-            data.classes.len(),
-            genlab::data::CLASSES,
-            genlab::data::CLASSES
+            "{}: {classes} class; the evaluator is a classifier and needs at least two",
+            data.name
         );
     }
     let recipe = Recipe::default();
     println!(
-        "evaluator on {}: {} training images, recipe: seed {}, {} epochs, batch {}, Adam lr {}",
+        "evaluator on {}: {} training images of {classes} classes, recipe: seed {}, {} epochs, batch {}, Adam lr {}",
         data.name,
         data.train.len(),
         recipe.seed,
@@ -707,7 +705,7 @@ fn evaluator_train(args: EvaluatorTrainArgs) -> Result<()> {
         recipe.batch_size,
         recipe.lr
     );
-    let mut net = train(data.image, &data.train, &data.test, recipe, |r| {
+    let mut net = train(data.image, classes, &data.train, &data.test, recipe, |r| {
         println!(
             "epoch {:>2}/{}  {:.1}s  loss {:.4}  test accuracy {:.2}%",
             r.epoch,

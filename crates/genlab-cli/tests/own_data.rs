@@ -399,3 +399,109 @@ fn bad_images_and_arrays_are_refused_in_one_line() {
         "data.resize",
     );
 }
+
+/// `genlab eval RUN --evaluator FILE --json`'s sample-quality model row.
+fn sample_quality(run: &Path, evaluator: &Path) -> serde_json::Value {
+    let out = genlab(&[
+        "eval",
+        s(run),
+        "--evaluator",
+        s(evaluator),
+        "--samples",
+        "40",
+        "--k",
+        "4",
+        "--json",
+    ])
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    e["sample_quality"]["model"].clone()
+}
+
+#[test]
+fn evaluators_train_on_any_class_count_and_unlabelled_data_gets_the_metrics_without_classes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let runs = dir.path().join("runs");
+    std::fs::create_dir_all(&runs).unwrap();
+    let names: Vec<String> = (0..12).map(|c| format!("class{c:02}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    image_folder(&data.join("twelve"), &names, 12, (8, 8), false);
+    image_folder(&data.join("plain"), &[], 60, (8, 8), false);
+    let twelve = format!("folder:{}", s(&data.join("twelve")));
+    let plain = format!("folder:{}", s(&data.join("plain")));
+
+    let evaluator = dir.path().join("twelve.safetensors");
+    let out = genlab(&[
+        "evaluator",
+        "train",
+        "--dataset",
+        &twelve,
+        "--out",
+        s(&evaluator),
+    ])
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("of 12 classes"), "{text}");
+    assert!(text.contains("SHA-256"), "{text}");
+
+    // Labelled data: every metric, the class-based ones over twelve classes.
+    let run = train(&runs, "vae-2", &twelve, &[]);
+    let m = sample_quality(&run, &evaluator);
+    assert_eq!(m["classes"], 12);
+    assert_eq!(m["class_histogram"].as_array().unwrap().len(), 12);
+    assert!(m["classes_covered"].as_u64().unwrap() <= 12);
+    for key in ["fid", "kid", "inception_score", "precision", "recall"] {
+        assert!(m[key].as_f64().unwrap().is_finite(), "{key}: {m}");
+    }
+    let is = m["inception_score"].as_f64().unwrap();
+    assert!(
+        (1.0..=12.0 + 1e-9).contains(&is),
+        "IS {is} outside [1, classes]"
+    );
+
+    // Unlabelled data: FID, KID, precision and recall on the evaluator's
+    // features; the Inception Score and class coverage are not applicable.
+    let run = train(&runs, "vae-2", &plain, &[]);
+    let m = sample_quality(&run, &evaluator);
+    for key in ["fid", "kid", "precision", "recall"] {
+        assert!(m[key].as_f64().unwrap().is_finite(), "{key}: {m}");
+    }
+    for key in [
+        "inception_score",
+        "class_histogram",
+        "classes_covered",
+        "classes",
+    ] {
+        assert!(m[key].is_null(), "{key}: {m}");
+    }
+    let out = genlab(&[
+        "eval",
+        s(&run),
+        "--evaluator",
+        s(&evaluator),
+        "--samples",
+        "40",
+        "--k",
+        "4",
+    ])
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("IS and class coverage n/a (unlabelled data)"),
+        "{text}"
+    );
+
+    // An unlabelled source cannot train an evaluator.
+    let out = genlab(&["evaluator", "train", "--dataset", &plain])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("no labels"), "{}", stderr(&out));
+}

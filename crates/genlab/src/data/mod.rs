@@ -76,6 +76,3 @@ impl ImageShape {
 
 /// The checkpoint metadata key of the image shape a network was built for.
 pub const IMAGE_META: &str = "genlab.image";
-
-/// Number of classes of MNIST and Fashion-MNIST.
-pub const CLASSES: usize = 10;

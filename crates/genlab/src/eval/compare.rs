@@ -69,15 +69,19 @@ fn quality_cells(q: &Value) -> Vec<String> {
                 num(&q["inception_score"], 2),
                 num(&q["inception_score_std"], 2)
             )
+        } else if q["fid"].is_number() {
+            "n/a".into()
         } else {
             "-".into()
         },
         num(&q["precision"], 3),
         num(&q["recall"], 3),
-        q["classes_covered"]
-            .as_u64()
-            .map(|c| format!("{c}/10"))
-            .unwrap_or_else(|| "-".into()),
+        // Older records have no class count: their evaluators had ten.
+        match q["classes_covered"].as_u64() {
+            Some(c) => format!("{c}/{}", q["classes"].as_u64().unwrap_or(10)),
+            None if q["fid"].is_number() => "n/a".into(),
+            None => "-".into(),
+        },
     ]
 }
 

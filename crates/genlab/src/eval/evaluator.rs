@@ -27,15 +27,18 @@ use crate::rng::{GenRng, Purpose, stream};
 use crate::run::{Checkpoint, TensorData};
 
 pub const FEATURES: usize = 64;
-pub const CLASSES: usize = 10;
+/// The class count of the shipped evaluators (MNIST's and Fashion-MNIST's ten).
+pub const SHIPPED_CLASSES: usize = 10;
+/// The checkpoint metadata key of an evaluator's class count (absent: [`SHIPPED_CLASSES`]).
+const CLASSES_META: &str = "genlab.classes";
 
 /// The network's name, which its parameter names start with.
 const NAME: &str = "evaluator";
 /// The layer whose output is the features (the features' activation).
 const FEATURE_LAYER: &str = "act3";
 
-/// The evaluator network for images of shape `image`.
-pub fn network(image: ImageShape) -> Network {
+/// The evaluator network for images of shape `image` and `classes` classes.
+pub fn network(image: ImageShape, classes: usize) -> Network {
     let same = |filters| Layer::Conv2d {
         filters,
         kernel: [3, 3],
@@ -53,7 +56,7 @@ pub fn network(image: ImageShape) -> Network {
         ("flat", Layer::Flatten),
         ("features", Layer::Dense { units: FEATURES }),
         (FEATURE_LAYER, Layer::Relu),
-        ("classes", Layer::Dense { units: CLASSES }),
+        ("classes", Layer::Dense { units: classes }),
     ];
     let layers: Vec<(String, Layer)> = layers.into_iter().map(|(n, l)| (n.into(), l)).collect();
     Network::build(NAME, &image.dims(), &layers).expect("the evaluator fits images of 4x4 or more")
@@ -68,7 +71,7 @@ fn checkpoint_name(name: &str) -> &str {
 
 /// Names and shapes of the parameters of MNIST's evaluator, in order.
 pub fn specs() -> Vec<(String, Vec<usize>)> {
-    network(ImageShape::MNIST)
+    network(ImageShape::MNIST, SHIPPED_CLASSES)
         .params
         .iter()
         .map(|p| (checkpoint_name(&p.name).to_string(), p.shape.clone()))
@@ -106,6 +109,8 @@ pub struct Evaluator {
     pub params: Vec<Vec<f32>>,
     pub grads: Vec<Vec<f32>>,
     rows: usize,
+    /// Outputs of the classifier.
+    classes: usize,
     exec: HostNetwork,
     /// The index of the features' layer.
     feature_layer: usize,
@@ -115,6 +120,7 @@ pub struct Evaluator {
 
 impl Evaluator {
     pub fn from_params(net: Network, params: Vec<Vec<f32>>, rows: usize) -> Self {
+        let classes = net.output_size();
         let feature_layer = net
             .layers
             .iter()
@@ -126,6 +132,7 @@ impl Evaluator {
             grads: params.iter().map(|p| vec![0.0; p.len()]).collect(),
             params,
             rows,
+            classes,
             exec,
             feature_layer,
             d_logits: Vec::new(),
@@ -134,8 +141,8 @@ impl Evaluator {
     }
 
     /// Glorot-uniform kernels, zero biases.
-    pub fn init(image: ImageShape, rng: &mut GenRng, rows: usize) -> Self {
-        let net = network(image);
+    pub fn init(image: ImageShape, classes: usize, rng: &mut GenRng, rows: usize) -> Self {
+        let net = network(image, classes);
         let params = net
             .params
             .iter()
@@ -167,6 +174,11 @@ impl Evaluator {
         }
     }
 
+    /// The classifier's class count.
+    pub fn classes(&self) -> usize {
+        self.classes
+    }
+
     pub fn to_checkpoint(&self) -> Checkpoint {
         let mut ck = Checkpoint::default();
         for (spec, p) in self.net.params.iter().zip(&self.params) {
@@ -176,13 +188,25 @@ impl Evaluator {
             );
         }
         ck.set_meta(crate::data::IMAGE_META, self.image().to_meta());
+        // Ten classes go unrecorded, as in the shipped files, so that
+        // retraining a ten-class evaluator gives the same bytes as before.
+        if self.classes != SHIPPED_CLASSES {
+            ck.set_meta(CLASSES_META, self.classes.to_string());
+        }
         ck
     }
 
-    /// The network a checkpoint holds (for the images it records; MNIST's
-    /// when it records none, as the shipped ones).
+    /// The network a checkpoint holds (for the images and classes it
+    /// records; MNIST's and ten when it records none, as the shipped ones).
     pub fn from_checkpoint(ck: &Checkpoint, rows: usize) -> Result<Self> {
-        let net = network(ck.image_shape()?);
+        let classes = match ck.metadata.get(CLASSES_META) {
+            None => SHIPPED_CLASSES,
+            Some(v) => match v.parse::<usize>() {
+                Ok(c) if (2..=256).contains(&c) => c,
+                _ => bail!("{CLASSES_META} = {v:?} is not a class count from 2 to 256"),
+            },
+        };
+        let net = network(ck.image_shape()?, classes);
         let params = net
             .params
             .iter()
@@ -201,16 +225,16 @@ impl Evaluator {
     }
 
     /// Penultimate-layer features (`n x 64`) and class probabilities
-    /// (`n x 10`) of images `x` (pixel values in [0, 1]).
+    /// (`n x classes`) of images `x` (pixel values in [0, 1]).
     pub fn features_and_probs(&mut self, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
         let n = x.len() / self.net.input_size();
         let (mut feats, mut probs) = (
             Vec::with_capacity(n * FEATURES),
-            Vec::with_capacity(n * CLASSES),
+            Vec::with_capacity(n * self.classes),
         );
         for chunk in x.chunks(self.rows * self.net.input_size()) {
             self.forward(chunk);
-            for row in self.exec.output().chunks_exact(CLASSES) {
+            for row in self.exec.output().chunks_exact(self.classes) {
                 probs.extend(softmax(row));
             }
             let features = self
@@ -238,7 +262,7 @@ impl Evaluator {
         );
         let (_, probs) = self.features_and_probs(&x);
         let correct = probs
-            .chunks_exact(CLASSES)
+            .chunks_exact(self.classes)
             .zip(labels)
             .filter(|(p, l)| argmax(p) == **l as usize)
             .count();
@@ -254,8 +278,8 @@ impl Evaluator {
         let inv = 1.0 / b as f32;
         self.d_logits.resize(logits.len(), 0.0);
         for (r, (row, d)) in logits
-            .chunks_exact(CLASSES)
-            .zip(self.d_logits.chunks_exact_mut(CLASSES))
+            .chunks_exact(self.classes)
+            .zip(self.d_logits.chunks_exact_mut(self.classes))
             .enumerate()
         {
             let p = softmax(row);
@@ -307,6 +331,7 @@ pub struct EpochReport {
 /// `report`.
 pub fn train(
     image: ImageShape,
+    classes: usize,
     train: &Split,
     test: &Split,
     recipe: Recipe,
@@ -316,9 +341,20 @@ pub fn train(
         bail!("the evaluator needs training images");
     }
     let train_labels = train.labels_for("training the evaluator")?;
-    test.labels_for("training the evaluator")?;
+    let test_labels = test.labels_for("training the evaluator")?;
+    if !(2..=256).contains(&classes) {
+        bail!("the evaluator needs 2 to 256 classes, not {classes}");
+    }
+    if let Some(&l) = train_labels
+        .iter()
+        .chain(test_labels)
+        .find(|&&l| l as usize >= classes)
+    {
+        bail!("label {l} is outside the dataset's {classes} classes");
+    }
     let mut net = Evaluator::init(
         image,
+        classes,
         &mut stream(recipe.seed, Purpose::Init, 7),
         recipe.batch_size,
     );
@@ -477,6 +513,7 @@ mod tests {
 
         // The network written out by hand, independently of its description.
         const PIXELS: usize = 784;
+        const CLASSES: usize = SHIPPED_CLASSES;
         const C1: usize = 16;
         const C2: usize = 32;
         const FLAT: usize = C2 * 7 * 7;
@@ -495,7 +532,12 @@ mod tests {
             ]
         );
         let mut rng = stream(3, Purpose::Fixed, 0);
-        let mut net = Evaluator::init(ImageShape::MNIST, &mut stream(3, Purpose::Init, 0), 4);
+        let mut net = Evaluator::init(
+            ImageShape::MNIST,
+            SHIPPED_CLASSES,
+            &mut stream(3, Purpose::Init, 0),
+            4,
+        );
         for (p, (_, s)) in net.params.iter_mut().zip(specs()) {
             if s.len() == 1 {
                 p.iter_mut().for_each(|v| *v = rng.random_range(-0.1..0.1));

@@ -9,7 +9,7 @@ use anyhow::Result;
 use serde_json::{Value, json};
 
 use super::EvalOptions;
-use super::evaluator::{self, CLASSES, FEATURES};
+use super::evaluator::{self, FEATURES};
 use super::sample_metrics::{class_coverage, fid, inception_score, kid, precision_recall};
 use crate::config::{DataConfig, RunConfig};
 use crate::data::batches::split_to_f32;
@@ -19,38 +19,65 @@ use crate::models::rbm::ChainStart;
 use crate::rng::{Purpose, stream};
 use crate::run::RunDir;
 
-/// Every metric of one set of images against the test set.
-fn metrics(feats: &[f32], probs: &[f32], test_feats: &[f32], seed: u64) -> Value {
+/// Every metric of one set of images against the test set. The
+/// class-based ones (Inception Score, class coverage) need `classes`, the
+/// evaluator's class count, to be the data's; for unlabelled data they are
+/// null (not applicable).
+fn metrics(
+    feats: &[f32],
+    probs: &[f32],
+    test_feats: &[f32],
+    classes: Option<usize>,
+    seed: u64,
+) -> Value {
     let (kid_mean, kid_std) = kid(feats, test_feats, FEATURES, 100, 1000, seed);
-    let (is_mean, is_std) = inception_score(probs, CLASSES, 10);
     let (precision, recall) = precision_recall(test_feats, feats, FEATURES, 3);
-    let (hist, covered) = class_coverage(probs, CLASSES, 0.05);
-    json!({
+    let mut m = json!({
         "images": feats.len() / FEATURES,
         "fid": fid(feats, test_feats, FEATURES),
         "kid": kid_mean,
         "kid_std": kid_std,
-        "inception_score": is_mean,
-        "inception_score_std": is_std,
         "precision": precision,
         "recall": recall,
-        "class_histogram": hist,
-        "classes_covered": covered,
-    })
+        "inception_score": null,
+        "inception_score_std": null,
+        "class_histogram": null,
+        "classes_covered": null,
+        "classes": classes,
+    });
+    if let Some(classes) = classes {
+        let (is_mean, is_std) = inception_score(probs, classes, 10);
+        let (hist, covered) = class_coverage(probs, classes, 0.05);
+        m["inception_score"] = json!(is_mean);
+        m["inception_score_std"] = json!(is_std);
+        m["class_histogram"] = json!(hist);
+        m["classes_covered"] = json!(covered);
+    }
+    m
 }
 
 fn line(name: &str, m: &Value) -> String {
     let f = |k: &str| m[k].as_f64().unwrap_or(f64::NAN);
+    let by_class = match m["classes"].as_u64() {
+        Some(classes) => format!(
+            "IS {:.2} +- {:.2}  precision {:.3}  recall {:.3}  classes >= 5%: {}/{classes}",
+            f("inception_score"),
+            f("inception_score_std"),
+            f("precision"),
+            f("recall"),
+            m["classes_covered"].as_u64().unwrap_or(0)
+        ),
+        None => format!(
+            "precision {:.3}  recall {:.3}  IS and class coverage n/a (unlabelled data)",
+            f("precision"),
+            f("recall")
+        ),
+    };
     format!(
-        "{name:<16} FID {:.2}  KID {:.4} +- {:.4}  IS {:.2} +- {:.2}  precision {:.3}  recall {:.3}  classes >= 5%: {}/10",
+        "{name:<16} FID {:.2}  KID {:.4} +- {:.4}  {by_class}",
         f("fid"),
         f("kid"),
         f("kid_std"),
-        f("inception_score"),
-        f("inception_score_std"),
-        f("precision"),
-        f("recall"),
-        m["classes_covered"].as_u64().unwrap_or(0)
     )
 }
 
@@ -140,8 +167,19 @@ pub fn evaluate_samples(
     let (test_feats, _) = net.features_and_probs(&test);
     let (ref_feats, ref_probs) = net.features_and_probs(&reference);
     let (feats, probs) = net.features_and_probs(&images);
-    let model = metrics(&feats, &probs, &test_feats, opts.seed);
-    let real = metrics(&ref_feats, &ref_probs, &test_feats, opts.seed);
+    let classes = full.is_labelled().then(|| net.classes());
+    if let Some(c) = classes
+        && c != full.classes.len()
+    {
+        crate::usage_bail!(
+            "--evaluator: it has {c} classes and {} has {}; train one on the run's data with `genlab evaluator train --dataset {}`",
+            full.name,
+            full.classes.len(),
+            full.name
+        );
+    }
+    let model = metrics(&feats, &probs, &test_feats, classes, opts.seed);
+    let real = metrics(&ref_feats, &ref_probs, &test_feats, classes, opts.seed);
     let lines = vec![
         format!("samples          {n} images: {how} ({sampling_seconds:.1} s)"),
         format!(
