@@ -88,6 +88,20 @@ pub enum OnNan {
 }
 
 impl DataConfig {
+    /// The shape of the images training will see, where it is known before
+    /// the data is read (a named dataset, after the crop, resize and grey options).
+    pub fn expected_shape(&self) -> Option<crate::data::ImageShape> {
+        let mut shape = self.dataset.known_shape()?;
+        if self.grey {
+            shape.channels = 1;
+        }
+        if let Some([height, width]) = self.resize.or(self.crop) {
+            shape.height = height;
+            shape.width = width;
+        }
+        Some(shape)
+    }
+
     /// Checks the limits before any data is read.
     pub fn validate(&self) -> Result<()> {
         for (key, limit) in [

@@ -45,10 +45,10 @@ pub fn fill_batch(
 ) {
     // Every value is overwritten below: at an unchanged size this writes nothing.
     let per = split.shape.pixels();
-    split.pixels.note_reads(indices.len());
     out.resize(indices.len() * per, 0.0);
+    let mut scratch = Vec::new();
     for (dst, &i) in out.chunks_exact_mut(per).zip(indices) {
-        let img = split.image(i);
+        let img = image_bytes(split, i, &mut scratch);
         match view {
             PixelView::Unit => unit_pixels(dst, img),
             PixelView::Signed => signed_pixels(dst, img),
@@ -59,6 +59,18 @@ pub fn fill_batch(
             }
         }
     }
+}
+
+/// Image `i`'s bytes: borrowed from memory, or read from a mapped cache
+/// into `scratch` (see [`super::bytes`]: batches never map pages in).
+fn image_bytes<'a>(split: &'a Split, i: usize, scratch: &'a mut Vec<u8>) -> &'a [u8] {
+    if !split.pixels.is_mapped() {
+        return split.image(i);
+    }
+    let per = split.shape.pixels();
+    scratch.resize(per, 0);
+    split.pixels.read_into(i * per, scratch);
+    scratch
 }
 
 crate::simd_fn! {
@@ -89,9 +101,9 @@ pub fn fill_batch_slice(
 ) {
     let per = split.shape.pixels();
     assert_eq!(out.len(), indices.len() * per, "batch buffer size");
-    split.pixels.note_reads(indices.len());
+    let mut scratch = Vec::new();
     for (dst, &i) in out.chunks_exact_mut(per).zip(indices) {
-        for (d, &b) in dst.iter_mut().zip(split.image(i)) {
+        for (d, &b) in dst.iter_mut().zip(image_bytes(split, i, &mut scratch)) {
             *d = view.convert(b, rng);
         }
     }
@@ -110,6 +122,28 @@ pub fn first_rows(split: &Split, n: usize) -> Vec<f32> {
         &mut out,
     );
     out
+}
+
+/// A split's images in `view`, `chunk` images at a time and in order, with
+/// `rng` drawn in order: the values [`split_to_f32`] gives, without the
+/// whole split as f32 in memory at once.
+pub fn for_each_chunk<E>(
+    split: &Split,
+    view: PixelView,
+    rng: &mut GenRng,
+    chunk: usize,
+    mut f: impl FnMut(&[f32]) -> Result<(), E>,
+) -> Result<(), E> {
+    assert!(chunk > 0, "chunk size must be positive");
+    let mut buf = Vec::new();
+    let mut indices = Vec::with_capacity(chunk);
+    for start in (0..split.len()).step_by(chunk) {
+        indices.clear();
+        indices.extend(start..(start + chunk).min(split.len()));
+        fill_batch(split, &indices, view, rng, &mut buf);
+        f(&buf)?;
+    }
+    Ok(())
 }
 
 /// A whole split as f32 in one view (one image after another).

@@ -1,29 +1,24 @@
 //! The bytes of a split's images: a vector in memory, or a range of genlab's
 //! memory-mapped image cache (see [`super::cache`]), behind one slice type.
 //!
-//! A mapped range keeps the process's resident memory bounded by what
-//! training touches lately, not by the dataset: the pages read since the
-//! last release are handed back to the kernel (they stay in its page cache,
-//! so reading them again is a minor fault) once they pass
-//! [`RELEASE_EVERY`] bytes.
+//! Batches read a mapped cache by position ([`ImageBytes::read_into`]), not
+//! through the mapping: the bytes then stay in the kernel's page cache
+//! instead of this process's resident memory, which so follows the batch,
+//! not the dataset. (A touched page of a mapping counts as resident until it
+//! is unmapped, and kernels with large page-cache folios map up to 2 MiB per
+//! touch, so random batches through the mapping would make the whole
+//! dataset resident within an epoch.) The mapping serves the rest: figures,
+//! statistics and evaluation, which read what they need once.
 
 use std::ops::{Deref, Range};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-/// Touched bytes of a mapping after which its pages are released.
-pub const RELEASE_EVERY: usize = 32 << 20;
-
-/// Conservatively, the memory one image read from a mapping costs: each
-/// touches at least one page.
-const PAGE: usize = 4096;
 
 enum Backing {
     Owned(Vec<u8>),
     Mapped {
         map: memmap2::Mmap,
-        /// Bytes of pages touched since the last release.
-        touched: AtomicUsize,
+        /// The mapped file, for positional reads.
+        file: std::fs::File,
     },
 }
 
@@ -35,12 +30,13 @@ pub struct ImageBytes {
 }
 
 impl ImageBytes {
-    /// Several ranges of one mapping, sharing it.
-    pub fn mapped_ranges(map: memmap2::Mmap, ranges: &[Range<usize>]) -> Vec<ImageBytes> {
-        let backing = Arc::new(Backing::Mapped {
-            map,
-            touched: AtomicUsize::new(0),
-        });
+    /// Several ranges of `file`'s mapping `map`, sharing it.
+    pub fn mapped_ranges(
+        map: memmap2::Mmap,
+        file: std::fs::File,
+        ranges: &[Range<usize>],
+    ) -> Vec<ImageBytes> {
+        let backing = Arc::new(Backing::Mapped { map, file });
         ranges
             .iter()
             .map(|r| ImageBytes {
@@ -86,29 +82,32 @@ impl ImageBytes {
         self.to_vec()
     }
 
-    /// Records that `images` images were just read; past [`RELEASE_EVERY`]
-    /// bytes the mapping's resident pages are given back.
-    pub fn note_reads(&self, images: usize) {
-        if let Backing::Mapped { map, touched } = &*self.backing {
-            let before = touched.fetch_add(images * PAGE, Ordering::Relaxed);
-            if before + images * PAGE >= RELEASE_EVERY {
-                touched.store(0, Ordering::Relaxed);
-                release(map);
+    /// Copies the bytes at `at..at + out.len()` of this range into `out`:
+    /// for a mapped file by a positional read (see the module's comment).
+    pub fn read_into(&self, at: usize, out: &mut [u8]) {
+        let range = self.range.start + at..self.range.start + at + out.len();
+        assert!(range.end <= self.range.end, "read past the image bytes");
+        match &*self.backing {
+            Backing::Owned(v) => out.copy_from_slice(&v[range]),
+            Backing::Mapped { map, file } => {
+                if !read_at(file, range.start as u64, out) {
+                    // The mapping holds the same bytes; it only costs memory.
+                    out.copy_from_slice(&map[range]);
+                }
             }
         }
     }
 }
 
 #[cfg(unix)]
-fn release(map: &memmap2::Mmap) {
-    // SAFETY: the mapping is private and read-only, of a file genlab
-    // replaces only by rename and never writes in place, so a page dropped
-    // here reads back with the same bytes.
-    let _ = unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+fn read_at(file: &std::fs::File, offset: u64, out: &mut [u8]) -> bool {
+    std::os::unix::fs::FileExt::read_exact_at(file, out, offset).is_ok()
 }
 
 #[cfg(not(unix))]
-fn release(_: &memmap2::Mmap) {}
+fn read_at(_: &std::fs::File, _: u64, _: &mut [u8]) -> bool {
+    false
+}
 
 fn shared_slice(backing: &Backing, range: Range<usize>) -> &[u8] {
     match backing {
@@ -174,17 +173,23 @@ mod tests {
     }
 
     #[test]
-    fn mapped_ranges_read_the_file_and_survive_a_release() {
+    fn mapped_ranges_read_the_file_through_the_map_and_by_position() {
+        const PAGE: usize = 4096;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m");
         let data: Vec<u8> = (0..3 * PAGE).map(|i| (i % 251) as u8).collect();
         std::fs::write(&path, &data).unwrap();
-        let map = unsafe { memmap2::Mmap::map(&std::fs::File::open(&path).unwrap()) }.unwrap();
-        let parts = ImageBytes::mapped_ranges(map, &[0..PAGE, PAGE..3 * PAGE]);
+        let file = std::fs::File::open(&path).unwrap();
+        let map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
+        let parts = ImageBytes::mapped_ranges(map, file, &[0..PAGE, PAGE..3 * PAGE]);
         assert!(parts[0].is_mapped());
         assert_eq!(&*parts[1], &data[PAGE..]);
-        parts[1].note_reads(RELEASE_EVERY / PAGE + 1);
-        assert_eq!(&*parts[1], &data[PAGE..]);
+        let mut out = vec![0u8; 100];
+        parts[1].read_into(PAGE + 7, &mut out);
+        assert_eq!(out, data[2 * PAGE + 7..2 * PAGE + 107]);
+        let owned = ImageBytes::from(data.clone());
+        owned.read_into(5, &mut out);
+        assert_eq!(out, data[5..105]);
         assert_eq!(parts[0].clone().into_vec(), data[..PAGE].to_vec());
     }
 }

@@ -117,6 +117,7 @@ pub fn open(
         .then(|| map[label_at + h.train..label_at + h.train + h.test].to_vec());
     let mut parts = ImageBytes::mapped_ranges(
         map,
+        file,
         &[
             DATA_START..DATA_START + train_px,
             DATA_START + train_px..DATA_START + train_px + test_px,

@@ -47,6 +47,19 @@ impl DatasetName {
         }
     }
 
+    /// The image shape of a named dataset, known before it is read.
+    pub fn known_shape(&self) -> Option<super::ImageShape> {
+        match self {
+            DatasetName::Mnist | DatasetName::FashionMnist => Some(super::ImageShape::MNIST),
+            DatasetName::Cifar10(_) => Some(super::ImageShape {
+                channels: 3,
+                height: 32,
+                width: 32,
+            }),
+            _ => None,
+        }
+    }
+
     /// Whether `dir` holds every file this dataset is read from.
     pub fn complete_in(&self, dir: &Path) -> bool {
         match self {

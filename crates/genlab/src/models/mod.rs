@@ -41,7 +41,7 @@ pub trait ModelConfig: Serialize + DeserializeOwned + Default + Clone + Debug {
     /// a batch's activations, the per-epoch evaluation), and the keys that
     /// set it, so that an impossible size is refused before anything is
     /// allocated or written.
-    fn training_memory(&self) -> (f64, &'static str);
+    fn training_memory(&self, image: crate::data::ImageShape) -> (f64, &'static str);
     /// Checks that the model can take the dataset's images (once they are
     /// read, before a run is created or continued); errors name the fix.
     fn check_images(&self, _image: crate::data::ImageShape) -> Result<()> {
@@ -53,9 +53,13 @@ pub trait ModelConfig: Serialize + DeserializeOwned + Default + Clone + Debug {
 /// evaluator, the code.
 pub const BASE_MEMORY: f64 = 256.0 * (1u64 << 20) as f64;
 
-/// Refuses a configuration whose training cannot fit in memory.
-pub fn check_training_memory<C: ModelConfig>(config: &C) -> Result<()> {
-    let (bytes, keys) = config.training_memory();
+/// Refuses a configuration whose training on images of `image`'s shape
+/// cannot fit in memory.
+pub fn check_training_memory<C: ModelConfig>(
+    config: &C,
+    image: crate::data::ImageShape,
+) -> Result<()> {
+    let (bytes, keys) = config.training_memory(image);
     crate::bounded::check_memory(BASE_MEMORY + bytes, "training this configuration", keys)
 }
 
@@ -166,7 +170,9 @@ pub fn planned_family_config<F: Family>(request: &TrainRequest) -> Result<String
     let preset = preset_for(F::NAME, F::SEED_PRESET, request.preset.as_deref())?;
     let config: RunConfig<F::Config> = resolve(preset, &request.overrides).map_err(usage)?;
     config.model.validate().map_err(usage)?;
-    check_training_memory(&config.model)?;
+    if let Some(image) = config.data.expected_shape() {
+        check_training_memory(&config.model, image)?;
+    }
     crate::config::to_toml(&config)
 }
 
@@ -202,13 +208,17 @@ pub fn train_family<F: Family>(request: &TrainRequest) -> Result<PathBuf> {
     let preset = preset_for(F::NAME, F::SEED_PRESET, request.preset.as_deref())?;
     let config: RunConfig<F::Config> = resolve(preset, &request.overrides).map_err(usage)?;
     config.model.validate().map_err(usage)?;
-    check_training_memory(&config.model)?;
+    // Before the data is read where its shape is known, after it otherwise.
+    if let Some(image) = config.data.expected_shape() {
+        check_training_memory(&config.model, image)?;
+    }
     let device = config.device.device().map_err(usage)?;
     F::check(&config).map_err(usage)?;
     config.data.validate()?;
     let interactive = crate::progress::interactive();
     let dataset = config.data.load(request.data_dir.clone())?;
     config.model.check_images(dataset.image)?;
+    check_training_memory(&config.model, dataset.image)?;
     if config.model.batch_size() > dataset.train.len() {
         crate::usage_bail!(
             "model.batch_size = {} is larger than the training set ({} images{}); lower it or raise data.train_limit",
@@ -294,6 +304,7 @@ pub fn resume_family<F: Family>(
     let interactive = crate::progress::interactive();
     let dataset = config.data.load(data_dir)?;
     config.model.check_images(dataset.image)?;
+    check_training_memory(&config.model, dataset.image)?;
     if epochs.is_some() {
         run.write_config(&config)?;
     }

@@ -27,7 +27,7 @@ use super::tensors::{download, from_checkpoint, take_gradients, to_checkpoint, u
 use super::{Family, ModelConfig, TrainContext};
 use crate::config::{OnNan, RunConfig};
 use crate::data::batches::fill_batch;
-use crate::data::{EpochOrder, ImageShape, PIXELS, PixelView};
+use crate::data::{EpochOrder, ImageShape, PixelView};
 use crate::nn::host::{HostNetwork, InputGradient};
 use crate::nn::{self, Layer, Network};
 use crate::rng::{GenRng, Purpose, fill_standard_normal, stream};
@@ -116,11 +116,10 @@ impl ModelConfig for GanConfig {
         self.batch_size
     }
 
-    fn training_memory(&self) -> (f64, &'static str) {
+    fn training_memory(&self, image: ImageShape) -> (f64, &'static str) {
         let mut widths = vec![self.latent];
         widths.extend(&self.generator_hidden);
-        // Sized for MNIST's images: the configuration is checked before the data is read.
-        widths.push(PIXELS);
+        widths.push(image.pixels());
         widths.extend(&self.discriminator_hidden);
         widths.push(1);
         let params: f64 = widths

@@ -34,8 +34,8 @@ use super::tensors::{download, upload};
 use super::{Family, ModelConfig, TrainContext};
 use crate::config::{OnNan, RunConfig};
 use crate::cpu::{matmul, softplus, softplus_shifted_sum, softplus_sum};
-use crate::data::batches::{fill_batch, fill_batch_slice, first_rows, split_to_f32};
-use crate::data::{EpochOrder, ImageShape, PIXELS, PixelView, Split};
+use crate::data::batches::{fill_batch, fill_batch_slice, first_rows, for_each_chunk};
+use crate::data::{EpochOrder, ImageShape, PixelView, Split};
 use crate::rng::{GenRng, Purpose, stream};
 use crate::run::{Checkpoint, RunDir, TensorData};
 use crate::viz::{line_plot, save_grid};
@@ -145,9 +145,8 @@ impl ModelConfig for RbmConfig {
         self.batch_size
     }
 
-    fn training_memory(&self) -> (f64, &'static str) {
-        // Sized for MNIST's visible layer: the configuration is checked before the data is read.
-        let (v, h) = (PIXELS as f64, self.hidden as f64);
+    fn training_memory(&self, image: ImageShape) -> (f64, &'static str) {
+        let (v, h) = (image.pixels() as f64, self.hidden as f64);
         let rows = (self.batch_size + self.chain_count()) as f64;
         // W, its velocity and gradient, on the device and in the host kernel's
         // scratch; the batch and the Gibbs chains' states and probabilities;

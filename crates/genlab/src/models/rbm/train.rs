@@ -29,17 +29,30 @@ fn lr_at(config: &RbmConfig, t: usize, total: usize) -> f64 {
 /// What is measured after each epoch.
 fn epoch_metrics(
     rbm: &Rbm,
-    test: &[f32],
+    test: &Split,
     pl_set: &[f32],
     train_subset: &[f32],
 ) -> Map<String, Value> {
     let fe_train = mean_free_energy_binarised(rbm, train_subset);
-    let fe_test = mean_free_energy_binarised(rbm, test);
-    let mut m = Map::new();
-    m.insert(
-        "recon_error_test".into(),
-        json!(rbm.reconstruction_error(test)),
+    // The test split 1,024 images at a time, never whole as f32 (the unit
+    // view draws nothing from the stream).
+    let (mut recon, mut fe) = (0.0f64, 0.0f64);
+    let _ = for_each_chunk(
+        test,
+        PixelView::Unit,
+        &mut stream(0, Purpose::Fixed, 0),
+        1024,
+        |v| {
+            let n = (v.len() / rbm.visible) as f64;
+            recon += rbm.reconstruction_error(v) * n;
+            fe += mean_free_energy_binarised(rbm, v) * n;
+            Ok::<(), std::convert::Infallible>(())
+        },
     );
+    let n_test = test.len().max(1) as f64;
+    let fe_test = fe / n_test;
+    let mut m = Map::new();
+    m.insert("recon_error_test".into(), json!(recon / n_test));
     m.insert(
         "pseudo_likelihood_test".into(),
         json!(rbm.pseudo_likelihood(pl_set)),
@@ -199,7 +212,6 @@ struct RbmStep<'a> {
     lr: f64,
     best_pl: f64,
     // Fixed sets for the per-epoch figures and metrics, chosen once per run.
-    test: Vec<f32>,
     pl_set: Vec<f32>,
     train_subset: Vec<f32>,
     sample_start: Vec<f32>,
@@ -303,7 +315,12 @@ impl Step for RbmStep<'_> {
             );
         }
         let rbm = &self.rbm;
-        let mut metrics = epoch_metrics(rbm, &self.test, &self.pl_set, &self.train_subset);
+        let mut metrics = epoch_metrics(
+            rbm,
+            &self.ctx.dataset.test,
+            &self.pl_set,
+            &self.train_subset,
+        );
         let pl = metrics["pseudo_likelihood_test"]
             .as_f64()
             .unwrap_or(f64::NAN);
@@ -393,7 +410,6 @@ impl Family for RbmFamily {
         };
         // Fixed sets for the per-epoch figures and metrics, chosen once per run.
         let mut fixed_rng = stream(seed, Purpose::Fixed, 0);
-        let test = split_to_f32(&ctx.dataset.test, PixelView::Unit, &mut fixed_rng);
         let pl_set = first_rows(&ctx.dataset.test, config.pl_images);
         let subset: Vec<usize> =
             rand::seq::index::sample(&mut fixed_rng, train.len(), 1000.min(train.len())).into_vec();
@@ -431,7 +447,6 @@ impl Family for RbmFamily {
             total_updates: batches_per_epoch * config.epochs,
             lr: config.lr,
             best_pl,
-            test,
             pl_set,
             train_subset,
             sample_start,

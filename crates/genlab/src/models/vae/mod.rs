@@ -27,8 +27,8 @@ use super::optim::{Optimizer, OptimizerKind, Rule};
 use super::tensors::{download, from_checkpoint, take_gradients, to_checkpoint, upload};
 use super::{Family, ModelConfig, TrainContext};
 use crate::config::{OnNan, RunConfig};
-use crate::data::batches::{fill_batch, split_to_f32};
-use crate::data::{EpochOrder, ImageShape, PIXELS, PixelView, Split};
+use crate::data::batches::{fill_batch, for_each_chunk, split_to_f32};
+use crate::data::{EpochOrder, ImageShape, PixelView, Split};
 use crate::nn::{self, Layer, Network, Padding};
 use crate::rng::{GenRng, Purpose, fill_standard_normal, stream};
 use crate::run::{Checkpoint, RunDir, TensorData};
@@ -133,11 +133,15 @@ impl ModelConfig for VaeConfig {
         self.batch_size
     }
 
-    fn training_memory(&self) -> (f64, &'static str) {
+    fn training_memory(&self, image: ImageShape) -> (f64, &'static str) {
         let widths = self.hidden_widths();
-        let (v, l, b) = (PIXELS as f64, self.latent as f64, self.batch_size as f64);
+        let (v, l, b) = (
+            image.pixels() as f64,
+            self.latent as f64,
+            self.batch_size as f64,
+        );
         let h = widths.iter().sum::<usize>() as f64;
-        let mut fan = PIXELS;
+        let mut fan = image.pixels();
         let mut dense = 0.0;
         for &w in &widths {
             dense += (fan * w + w) as f64;
@@ -739,17 +743,53 @@ impl Vae {
             .chunks(INFERENCE_BATCH * pixels)
             .zip(eps.chunks(INFERENCE_BATCH * self.net.latent))
         {
-            let (r, k) = self.net.loss_parts(
-                &self.params,
-                self.rows(xc, pixels),
-                self.rows(ec, self.net.latent),
-                likelihood,
-            );
-            let v = download(Tensor::cat(vec![r.sum(), k.sum()], 0))?;
-            recon += v[0] as f64;
-            kl += v[1] as f64;
+            let (r, k) = self.summed_loss_terms(xc, ec, likelihood)?;
+            recon += r;
+            kl += k;
         }
         Ok((recon / n as f64, kl / n as f64))
+    }
+
+    /// [`Vae::loss_terms`] over a split's test view ([`test_pixels`]),
+    /// converted [`INFERENCE_BATCH`] images at a time: the same figures
+    /// without the split as f32 in memory.
+    pub fn split_loss_terms(
+        &self,
+        split: &Split,
+        eps: &[f32],
+        likelihood: Likelihood,
+        seed: u64,
+    ) -> Result<(f64, f64)> {
+        let (view, mut rng) = test_view(likelihood, seed);
+        let (mut recon, mut kl) = (0.0f64, 0.0f64);
+        let mut ec = eps.chunks(INFERENCE_BATCH * self.net.latent);
+        for_each_chunk(split, view, &mut rng, INFERENCE_BATCH, |xc| {
+            let noise = ec.next().context("fewer noise rows than images")?;
+            let (r, k) = self.summed_loss_terms(xc, noise, likelihood)?;
+            recon += r;
+            kl += k;
+            anyhow::Ok(())
+        })?;
+        let n = split.len().max(1) as f64;
+        Ok((recon / n, kl / n))
+    }
+
+    /// Summed reconstruction and KL terms of one inference batch.
+    fn summed_loss_terms(
+        &self,
+        x: &[f32],
+        eps: &[f32],
+        likelihood: Likelihood,
+    ) -> Result<(f64, f64)> {
+        let pixels = self.net.image.pixels();
+        let (r, k) = self.net.loss_parts(
+            &self.params,
+            self.rows(x, pixels),
+            self.rows(eps, self.net.latent),
+            likelihood,
+        );
+        let v = download(Tensor::cat(vec![r.sum(), k.sum()], 0))?;
+        Ok((v[0] as f64, v[1] as f64))
     }
 }
 
@@ -787,11 +827,17 @@ pub fn burn_step(
 /// The test images as the loss sees them: pixel / 255 (MSE) or one fixed
 /// Bernoulli draw (seed-determined) for the Bernoulli likelihood.
 pub fn test_pixels(split: &Split, likelihood: Likelihood, seed: u64) -> Vec<f32> {
+    let (view, mut rng) = test_view(likelihood, seed);
+    split_to_f32(split, view, &mut rng)
+}
+
+/// The view and the binarisation stream of [`test_pixels`].
+fn test_view(likelihood: Likelihood, seed: u64) -> (PixelView, crate::rng::GenRng) {
     let view = match likelihood {
         Likelihood::Mse => PixelView::Unit,
         Likelihood::Bernoulli => PixelView::Dynamic,
     };
-    split_to_f32(split, view, &mut stream(seed, Purpose::Binarise, 1_000_000))
+    (view, stream(seed, Purpose::Binarise, 1_000_000))
 }
 
 /// Noise for `n` reparameterisations, the same for every epoch of a run.

@@ -25,7 +25,6 @@ struct VaeStep<'a> {
     /// The CPU executor's path (GENLAB_CPU_KERNELS=0 forces burn's
     /// generic path, for comparisons).
     fast: Option<HostNetworkVae>,
-    test: Vec<f32>,
     val_eps: Vec<f32>,
     prior_z: Vec<f32>,
     view: PixelView,
@@ -141,9 +140,12 @@ impl Step for VaeStep<'_> {
     fn end_epoch(&mut self, epoch: usize, _skipped: usize, _batches: usize) -> Result<EpochEnd> {
         self.sync();
         let config = self.config;
-        let (val_recon, val_kl) =
-            self.vae
-                .loss_terms(&self.test, &self.val_eps, config.likelihood)?;
+        let (val_recon, val_kl) = self.vae.split_loss_terms(
+            &self.ctx.dataset.test,
+            &self.val_eps,
+            config.likelihood,
+            self.seed,
+        )?;
         let val = val_recon + val_kl;
         if !val.is_finite() {
             bail!(
@@ -277,7 +279,6 @@ impl Family for VaeFamily {
             vae,
             opt,
             fast,
-            test: test_pixels(&ctx.dataset.test, config.likelihood, seed),
             val_eps: fixed_noise(seed, 2, n_test * config.latent),
             prior_z: fixed_noise(seed, 3, 64 * config.latent),
             view: config.train_view(),
