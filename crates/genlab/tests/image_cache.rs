@@ -78,6 +78,15 @@ fn a_folder_is_decoded_once_then_mapped_and_rebuilt_when_it_changes() {
     assert_eq!(again.train.pixels, first.train.pixels);
     assert_eq!(again.test.labels, first.test.labels);
 
+    // Another spelling of the same directory shares the cache.
+    let respelled = load(&dir.join("..").join("imgs"), &user_cache, &opts);
+    assert_eq!(cache_files(&dir), files, "one cache for both spellings");
+    assert_eq!(
+        std::fs::metadata(&files[0]).unwrap().modified().unwrap(),
+        stamp
+    );
+    assert_eq!(respelled.train.pixels, first.train.pixels);
+
     // The same bytes as a decode without any cache (the cache dir made a file).
     let bare = tmp.path().join("bare");
     std::fs::create_dir_all(&bare).unwrap();
