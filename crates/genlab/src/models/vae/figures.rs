@@ -57,6 +57,9 @@ fn principal_axes(rows: &[f32], d: usize) -> [Vec<f64>; 2] {
     [axis(0), axis(1.min(d - 1))]
 }
 
+/// The most test images the latent scatter shows.
+const SCATTER_IMAGES: usize = 10_000;
+
 /// Every end-of-training picture: loss curves, reconstructions, prior
 /// samples, an interpolation strip, the latent scatter and (2-D latents) the
 /// manifold.
@@ -111,16 +114,22 @@ pub fn write_figures(
         )?;
     }
 
-    // Scatter of the test set's latent means by class.
-    let all = crate::data::batches::first_rows(test, test.len());
+    // Scatter of the test set's latent means by class: at most MNIST's
+    // 10,000 test images, since more points only overdraw the plot and a
+    // large test split would otherwise be converted whole.
+    let shown = test.len().min(SCATTER_IMAGES);
+    let all = crate::data::batches::first_rows(test, shown);
     let (means, _) = vae.encode(&all)?;
-    let no_labels = vec![0u8; test.len()];
-    let labels = test.labels.as_ref().unwrap_or(&no_labels);
+    let no_labels = vec![0u8; shown];
+    let labels = match &test.labels {
+        Some(labels) => &labels[..shown],
+        None => &no_labels[..],
+    };
     let (points, axes, title): (Vec<(f32, f32)>, (&str, &str), String) = if l == 2 {
         (
             means.chunks_exact(2).map(|m| (m[0], m[1])).collect(),
             ("z[0]", "z[1]"),
-            format!("Latent means of {} test digits", labels.len()),
+            format!("Latent means of {} test images", labels.len()),
         )
     } else {
         let [a, b] = principal_axes(&means, l);
@@ -134,7 +143,7 @@ pub fn write_figures(
                 .collect(),
             ("principal component 1", "principal component 2"),
             format!(
-                "Latent means ({l}-D) of {} test digits: first two principal components",
+                "Latent means ({l}-D) of {} test images: first two principal components",
                 labels.len()
             ),
         )
