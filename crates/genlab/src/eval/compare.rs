@@ -211,7 +211,16 @@ fn seed_figure(family: &str, preset: &str, config: &toml::Value) -> String {
         }
         m
     };
+    // The SPEC's figures are MNIST's: another dataset is not comparable.
+    let dataset = |c: &toml::Value| {
+        c.get("data")
+            .and_then(|d| d.get("dataset"))
+            .and_then(|v| v.as_str())
+            .unwrap_or("mnist")
+            .to_string()
+    };
     match planned {
+        Some(_) if dataset(config) != "mnist" => "- (other data)".into(),
         Some(p) if model(&p) == model(config) => figure.to_string(),
         _ => "- (other settings)".into(),
     }
@@ -265,7 +274,7 @@ pub fn compare(runs: &[&Path]) -> Result<Table> {
         header: COLUMNS.map(String::from).to_vec(),
         ..Table::default()
     };
-    let mut reference: Option<Value> = None;
+    let mut reference: Option<(u64, Value)> = None;
     for root in runs {
         let record = RunRecord::load(root)?;
         let (seconds, rate) = (record.training_seconds(), record.median_rate());
@@ -304,13 +313,15 @@ pub fn compare(runs: &[&Path]) -> Result<Table> {
         let q = &eval["sample_quality"];
         row.extend(quality_cells(&q["model"]));
         if reference.is_none() && q["reference_real_train_10k"].is_object() {
-            reference = Some(q["reference_real_train_10k"].clone());
+            // Files written before the count was recorded used 10,000 images.
+            let images = q["reference_images"].as_u64().unwrap_or(10_000);
+            reference = Some((images, q["reference_real_train_10k"].clone()));
         }
         table.rows.push(row);
     }
-    if let Some(r) = reference {
+    if let Some((images, r)) = reference {
         let mut row = vec![
-            "real training images (10,000)".to_string(),
+            format!("real training images ({})", thousands(images)),
             "reference".into(),
         ];
         row.resize(
@@ -321,4 +332,31 @@ pub fn compare(runs: &[&Path]) -> Result<Table> {
         table.rows.push(row);
     }
     Ok(table)
+}
+
+/// `n` with commas between groups of three digits, as the tables print counts.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::thousands;
+
+    #[test]
+    fn counts_are_grouped_by_three_digits() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1617), "1,617");
+        assert_eq!(thousands(10_000), "10,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
 }

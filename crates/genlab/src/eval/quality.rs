@@ -195,6 +195,7 @@ pub fn evaluate_samples(
         "sample_quality": {
             "evaluator": evaluator_desc,
             "test_images": full.test.len(),
+            "reference_images": full.train.len().min(10_000),
             "model": model,
             "reference_real_train_10k": real,
         }

@@ -49,13 +49,17 @@ pub fn manifold_plot(
     title: &str,
 ) -> Result<()> {
     register_font();
+    // Small images are scaled up so the grid is at least about 600 pixels
+    // wide; MNIST's 30 x 28 pixels already are.
+    let side = n * shape.height.max(shape.width);
+    let scale = 600usize.div_ceil(side.max(1)).clamp(1, 8) as u32;
     let grid = grid_image(
         tiles,
         shape,
         n,
         n,
         GridOptions {
-            scale: 1,
+            scale,
             separator: 0,
             separator_level: 0,
         },

@@ -167,6 +167,7 @@ pub fn evaluate_vae(run: &RunDir, opts: &EvalOptions) -> Result<(Value, Vec<Stri
     let (se_px, se_elbo) = (std_error(&est.log_px), std_error(&est.elbo));
     let decoder = decoder_ais(&loaded, &data, &test, density, k, rows_per_pass, opts)?;
 
+    let d = model.net.image.pixels();
     let (data_desc, density_desc) = match cfg.likelihood {
         Likelihood::Bernoulli => (
             format!(
@@ -178,8 +179,9 @@ pub fn evaluate_vae(run: &RunDir, opts: &EvalOptions) -> Result<(Value, Vec<Stri
         Likelihood::Mse => (
             format!("{n} {split} images as pixel/255"),
             format!(
-                "Gaussian decoder N(x_hat, 1/2 I): the density whose negative log is the seed's 784 x MSE plus {:.3} (= 392 ln pi); a density on [0,1]^784, so it depends on this variance and is not comparable with Bernoulli figures",
-                gaussian_constant(model.net.image.pixels())
+                "Gaussian decoder N(x_hat, 1/2 I): the density whose negative log is the seed's {d} x MSE plus {:.3} (= {} ln pi); a density on [0,1]^{d}, so it depends on this variance and is not comparable with Bernoulli figures",
+                gaussian_constant(d),
+                d as f64 / 2.0
             ),
         ),
     };
@@ -220,8 +222,8 @@ pub fn evaluate_vae(run: &RunDir, opts: &EvalOptions) -> Result<(Value, Vec<Stri
         "split": split,
         "loss": {
             "definition": match cfg.likelihood {
-                Likelihood::Mse => "784 x MSE + KL per image (sum of squared errors over pixels + KL)",
-                Likelihood::Bernoulli => "binary cross-entropy summed over pixels + KL per image",
+                Likelihood::Mse => format!("{d} x MSE + KL per image (sum of squared errors over pixels + KL)"),
+                Likelihood::Bernoulli => "binary cross-entropy summed over pixels + KL per image".to_string(),
             },
             "test_loss": recon + kl,
             "test_recon": recon,
