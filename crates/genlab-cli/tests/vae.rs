@@ -485,3 +485,177 @@ fn a_deeper_mlp_vae_trains_resumes_exactly_and_evaluates() {
     assert!(eval.contains("log p(x)"), "{eval}");
     assert!(!eval.contains("decoder AIS"), "{eval}");
 }
+
+/// beta-VAE: the loss is recon + beta KL in training and validation alike,
+/// the run resumes bit for bit, sampling repeats for a seed, the traversal
+/// figure has a row per latent dimension, the seed's configuration keeps
+/// its bytes (no `beta` key) and a nonsensical beta is refused.
+#[test]
+fn beta_vae_weights_the_kl_term_resumes_exactly_and_draws_traversals() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = ["--train-limit", "1024", "--test-limit", "200"];
+    let reference = dir.path().join("beta");
+    let mut extra = base.to_vec();
+    extra.extend(["--preset", "beta-vae", "--epochs", "2"]);
+    train(&reference, &extra);
+    let cfg = std::fs::read_to_string(reference.join("config.toml")).unwrap();
+    assert!(
+        cfg.contains("beta = 4.0") && cfg.contains("latent = 10"),
+        "{cfg}"
+    );
+    let rows = metrics(&reference);
+    assert_eq!(rows.len(), 2);
+    for row in &rows {
+        let f = |k: &str| row[k].as_f64().unwrap();
+        for (loss, recon, kl) in [("loss", "recon", "kl"), ("val_loss", "val_recon", "val_kl")] {
+            let want = f(recon) + 4.0 * f(kl);
+            assert!((f(loss) - want).abs() <= 1e-9 * want.abs(), "{row}");
+            assert!(f(kl) > 0.0, "{row}");
+        }
+    }
+    let traversal = image::open(reference.join("images/traversal.png")).unwrap();
+    let (w, h) = (traversal.width() as f64, traversal.height() as f64);
+    // 10 rows (latent dimensions) of 11 tiles.
+    assert!((h / w - 10.0 / 11.0).abs() < 0.02, "{w} x {h}");
+
+    let short = dir.path().join("short");
+    let mut extra = base.to_vec();
+    extra.extend(["--preset", "beta-vae", "--epochs", "1"]);
+    train(&short, &extra);
+    ok(&[
+        "train",
+        "--resume",
+        short.to_str().unwrap(),
+        "--epochs",
+        "2",
+    ]);
+    assert!(
+        weights(&short) == weights(&reference),
+        "resumed weights differ"
+    );
+    assert_eq!(metrics(&short), rows);
+
+    let sample = |name: &str| {
+        let out = dir.path().join(name);
+        ok(&[
+            "sample",
+            reference.to_str().unwrap(),
+            "--seed",
+            "7",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        std::fs::read(out).unwrap()
+    };
+    assert_eq!(sample("a.png"), sample("b.png"));
+
+    let seed = dir.path().join("seed");
+    let mut extra = base.to_vec();
+    extra.extend(["--epochs", "1"]);
+    train(&seed, &extra);
+    let cfg = std::fs::read_to_string(seed.join("config.toml")).unwrap();
+    for key in ["beta =", "objective =", "k ="] {
+        assert!(!cfg.lines().any(|l| l.starts_with(key)), "{key}: {cfg}");
+    }
+
+    let bad = dir.path().join("bad");
+    let out = genlab(&[
+        "train",
+        "beta-vae",
+        "--out",
+        bad.to_str().unwrap(),
+        "--set",
+        "model.beta=-1",
+    ])
+    .output()
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("model.beta = -1"), "{err}");
+    assert!(!bad.join("config.toml").exists());
+}
+
+/// IWAE: trains on burn's path with k draws, resumes bit for bit, its
+/// validation bound is tighter than the ELBO of the same draws' terms, eval
+/// measures it like any VAE, and nonsensical settings are refused.
+#[test]
+fn iwae_trains_on_its_bound_resumes_exactly_and_evaluates() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = ["--train-limit", "512", "--test-limit", "100"];
+    let reference = dir.path().join("iwae");
+    let mut extra = base.to_vec();
+    extra.extend(["--preset", "iwae", "--epochs", "2"]);
+    let out = train(&reference, &extra);
+    assert!(out.contains("minus the IWAE bound, k = 5"), "{out}");
+    let cfg = std::fs::read_to_string(reference.join("config.toml")).unwrap();
+    assert!(
+        cfg.contains("objective = \"iwae\"") && cfg.contains("k = 5"),
+        "{cfg}"
+    );
+    let rows = metrics(&reference);
+    for row in &rows {
+        let f = |k: &str| row[k].as_f64().unwrap();
+        // -log (1/k) sum w is below recon + KL for the same model.
+        assert!(f("val_loss") < f("val_recon") + f("val_kl"), "{row}");
+        assert!(f("loss").is_finite() && f("kl") > 0.0, "{row}");
+    }
+
+    let short = dir.path().join("short");
+    let mut extra = base.to_vec();
+    extra.extend(["--preset", "iwae", "--epochs", "1"]);
+    train(&short, &extra);
+    ok(&[
+        "train",
+        "--resume",
+        short.to_str().unwrap(),
+        "--epochs",
+        "2",
+    ]);
+    assert!(
+        weights(&short) == weights(&reference),
+        "resumed weights differ"
+    );
+    assert_eq!(metrics(&short), rows);
+
+    let out = ok(&[
+        "eval",
+        reference.to_str().unwrap(),
+        "--k",
+        "20",
+        "-n",
+        "0",
+        "--decoder-ais-images",
+        "0",
+        "--bdmc-images",
+        "0",
+        "--json",
+    ]);
+    let e: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let px = e["likelihood"]["test_log_likelihood"].as_f64().unwrap();
+    assert!(px < -60.0 && px > -544.0, "{px}");
+
+    for (set, needle) in [
+        (
+            "model.beta=2",
+            "model.beta = 2 with model.objective = \"iwae\"",
+        ),
+        ("model.k=0", "model.k = 0"),
+    ] {
+        let bad = dir.path().join("bad");
+        let out = genlab(&[
+            "train",
+            "iwae",
+            "--out",
+            bad.to_str().unwrap(),
+            "--set",
+            set,
+        ])
+        .output()
+        .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(err.contains(needle), "{err}");
+    }
+}

@@ -92,6 +92,16 @@ pub const PRESETS: &[Preset] = &[
         "MLP VAE, latent 16, Bernoulli decoder on dynamically binarised images, otherwise the seed"
     ),
     preset!(
+        "beta-vae",
+        "vae",
+        "beta-VAE (Higgins et al. 2017): MLP VAE, latent 10, Bernoulli decoder, loss recon + 4 x KL, otherwise the seed"
+    ),
+    preset!(
+        "iwae",
+        "vae",
+        "IWAE (Burda et al. 2016): MLP 784-200-200-50, Bernoulli decoder, trained on the importance-weighted bound with k = 5 draws"
+    ),
+    preset!(
         "conv-vae",
         "vae",
         "Seed convolutional VAE, latent 2: 10k/1k subset, Keras RMSprop, batch 32, 30 epochs",

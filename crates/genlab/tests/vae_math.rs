@@ -446,23 +446,23 @@ fn importance_sampling_recovers_an_exact_gaussian_marginal() {
     }
 }
 
-/// One training step of `vae` on the CPU executor against burn's autodiff:
-/// the two loss sums agree to 1e-4 (relative) and every parameter's gradient
-/// to 1e-4 of its largest value. Returns the executor's state after the
-/// step, not yet applied.
+/// One training step of `vae` (KL weight `beta`) on the CPU executor
+/// against burn's autodiff: the two loss sums agree to 1e-4 (relative) and
+/// every parameter's gradient to 1e-4 of its largest value. Returns the
+/// executor's state after the step, not yet applied.
 fn executor_step_matches_autodiff(
     what: &str,
     vae: &Vae,
     opt: &Optimizer,
     x: &[f32],
     eps: &[f32],
-    likelihood: Likelihood,
+    (likelihood, beta): (Likelihood, f32),
 ) -> HostNetworkVae {
     let net = &vae.net;
-    let (want_stats, finite, want_grads) = burn_step(net, vae, x, eps, likelihood).unwrap();
+    let (want_stats, finite, want_grads) = burn_step(net, vae, x, eps, likelihood, beta).unwrap();
     assert!(finite, "{what}");
     let mut host = HostNetworkVae::new(vae, opt).unwrap();
-    let (stats, finite) = host.forward_backward(x, eps, likelihood, true);
+    let (stats, finite) = host.forward_backward(x, eps, likelihood, beta, true);
     assert!(finite, "{what}");
     for (a, b) in stats.iter().zip(&want_stats) {
         assert!(
@@ -519,11 +519,12 @@ fn cpu_fast_path_matches_the_autodiff_step() {
             .collect();
         let eps = randn(&mut rng, rows * 3, 1.0);
         let what = format!("{likelihood:?} {widths:?}");
-        let mut host = executor_step_matches_autodiff(&what, &vae, &opt, &x, &eps, likelihood);
+        let mut host =
+            executor_step_matches_autodiff(&what, &vae, &opt, &x, &eps, (likelihood, 1.0));
         // One update each way lands on the same parameters.
         let mut burn_vae = vae.clone();
         let mut burn_opt = Optimizer::new(rule, &net.sizes(), &dev);
-        let (_, _, g) = burn_step(&net, &burn_vae, &x, &eps, likelihood).unwrap();
+        let (_, _, g) = burn_step(&net, &burn_vae, &x, &eps, likelihood, 1.0).unwrap();
         burn_opt.update(&mut burn_vae.params, g);
         assert!(host.apply(), "{what}: finite gradients reported as not");
         let mut stored = vae.clone();
@@ -597,7 +598,7 @@ fn vaes_of_other_shapes_and_images_match_autodiff_on_the_cpu_executor() {
             .map(|_| rng.random::<f32>())
             .collect();
         let eps = randn(&mut rng, rows * 2, 1.0);
-        executor_step_matches_autodiff(&what, &vae, &opt, &x, &eps, Likelihood::Mse);
+        executor_step_matches_autodiff(&what, &vae, &opt, &x, &eps, (Likelihood::Mse, 1.0));
     }
 }
 
@@ -628,16 +629,79 @@ fn cpu_conv_fast_path_matches_the_autodiff_step() {
         eps: 1e-7,
     };
     let opt = Optimizer::new(rule, &net.sizes(), &dev);
-    for likelihood in [Likelihood::Mse, Likelihood::Bernoulli] {
+    // beta-VAE's KL weight (4, and 0: no KL at all) as well as the seed's 1.
+    for (likelihood, beta) in [
+        (Likelihood::Mse, 1.0),
+        (Likelihood::Bernoulli, 1.0),
+        (Likelihood::Mse, 4.0),
+        (Likelihood::Bernoulli, 0.0),
+    ] {
         let x: Vec<f32> = (0..rows * 784).map(|_| rng.random::<f32>()).collect();
         let x: Vec<f32> = match likelihood {
             Likelihood::Mse => x,
             Likelihood::Bernoulli => x.iter().map(|&u| (u < 0.3) as u8 as f32).collect(),
         };
         let eps = randn(&mut rng, rows * 2, 1.0);
-        let what = format!("{likelihood:?}");
-        executor_step_matches_autodiff(&what, &vae, &opt, &x, &eps, likelihood);
+        let what = format!("{likelihood:?}, beta {beta}");
+        executor_step_matches_autodiff(&what, &vae, &opt, &x, &eps, (likelihood, beta));
     }
+}
+
+/// beta weighs only the KL term: the decoder's gradients do not move with
+/// it, the encoder's move by exactly the KL term's gradient times beta - 1,
+/// and the reported sums are the unweighted terms.
+#[test]
+fn beta_scales_only_the_kl_terms_gradient() {
+    let dev = device();
+    let mut rng = stream(9, Purpose::Fixed, 0);
+    let rows = 5;
+    let net = VaeNet::new(Architecture::Mlp, 3, &[16]);
+    let vae = Vae::init(net.clone(), &mut stream(9, Purpose::Init, 0), &dev);
+    let rule = Rule::AdamKeras {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-7,
+    };
+    let opt = Optimizer::new(rule, &net.sizes(), &dev);
+    let x: Vec<f32> = (0..rows * 784).map(|_| rng.random::<f32>()).collect();
+    let eps = randn(&mut rng, rows * 3, 1.0);
+    let step = |beta: f32| {
+        let mut host = HostNetworkVae::new(&vae, &opt).unwrap();
+        let (stats, finite) = host.forward_backward(&x, &eps, Likelihood::Mse, beta, true);
+        assert!(finite);
+        (stats, host.grads())
+    };
+    let (s0, g0) = step(0.0);
+    let (s1, g1) = step(1.0);
+    let (s3, g3) = step(3.0);
+    assert_eq!(s0, s1, "the sums are the unweighted terms");
+    assert_eq!(s1, s3);
+    let mut encoder_moved = false;
+    for (i, spec) in net.specs.iter().enumerate() {
+        let decoder = spec.name.starts_with("decoder");
+        for ((a, b), c) in g0[i].iter().zip(&g1[i]).zip(&g3[i]) {
+            if decoder {
+                assert_eq!(
+                    a, b,
+                    "{}: the decoder's gradient moved with beta",
+                    spec.name
+                );
+                assert_eq!(a, c, "{}", spec.name);
+            } else {
+                // g(beta) = g_recon + beta g_kl, so g3 - g0 = 3 (g1 - g0).
+                let want = 3.0 * (b - a);
+                let scale = a.abs().max(b.abs()).max(c.abs()).max(1e-6);
+                assert!(
+                    (c - a - want).abs() <= 1e-4 * scale,
+                    "{}: {a} {b} {c}",
+                    spec.name
+                );
+                encoder_moved |= (b - a).abs() > 1e-6;
+            }
+        }
+    }
+    assert!(encoder_moved, "the KL term's gradient reached the encoder");
 }
 
 #[test]
@@ -663,4 +727,109 @@ fn host_decoder_of_the_evaluation_matches_burn() {
             assert!((p - q).abs() < 1e-3, "{p} vs {q}");
         }
     }
+}
+
+/// The importance-weighted bound of [`VaeNet::draws_terms`] against the same
+/// sum written out on the host in f64 from the encoder's and decoder's
+/// outputs; with one draw its reconstruction and KL terms are those of
+/// the one-draw loss; and the bound grows with k (Burda et al.'s theorem 1),
+/// staying below an estimate with many draws.
+#[test]
+fn the_iwae_bound_matches_a_written_out_sum_and_tightens_with_k() {
+    let dev = device();
+    let mut rng = stream(11, Purpose::Fixed, 0);
+    let (rows, latent) = (40, 3);
+    let net = VaeNet::new(Architecture::Mlp, latent, &[24]);
+    let vae = Vae::init(net.clone(), &mut stream(11, Purpose::Init, 0), &dev);
+    let x: Vec<f32> = (0..rows * 784)
+        .map(|_| (rng.random::<f32>() < 0.2) as u8 as f32)
+        .collect();
+    let xt = || upload(x.clone(), [rows, 784], &dev);
+    let bound = |k: usize, eps: &[f32]| {
+        let et = upload(eps.to_vec(), [rows * k, latent], &dev);
+        let (r, kl, b) = net.draws_terms(&vae.params, xt(), et, k, Likelihood::Bernoulli);
+        (
+            download(r).unwrap(),
+            download(kl).unwrap(),
+            download(b).unwrap(),
+        )
+    };
+
+    // k = 3 against the written-out sum.
+    let k = 3;
+    let eps = randn(&mut rng, rows * k * latent, 1.0);
+    let (_, _, got) = bound(k, &eps);
+    let (mean, logvar) = vae.encode(&x).unwrap();
+    for i in 0..rows {
+        let mut log_w = Vec::new();
+        for j in 0..k {
+            let e = &eps[(i * k + j) * latent..][..latent];
+            let (m, lv) = (
+                &mean[i * latent..][..latent],
+                &logvar[i * latent..][..latent],
+            );
+            let z: Vec<f32> = (0..latent)
+                .map(|d| m[d] + (0.5 * lv[d]).exp() * e[d])
+                .collect();
+            let logits = vae.decode_logits(&z).unwrap();
+            let log_px: f64 = logits
+                .iter()
+                .zip(&x[i * 784..][..784])
+                .map(|(&l, &t)| {
+                    let (l, t) = (l as f64, t as f64);
+                    t * l - l.max(0.0) - (-l.abs()).exp().ln_1p()
+                })
+                .sum();
+            let log_ratio: f64 = (0..latent)
+                .map(|d| 0.5 * ((e[d] * e[d] - z[d] * z[d] + lv[d]) as f64))
+                .sum();
+            log_w.push(log_px + log_ratio);
+        }
+        let top = log_w.iter().cloned().fold(f64::MIN, f64::max);
+        let want = top + log_w.iter().map(|w| (w - top).exp()).sum::<f64>().ln() - (k as f64).ln();
+        let g = got[i] as f64;
+        assert!(
+            (g - want).abs() < 1e-3 * want.abs().max(1.0),
+            "image {i}: {g} vs {want}"
+        );
+    }
+
+    // One draw: the one-draw loss's terms, and the bound is minus
+    // reconstruction minus the sampled KL.
+    let eps1 = randn(&mut rng, rows * latent, 1.0);
+    let (r1, kl1, _) = bound(1, &eps1);
+    let (r, kl) = net.loss_parts(
+        &vae.params,
+        xt(),
+        upload(eps1.clone(), [rows, latent], &dev),
+        Likelihood::Bernoulli,
+    );
+    let (r, kl) = (download(r).unwrap(), download(kl).unwrap());
+    for i in 0..rows {
+        assert!(
+            (r1[i] - r[i]).abs() <= 1e-4 * r[i].abs(),
+            "{} vs {}",
+            r1[i],
+            r[i]
+        );
+        assert!((kl1[i] - kl[i]).abs() <= 1e-4 * kl[i].abs().max(1.0));
+    }
+
+    // The mean bound rises with k (each k its own draws) and stays below a
+    // 2,000-draw estimate of log p(x).
+    let mean_bound = |k: usize, rng: &mut GenRng| {
+        let eps = randn(rng, rows * k * latent, 1.0);
+        let (_, _, b) = bound(k, &eps);
+        b.iter().map(|&v| v as f64).sum::<f64>() / rows as f64
+    };
+    let (l1, l5, l50) = (
+        mean_bound(1, &mut rng),
+        mean_bound(5, &mut rng),
+        mean_bound(50, &mut rng),
+    );
+    let many = mean_bound(2000, &mut rng);
+    assert!(
+        l1 < l5 && l5 < l50 && l50 < many + 0.05,
+        "{l1} {l5} {l50} {many}"
+    );
 }

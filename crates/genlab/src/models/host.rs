@@ -470,20 +470,21 @@ impl HostOptimizer {
 }
 
 /// The gradients at the encoder's heads of a VAE step: the reparameterised
-/// code's gradient `d_z` (from the decoder) plus the KL term's, each of
-/// which carries `scale` (1 / the batch's rows): `d_mean = d_z + mean scale`,
-/// `d_logvar = d_z eps sd / 2 + (sd^2 - 1) scale / 2`, with `sd =
+/// code's gradient `d_z` (from the decoder, which already carries 1 / the
+/// batch's rows) plus the KL term's, which carries `kl_scale` (the KL
+/// term's weight over the batch's rows): `d_mean = d_z + mean kl_scale`,
+/// `d_logvar = d_z eps sd / 2 + (sd^2 - 1) kl_scale / 2`, with `sd =
 /// exp(logvar / 2)` as [`reparameterize`] left it.
 pub fn reparameterize_backward(
     d_z: &[f32],
     (mean, eps, sd): (&[f32], &[f32], &[f32]),
-    scale: f32,
+    kl_scale: f32,
     d_mean: &mut [f32],
     d_logvar: &mut [f32],
 ) {
     for i in 0..d_mean.len() {
-        d_mean[i] = d_z[i] + mean[i] * scale;
-        d_logvar[i] = d_z[i] * eps[i] * 0.5 * sd[i] + 0.5 * (sd[i] * sd[i] - 1.0) * scale;
+        d_mean[i] = d_z[i] + mean[i] * kl_scale;
+        d_logvar[i] = d_z[i] * eps[i] * 0.5 * sd[i] + 0.5 * (sd[i] * sd[i] - 1.0) * kl_scale;
     }
 }
 

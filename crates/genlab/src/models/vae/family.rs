@@ -137,6 +137,14 @@ impl ModelFamily for VaeFamily {
                 },
             ),
         ];
+        latent_figs.push(FigureSpec::grid(
+            "traversal.png",
+            format!(
+                "latent traversals: test digit 0's posterior mean with one latent dimension (a row each, at most the first {}) set to {} values from -3 to 3",
+                super::figures::TRAVERSAL_DIMS,
+                super::figures::TRAVERSAL_STEPS
+            ),
+        ));
         if latent == 2 {
             latent_figs.push(
                 FigureSpec::grid(

@@ -57,12 +57,17 @@ fn principal_axes(rows: &[f32], d: usize) -> [Vec<f64>; 2] {
     [axis(0), axis(1.min(d - 1))]
 }
 
+/// Values per latent dimension in the traversal figure, from -3 to 3.
+pub const TRAVERSAL_STEPS: usize = 11;
+/// The most latent dimensions the traversal figure shows, a row each.
+pub const TRAVERSAL_DIMS: usize = 16;
+
 /// The most test images the latent scatter shows.
 const SCATTER_IMAGES: usize = 10_000;
 
 /// Every end-of-training picture: loss curves, reconstructions, prior
-/// samples, an interpolation strip, the latent scatter and (2-D latents) the
-/// manifold.
+/// samples, an interpolation strip, latent traversals, the latent scatter
+/// and (2-D latents) the manifold.
 pub fn write_figures(
     run: &RunDir,
     vae: &Vae,
@@ -111,6 +116,28 @@ pub fn write_figures(
             image,
             1,
             steps + 2,
+        )?;
+    }
+
+    // Latent traversals: test image 0's posterior mean with one dimension
+    // at a time (a row each) set to each of TRAVERSAL_STEPS values over
+    // [-3, 3], the prior's bulk; what each dimension encodes, if anything.
+    if !mean.is_empty() {
+        let dims = l.min(TRAVERSAL_DIMS);
+        let mut zs = Vec::with_capacity(dims * TRAVERSAL_STEPS * l);
+        for d in 0..dims {
+            for s in 0..TRAVERSAL_STEPS {
+                let mut z = mean[..l].to_vec();
+                z[d] = -3.0 + 6.0 * s as f32 / (TRAVERSAL_STEPS - 1) as f32;
+                zs.extend(z);
+            }
+        }
+        save_grid(
+            &images.join("traversal.png"),
+            &vae.decode(&zs)?,
+            image,
+            dims,
+            TRAVERSAL_STEPS,
         )?;
     }
 
@@ -179,7 +206,7 @@ pub fn write_figures(
             image,
             n,
             config.manifold_extent,
-            &format!("Decoded digits over z in [-{e}, {e}]^2"),
+            &format!("Decoded images over z in [-{e}, {e}]^2"),
         )?;
     }
     Ok(())

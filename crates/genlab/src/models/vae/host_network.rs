@@ -69,15 +69,16 @@ impl NetworkShard {
     }
 
     /// Loss sums and gradients of the rows `x` (noise `eps`), every gradient
-    /// scaled by `scale` (1 / the whole batch's rows).
+    /// scaled by `scale` (1 / the whole batch's rows), the KL term's also by
+    /// `beta`.
     fn forward_backward(
         &mut self,
         p: &[Vec<f32>],
         counts: [usize; 4],
-        x: &[f32],
-        eps: &[f32],
+        (x, eps): (&[f32], &[f32]),
         scale: f32,
         likelihood: Likelihood,
+        beta: f32,
     ) -> [f64; 2] {
         let b = x.len() / self.trunk.net.input_size();
         if b == 0 {
@@ -116,7 +117,7 @@ impl NetworkShard {
         reparameterize_backward(
             &self.d_z,
             (self.mean_head.output(), &eps[..n], &self.sd),
-            scale,
+            scale * beta,
             &mut self.d_mean,
             &mut self.d_logvar,
         );
@@ -177,14 +178,16 @@ impl HostNetworkVae {
         *opt = self.opt.to_device(&vae.device);
     }
 
-    /// The summed (reconstruction, KL) of a batch `x` with noise `eps`, and
-    /// whether they (and, with `check_gradients`, every gradient) are
-    /// finite; [`HostNetworkVae::apply`] updates.
+    /// The summed (reconstruction, KL) of a batch `x` with noise `eps`, the
+    /// gradients being those of reconstruction + `beta` KL, and whether they
+    /// (and, with `check_gradients`, every gradient) are finite;
+    /// [`HostNetworkVae::apply`] updates.
     pub fn forward_backward(
         &mut self,
         x: &[f32],
         eps: &[f32],
         likelihood: Likelihood,
+        beta: f32,
         check_gradients: bool,
     ) -> ([f64; 2], bool) {
         let (p, counts) = (&self.params, self.counts);
@@ -196,7 +199,9 @@ impl HostNetworkVae {
             eps,
             self.latent,
             check_gradients.then_some(|half: &mut NetworkShard| &mut half.grads),
-            |half, x, eps, scale| half.forward_backward(p, counts, x, eps, scale, likelihood),
+            |half, x, eps, scale| {
+                half.forward_backward(p, counts, (x, eps), scale, likelihood, beta)
+            },
         )
     }
 

@@ -20,12 +20,11 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::activation::{log_sigmoid, sigmoid};
 use burn::tensor::{Device, Tensor};
 use rand::RngExt;
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, json};
 
-use super::optim::{Optimizer, OptimizerKind, Rule};
+use super::optim::Optimizer;
 use super::tensors::{download, from_checkpoint, take_gradients, to_checkpoint, upload};
-use super::{Family, ModelConfig, TrainContext};
+use super::{Family, TrainContext};
 use crate::config::{OnNan, RunConfig};
 use crate::data::batches::{fill_batch, for_each_chunk, split_to_f32};
 use crate::data::{EpochOrder, ImageShape, PixelView, Split};
@@ -34,273 +33,15 @@ use crate::rng::{GenRng, Purpose, fill_standard_normal, stream};
 use crate::run::{Checkpoint, RunDir, TensorData};
 use crate::viz::{latent_scatter, line_plot, manifold_plot, save_grid};
 
+pub mod config;
 pub mod eval;
 pub mod family;
 pub mod figures;
 pub mod host_network;
 pub mod train;
 
-/// Encoder/decoder bodies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Architecture {
-    /// 784 -> hidden (relu) -> mean, logvar; latent -> hidden (relu) -> 784.
-    Mlp,
-    /// Two stride-2 convolutions, a dense layer of `hidden` units, the heads;
-    /// the decoder mirrors it with transposed convolutions (SPEC section 3).
-    Conv,
-}
-
 pub use super::likelihood::Likelihood;
-
-/// VAE configuration. Defaults are the seed preset `vae-2`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct VaeConfig {
-    pub architecture: Architecture,
-    /// Latent dimensions.
-    pub latent: usize,
-    /// Units of the hidden dense layer (MLP: both sides; conv: the encoder's
-    /// layer before the heads).
-    pub hidden: usize,
-    /// The MLP's hidden widths, input side first, for more than one hidden
-    /// layer (`[512, 256]`; the decoder mirrors them). Given, it replaces
-    /// `hidden`; empty (the default), the MLP has one layer of `hidden` units.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub encoder: Vec<usize>,
-    /// The conv VAE's convolution channels, input side first, each a
-    /// stride-2 'same' convolution (the decoder mirrors them with transposed
-    /// ones); empty (the default): the seed's `[32, 64]`.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub channels: Vec<usize>,
-    /// The conv VAE's kernel side (odd); unset: the seed's 3.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kernel: Option<usize>,
-    pub likelihood: Likelihood,
-    /// `adam` (the MLP seed) or `rmsprop` (the conv seed); Keras semantics.
-    pub optimizer: OptimizerKind,
-    pub lr: f64,
-    /// Adam's first-moment decay.
-    pub beta1: f64,
-    /// Adam's second-moment decay.
-    pub beta2: f64,
-    /// RMSprop's decay.
-    pub rho: f64,
-    /// Keras's epsilon (1e-7), in both optimisers.
-    pub epsilon: f64,
-    pub batch_size: usize,
-    pub epochs: usize,
-    /// The manifold figure of a 2-D latent spans [-extent, extent]^2.
-    pub manifold_extent: f64,
-    /// Tiles per side of the manifold figure.
-    pub manifold_size: usize,
-}
-
-impl Default for VaeConfig {
-    fn default() -> Self {
-        VaeConfig {
-            architecture: Architecture::Mlp,
-            latent: 2,
-            hidden: 256,
-            encoder: Vec::new(),
-            channels: Vec::new(),
-            kernel: None,
-            likelihood: Likelihood::Mse,
-            optimizer: OptimizerKind::Adam,
-            lr: 1e-3,
-            beta1: 0.9,
-            beta2: 0.999,
-            rho: 0.9,
-            epsilon: 1e-7,
-            batch_size: 128,
-            epochs: 30,
-            manifold_extent: 3.0,
-            manifold_size: 30,
-        }
-    }
-}
-
-impl ModelConfig for VaeConfig {
-    fn epochs(&self) -> usize {
-        self.epochs
-    }
-
-    fn check_images(&self, image: ImageShape) -> Result<()> {
-        self.conv_fits(image)
-    }
-
-    fn batch_size(&self) -> usize {
-        self.batch_size
-    }
-
-    fn training_memory(&self, image: ImageShape) -> (f64, &'static str) {
-        let widths = self.hidden_widths();
-        let (v, l, b) = (
-            image.pixels() as f64,
-            self.latent as f64,
-            self.batch_size as f64,
-        );
-        let h = widths.iter().sum::<usize>() as f64;
-        let mut fan = image.pixels();
-        let mut dense = 0.0;
-        for &w in &widths {
-            dense += (fan * w + w) as f64;
-            fan = w;
-        }
-        let last = fan as f64;
-        let params = 2.0 * (dense + v * last + v) + 3.0 * (last * l + l);
-        // Weights, two halves' gradients, two moments and host copies; a
-        // batch's activations; the validation pass over 10,000 test images.
-        let floats = 8.0 * params + 6.0 * b * (v + h + l) + 3.0 * 10_000.0 * (v + h + l);
-        (
-            4.0 * floats,
-            "model.hidden (or model.encoder), model.latent or model.batch_size",
-        )
-    }
-
-    fn validate(&self) -> Result<()> {
-        for (key, v) in [
-            ("model.latent", self.latent),
-            ("model.hidden", self.hidden),
-            ("model.batch_size", self.batch_size),
-            ("model.epochs", self.epochs),
-            ("model.manifold_size", self.manifold_size),
-        ] {
-            if v == 0 {
-                crate::usage_bail!("{key} = 0: must be a positive integer");
-            }
-        }
-        if !self.encoder.is_empty() {
-            if self.architecture != Architecture::Mlp {
-                crate::usage_bail!(
-                    "model.encoder = {:?}: hidden widths are for the MLP VAE (architecture = \"mlp\"); the conv VAE takes model.hidden",
-                    self.encoder
-                );
-            }
-            if self.encoder.contains(&0) {
-                crate::usage_bail!(
-                    "model.encoder = {:?}: every width must be a positive integer",
-                    self.encoder
-                );
-            }
-            crate::bounded::check_count(
-                "model.encoder",
-                self.encoder.len(),
-                MAX_HIDDEN_LAYERS,
-                "hidden layers",
-            )?;
-        }
-        if self.architecture != Architecture::Conv
-            && (!self.channels.is_empty() || self.kernel.is_some())
-        {
-            crate::usage_bail!(
-                "model.channels and model.kernel are for the conv VAE (architecture = \"conv\"); the MLP takes model.hidden or model.encoder"
-            );
-        }
-        if self.channels.contains(&0) {
-            crate::usage_bail!(
-                "model.channels = {:?}: every channel count must be a positive integer",
-                self.channels
-            );
-        }
-        // The image's own size is checked against these by `check_image`
-        // once the data is read.
-        let n = self.channels.len();
-        if n > 8 {
-            crate::usage_bail!(
-                "model.channels = {:?}: at most 8 stride-2 convolutions (each halves the image side)",
-                self.channels
-            );
-        }
-        // The transposed convolutions of stride 2 need a kernel of 2 or more.
-        if let Some(k) = self.kernel
-            && (k < 3 || k % 2 == 0)
-        {
-            crate::usage_bail!(
-                "model.kernel = {k}: use an odd kernel side of 3 or more, such as 3 or 5"
-            );
-        }
-        if !self.lr.is_finite() || self.lr <= 0.0 {
-            crate::usage_bail!(
-                "model.lr = {}: must be a finite number > 0, such as 0.001",
-                self.lr
-            );
-        }
-        for (key, v) in [
-            ("model.beta1", self.beta1),
-            ("model.beta2", self.beta2),
-            ("model.rho", self.rho),
-        ] {
-            if !(0.0..1.0).contains(&v) {
-                crate::usage_bail!("{key} = {v}: must be in [0, 1)");
-            }
-        }
-        if !self.epsilon.is_finite() || self.epsilon <= 0.0 {
-            crate::usage_bail!(
-                "model.epsilon = {}: must be a finite number > 0 (Keras: 1e-7)",
-                self.epsilon
-            );
-        }
-        if !self.manifold_extent.is_finite() || self.manifold_extent <= 0.0 {
-            crate::usage_bail!(
-                "model.manifold_extent = {}: must be a finite number > 0",
-                self.manifold_extent
-            );
-        }
-        Ok(())
-    }
-}
-
-/// The most hidden layers `model.encoder` may list.
-pub const MAX_HIDDEN_LAYERS: usize = 64;
-
-impl VaeConfig {
-    /// The MLP's hidden widths, input side first (the conv VAE: its one
-    /// dense layer).
-    pub fn hidden_widths(&self) -> Vec<usize> {
-        if self.encoder.is_empty() {
-            vec![self.hidden]
-        } else {
-            self.encoder.clone()
-        }
-    }
-
-    /// The conv VAE's convolution channels and kernel side.
-    pub fn conv_shape(&self) -> ConvShape {
-        ConvShape {
-            channels: if self.channels.is_empty() {
-                CONV_CHANNELS.to_vec()
-            } else {
-                self.channels.clone()
-            },
-            kernel: self.kernel.unwrap_or(3),
-        }
-    }
-
-    fn rule(&self) -> Rule {
-        match self.optimizer {
-            OptimizerKind::Adam => Rule::AdamKeras {
-                lr: self.lr,
-                beta1: self.beta1,
-                beta2: self.beta2,
-                eps: self.epsilon,
-            },
-            OptimizerKind::Rmsprop => Rule::RmspropKeras {
-                lr: self.lr,
-                rho: self.rho,
-                eps: self.epsilon,
-            },
-        }
-    }
-
-    /// The pixels the encoder sees during training.
-    fn train_view(&self) -> PixelView {
-        match self.likelihood {
-            Likelihood::Mse => PixelView::Unit,
-            Likelihood::Bernoulli => PixelView::Dynamic,
-        }
-    }
-}
+pub use config::{Architecture, MAX_DRAWS, MAX_HIDDEN_LAYERS, Objective, VaeConfig};
 
 /// One parameter: its name in checkpoints, its shape, and its Glorot fans
 /// (`None`: initialised to zero).
@@ -383,37 +124,6 @@ fn build(name: &str, input: &[usize], layers: &[(&str, Layer)]) -> Network {
         .map(|(n, l)| (n.to_string(), l.clone()))
         .collect();
     Network::build(name, input, &layers).expect("the VAE's layers fit their shapes")
-}
-
-impl VaeConfig {
-    /// Whether the conv VAE's convolutions fit images of `image` (the
-    /// check of [`ModelConfig::check_images`]): each
-    /// stride-2 convolution halves both sides and each transposed one
-    /// doubles them back, so both must divide by 2 once per convolution,
-    /// and the kernel must fit inside the image.
-    fn conv_fits(&self, image: ImageShape) -> Result<()> {
-        if self.architecture != Architecture::Conv {
-            return Ok(());
-        }
-        let n = self.conv_shape().channels.len() as u32;
-        let (h, w) = (image.height, image.width);
-        if !(h.is_multiple_of(1 << n) && w.is_multiple_of(1 << n)) {
-            let fits = h.trailing_zeros().min(w.trailing_zeros());
-            crate::usage_bail!(
-                "the conv VAE's {n} stride-2 convolutions need image sides divisible by 2^{n}, and these images are {h}x{w} (they allow {fits}); give model.channels {fits} entries or resize: --set data.resize=[{}, {}]",
-                h.next_multiple_of(1 << n),
-                w.next_multiple_of(1 << n)
-            );
-        }
-        let k = self.conv_shape().kernel;
-        if k > h.min(w) {
-            crate::usage_bail!(
-                "model.kernel = {k} is larger than the {h}x{w} images; use an odd kernel side from 3 to {}",
-                h.min(w)
-            );
-        }
-        Ok(())
-    }
 }
 
 impl VaeNet {
@@ -624,6 +334,56 @@ impl VaeNet {
             .sum_dim(1);
         (recon.reshape([b]), kl.reshape([b]))
     }
+
+    /// Per image, over `k` posterior draws (noise `eps` `[B k, latent]`,
+    /// image i's draws in rows i k .. i k + k): the reconstruction term
+    /// averaged over the draws, the KL term in closed form, and the
+    /// importance-weighted bound `log (1/k) sum_j w_j` (Burda et al. 2016)
+    /// with `log w = log p(x|z) + log p(z) - log q(z|x)`, where `log p(x|z)`
+    /// is minus the reconstruction term (for MSE, the seed's N(x_hat, 1/2 I)
+    /// without its constant) and the normals' constants cancel. Each `[B]`.
+    pub fn draws_terms(
+        &self,
+        p: &[Tensor<1>],
+        x: Tensor<2>,
+        eps: Tensor<2>,
+        k: usize,
+        likelihood: Likelihood,
+    ) -> (Tensor<1>, Tensor<1>, Tensor<1>) {
+        let [b, d] = x.dims();
+        let l = self.latent;
+        let (mean, logvar) = self.encode(p, x.clone());
+        let each =
+            |t: Tensor<2>, w: usize| t.unsqueeze_dim::<3>(1).repeat_dim(1, k).reshape([b * k, w]);
+        let logvar_k = each(logvar.clone(), l);
+        let z = each(mean.clone(), l) + logvar_k.clone().mul_scalar(0.5).exp() * eps.clone();
+        let logits = self.decode(p, z.clone());
+        let x = each(x, d);
+        let recon = match likelihood {
+            Likelihood::Mse => (sigmoid(logits) - x).square().sum_dim(1),
+            Likelihood::Bernoulli => {
+                (logits.clone() * x.neg().add_scalar(1.0) - log_sigmoid(logits)).sum_dim(1)
+            }
+        };
+        // log p(z) - log q(z|x) = sum (eps^2 - z^2 + logvar) / 2.
+        let log_ratio = (eps.square() - z.square() + logvar_k)
+            .mul_scalar(0.5)
+            .sum_dim(1);
+        let log_w = (log_ratio - recon.clone()).reshape([b, k]);
+        // A stable log-sum-exp: the shift is a constant to the gradient.
+        let shift = log_w.clone().max_dim(1).detach();
+        let bound = (log_w - shift.clone()).exp().sum_dim(1).log() + shift;
+        let bound = bound.add_scalar(-(k as f64).ln());
+        let kl = (logvar.clone().exp() + mean.square() - logvar)
+            .add_scalar(-1.0)
+            .mul_scalar(0.5)
+            .sum_dim(1);
+        (
+            recon.reshape([b, k]).mean_dim(1).reshape([b]),
+            kl.reshape([b]),
+            bound.reshape([b]),
+        )
+    }
 }
 
 /// A VAE with its parameters (on a non-autodiff device).
@@ -750,6 +510,43 @@ impl Vae {
         Ok((recon / n as f64, kl / n as f64))
     }
 
+    /// The mean (loss, reconstruction, KL) of [`burn_draws_step`]'s loss
+    /// over a split's test view, `loss.k` draws per image from the fixed
+    /// noise stream `noise` (drawn chunk by chunk, so the same for every
+    /// epoch and never held whole).
+    pub fn split_draws_terms(
+        &self,
+        split: &Split,
+        loss: DrawsLoss,
+        seed: u64,
+        noise: &mut GenRng,
+    ) -> Result<[f64; 3]> {
+        let (view, mut rng) = test_view(loss.likelihood, seed);
+        let pixels = self.net.image.pixels();
+        // At most 5,000 decoded rows at a time, whatever k.
+        let chunk = (5000 / loss.k).max(1);
+        let mut sums = [0.0f64; 3];
+        let mut eps = Vec::new();
+        for_each_chunk(split, view, &mut rng, chunk, |xc| {
+            let rows = xc.len() / pixels;
+            eps.resize(rows * loss.k * self.net.latent, 0.0);
+            fill_standard_normal(noise, &mut eps);
+            let x = self.rows(xc, pixels);
+            let e = self.rows(&eps, self.net.latent);
+            let (recon, kl, bound) =
+                self.net
+                    .draws_terms(&self.params, x, e, loss.k, loss.likelihood);
+            let per_image = loss.per_image(recon.clone(), kl.clone(), bound);
+            let v = download(Tensor::cat(vec![per_image.sum(), recon.sum(), kl.sum()], 0))?;
+            for (s, v) in sums.iter_mut().zip(v) {
+                *s += v as f64;
+            }
+            anyhow::Ok(())
+        })?;
+        let n = split.len().max(1) as f64;
+        Ok(sums.map(|s| s / n))
+    }
+
     /// [`Vae::loss_terms`] over a split's test view ([`test_pixels`]),
     /// converted [`INFERENCE_BATCH`] images at a time: the same figures
     /// without the split as f32 in memory.
@@ -793,15 +590,16 @@ impl Vae {
     }
 }
 
-/// One training step through burn's autodiff (any device): returns the
-/// summed (reconstruction, KL), whether the loss and every gradient are
-/// finite, and the gradients.
+/// One training step through burn's autodiff (any device) on the loss
+/// reconstruction + `beta` KL: returns the summed (reconstruction, KL),
+/// whether the loss and every gradient are finite, and the gradients.
 pub fn burn_step(
     net: &VaeNet,
     vae: &Vae,
     x: &[f32],
     eps: &[f32],
     likelihood: Likelihood,
+    beta: f32,
 ) -> Result<([f64; 2], bool, Vec<Tensor<1>>)> {
     let pixels = net.image.pixels();
     let rows = x.len() / pixels;
@@ -817,11 +615,72 @@ pub fn burn_step(
         vec![recon.clone().sum().inner(), kl.clone().sum().inner()],
         0,
     );
-    let loss = (recon + kl).mean();
+    let loss = (recon + kl.mul_scalar(beta)).mean();
     // One read per batch: the two loss sums and the sum of all gradients.
     let (g, gsum) = take_gradients(&tracked, &mut loss.backward());
     let host = download(Tensor::cat(vec![stats, gsum], 0))?;
     Ok(([host[0] as f64, host[1] as f64], all_finite(&host), g))
+}
+
+/// What a training step of several posterior draws per image minimises.
+#[derive(Debug, Clone, Copy)]
+pub struct DrawsLoss {
+    pub likelihood: Likelihood,
+    pub objective: Objective,
+    /// Draws per image.
+    pub k: usize,
+    /// The KL term's weight (ELBO only).
+    pub beta: f32,
+}
+
+impl DrawsLoss {
+    /// Per image, the loss the step minimises: reconstruction + beta KL
+    /// (ELBO) or minus the importance-weighted bound (IWAE).
+    fn per_image(&self, recon: Tensor<1>, kl: Tensor<1>, bound: Tensor<1>) -> Tensor<1> {
+        match self.objective {
+            Objective::Elbo => recon + kl.mul_scalar(self.beta),
+            Objective::Iwae => bound.neg(),
+        }
+    }
+}
+
+/// One training step of `loss.k` posterior draws per image through burn's
+/// autodiff (noise `eps` `[rows k, latent]`, as [`VaeNet::draws_terms`]
+/// takes it): returns the summed (loss, reconstruction, KL), whether they
+/// and every gradient are finite, and the gradients.
+pub fn burn_draws_step(
+    net: &VaeNet,
+    vae: &Vae,
+    x: &[f32],
+    eps: &[f32],
+    loss: DrawsLoss,
+) -> Result<([f64; 3], bool, Vec<Tensor<1>>)> {
+    let pixels = net.image.pixels();
+    let rows = x.len() / pixels;
+    let xt = upload(x.to_vec(), [rows, pixels], &vae.device);
+    let et = upload(eps.to_vec(), [rows * loss.k, net.latent], &vae.device);
+    let tracked: Vec<Tensor<1>> = vae
+        .params
+        .iter()
+        .map(|p| p.clone().autodiff().require_grad())
+        .collect();
+    let (recon, kl, bound) = net.draws_terms(&tracked, xt, et, loss.k, loss.likelihood);
+    let per_image = loss.per_image(recon.clone(), kl.clone(), bound);
+    let stats = Tensor::cat(
+        vec![
+            per_image.clone().sum().inner(),
+            recon.sum().inner(),
+            kl.sum().inner(),
+        ],
+        0,
+    );
+    let (g, gsum) = take_gradients(&tracked, &mut per_image.mean().backward());
+    let host = download(Tensor::cat(vec![stats, gsum], 0))?;
+    Ok((
+        [host[0] as f64, host[1] as f64, host[2] as f64],
+        all_finite(&host),
+        g,
+    ))
 }
 
 /// The test images as the loss sees them: pixel / 255 (MSE) or one fixed

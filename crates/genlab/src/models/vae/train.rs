@@ -25,6 +25,9 @@ struct VaeStep<'a> {
     /// The CPU executor's path (GENLAB_CPU_KERNELS=0 forces burn's
     /// generic path, for comparisons).
     fast: Option<HostNetworkVae>,
+    /// Several posterior draws per image or IWAE (burn's path); `None`:
+    /// the seed's one draw and the ELBO.
+    draws: Option<DrawsLoss>,
     val_eps: Vec<f32>,
     prior_z: Vec<f32>,
     view: PixelView,
@@ -67,24 +70,45 @@ impl Step for VaeStep<'_> {
         let config = self.config;
         let rows = idx.len();
         fill_batch(&self.ctx.dataset.train, idx, self.view, rng, &mut self.xbuf);
-        self.eps.resize(rows * config.latent, 0.0);
+        self.eps.resize(rows * config.k * config.latent, 0.0);
         fill_standard_normal(rng, &mut self.eps);
-        let ([r, k], finite) = match self.fast.as_mut() {
+        let ([loss, r, k], finite) = match (self.fast.as_mut(), self.draws) {
             // Only skip-batch must see a bad gradient before the update;
             // otherwise the update's own pass reports it (below).
-            Some(h) => h.forward_backward(&self.xbuf, &self.eps, config.likelihood, self.skip_bad),
-            None => {
+            (Some(h), _) => {
+                let ([r, k], finite) = h.forward_backward(
+                    &self.xbuf,
+                    &self.eps,
+                    config.likelihood,
+                    config.beta as f32,
+                    self.skip_bad,
+                );
+                ([r + config.beta * k, r, k], finite)
+            }
+            (None, Some(draws)) => {
+                let (stats, finite, g) =
+                    burn_draws_step(&self.net, &self.vae, &self.xbuf, &self.eps, draws)?;
+                if finite {
+                    self.opt.update(&mut self.vae.params, g);
+                }
+                (stats, finite)
+            }
+            (None, None) => {
                 let (stats, finite, g) = burn_step(
                     &self.net,
                     &self.vae,
                     &self.xbuf,
                     &self.eps,
                     config.likelihood,
+                    config.beta as f32,
                 )?;
                 if finite {
                     self.opt.update(&mut self.vae.params, g);
                 }
-                (stats, finite)
+                (
+                    [stats[0] + config.beta * stats[1], stats[0], stats[1]],
+                    finite,
+                )
             }
         };
         if !finite {
@@ -99,7 +123,7 @@ impl Step for VaeStep<'_> {
                 at,
                 &format!(
                     "the loss or a gradient became NaN or infinite (loss {:.4})",
-                    (r + k) / rows as f64
+                    loss / rows as f64
                 ),
                 "model.lr",
             ));
@@ -116,11 +140,11 @@ impl Step for VaeStep<'_> {
                 "model.lr",
             ));
         }
-        self.sums[0] += r + k;
+        self.sums[0] += loss;
         self.sums[1] += r;
         self.sums[2] += k;
         self.sums[3] += rows as f64;
-        Ok(BatchDone::updated(rows, Some((r + k) / rows as f64)))
+        Ok(BatchDone::updated(rows, Some(loss / rows as f64)))
     }
 
     fn checkpoint(&mut self, at: &Position) -> Result<Checkpoint> {
@@ -140,13 +164,24 @@ impl Step for VaeStep<'_> {
     fn end_epoch(&mut self, epoch: usize, _skipped: usize, _batches: usize) -> Result<EpochEnd> {
         self.sync();
         let config = self.config;
-        let (val_recon, val_kl) = self.vae.split_loss_terms(
-            &self.ctx.dataset.test,
-            &self.val_eps,
-            config.likelihood,
-            self.seed,
-        )?;
-        let val = val_recon + val_kl;
+        let [val, val_recon, val_kl] = match self.draws {
+            // The same noise every epoch, drawn as the split is read.
+            Some(draws) => self.vae.split_draws_terms(
+                &self.ctx.dataset.test,
+                draws,
+                self.seed,
+                &mut stream(self.seed, Purpose::Fixed, 2),
+            )?,
+            None => {
+                let (r, k) = self.vae.split_loss_terms(
+                    &self.ctx.dataset.test,
+                    &self.val_eps,
+                    config.likelihood,
+                    self.seed,
+                )?;
+                [r + config.beta * k, r, k]
+            }
+        };
         if !val.is_finite() {
             bail!(
                 "epoch {epoch}: the validation loss is {val}; the model diverged (lower model.lr); {}",
@@ -187,9 +222,21 @@ impl Step for VaeStep<'_> {
         }
         Ok(EpochEnd {
             metrics,
-            summary: format!(
-                "loss {tl:.3} (recon {tr:.3} + KL {tk:.3})  val {val:.3} (recon {val_recon:.3} + KL {val_kl:.3})"
-            ),
+            summary: if config.objective == Objective::Iwae {
+                let k = config.k;
+                format!(
+                    "loss {tl:.3} (minus the IWAE bound, k = {k}; recon {tr:.3}, KL {tk:.3})  val {val:.3} (recon {val_recon:.3}, KL {val_kl:.3})"
+                )
+            } else if config.beta == 1.0 {
+                format!(
+                    "loss {tl:.3} (recon {tr:.3} + KL {tk:.3})  val {val:.3} (recon {val_recon:.3} + KL {val_kl:.3})"
+                )
+            } else {
+                let b = config.beta;
+                format!(
+                    "loss {tl:.3} (recon {tr:.3} + {b} x KL {tk:.3})  val {val:.3} (recon {val_recon:.3} + {b} x KL {val_kl:.3})"
+                )
+            },
             improved,
         })
     }
@@ -264,8 +311,15 @@ impl Family for VaeFamily {
             );
         }
         let n_test = ctx.dataset.test.len();
+        let draws = (config.k > 1 || config.objective == Objective::Iwae).then_some(DrawsLoss {
+            likelihood: config.likelihood,
+            objective: config.objective,
+            k: config.k,
+            beta: config.beta as f32,
+        });
         let fast = if run_config.device == crate::device::DeviceKind::Cpu
             && crate::cpu::kernels_enabled()
+            && draws.is_none()
         {
             Some(HostNetworkVae::new(&vae, &opt)?)
         } else {
@@ -279,7 +333,12 @@ impl Family for VaeFamily {
             vae,
             opt,
             fast,
-            val_eps: fixed_noise(seed, 2, n_test * config.latent),
+            draws,
+            val_eps: if draws.is_none() {
+                fixed_noise(seed, 2, n_test * config.latent)
+            } else {
+                Vec::new()
+            },
             prior_z: fixed_noise(seed, 3, 64 * config.latent),
             view: config.train_view(),
             skip_bad: run_config.on_nan == OnNan::SkipBatch,
