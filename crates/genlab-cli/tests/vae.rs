@@ -486,6 +486,48 @@ fn a_deeper_mlp_vae_trains_resumes_exactly_and_evaluates() {
     assert!(!eval.contains("decoder AIS"), "{eval}");
 }
 
+/// Trains `preset` (with `base`'s limits) one epoch into `short`, resumes
+/// it to two and checks it ends with the two-epoch `reference`'s weights
+/// and metrics, bit for bit.
+fn assert_resumes_to(short: &Path, reference: &Path, base: &[&str], preset: &str) {
+    let mut extra = base.to_vec();
+    extra.extend(["--preset", preset, "--epochs", "1"]);
+    train(short, &extra);
+    ok(&[
+        "train",
+        "--resume",
+        short.to_str().unwrap(),
+        "--epochs",
+        "2",
+    ]);
+    assert!(
+        weights(short) == weights(reference),
+        "{preset}: resumed weights differ"
+    );
+    assert_eq!(metrics(short), metrics(reference), "{preset}");
+}
+
+/// `genlab train PRESET --set SET` exits 2 with one line holding `needle`
+/// and writes no run.
+fn assert_refused(dir: &Path, preset: &str, set: &str, needle: &str) {
+    let bad = dir.join("bad");
+    let out = genlab(&[
+        "train",
+        preset,
+        "--out",
+        bad.to_str().unwrap(),
+        "--set",
+        set,
+    ])
+    .output()
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains(needle), "{err}");
+    assert!(!bad.join("config.toml").exists());
+}
+
 /// beta-VAE: the loss is recon + beta KL in training and validation alike,
 /// the run resumes bit for bit, sampling repeats for a seed, the traversal
 /// figure has a row per latent dimension, the seed's configuration keeps
@@ -518,22 +560,7 @@ fn beta_vae_weights_the_kl_term_resumes_exactly_and_draws_traversals() {
     // 10 rows (latent dimensions) of 11 tiles.
     assert!((h / w - 10.0 / 11.0).abs() < 0.02, "{w} x {h}");
 
-    let short = dir.path().join("short");
-    let mut extra = base.to_vec();
-    extra.extend(["--preset", "beta-vae", "--epochs", "1"]);
-    train(&short, &extra);
-    ok(&[
-        "train",
-        "--resume",
-        short.to_str().unwrap(),
-        "--epochs",
-        "2",
-    ]);
-    assert!(
-        weights(&short) == weights(&reference),
-        "resumed weights differ"
-    );
-    assert_eq!(metrics(&short), rows);
+    assert_resumes_to(&dir.path().join("short"), &reference, &base, "beta-vae");
 
     let sample = |name: &str| {
         let out = dir.path().join(name);
@@ -558,22 +585,7 @@ fn beta_vae_weights_the_kl_term_resumes_exactly_and_draws_traversals() {
         assert!(!cfg.lines().any(|l| l.starts_with(key)), "{key}: {cfg}");
     }
 
-    let bad = dir.path().join("bad");
-    let out = genlab(&[
-        "train",
-        "beta-vae",
-        "--out",
-        bad.to_str().unwrap(),
-        "--set",
-        "model.beta=-1",
-    ])
-    .output()
-    .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-    assert!(err.contains("model.beta = -1"), "{err}");
-    assert!(!bad.join("config.toml").exists());
+    assert_refused(dir.path(), "beta-vae", "model.beta=-1", "model.beta = -1");
 }
 
 /// IWAE: trains on burn's path with k draws, resumes bit for bit, its
@@ -601,22 +613,7 @@ fn iwae_trains_on_its_bound_resumes_exactly_and_evaluates() {
         assert!(f("loss").is_finite() && f("kl") > 0.0, "{row}");
     }
 
-    let short = dir.path().join("short");
-    let mut extra = base.to_vec();
-    extra.extend(["--preset", "iwae", "--epochs", "1"]);
-    train(&short, &extra);
-    ok(&[
-        "train",
-        "--resume",
-        short.to_str().unwrap(),
-        "--epochs",
-        "2",
-    ]);
-    assert!(
-        weights(&short) == weights(&reference),
-        "resumed weights differ"
-    );
-    assert_eq!(metrics(&short), rows);
+    assert_resumes_to(&dir.path().join("short"), &reference, &base, "iwae");
 
     let out = ok(&[
         "eval",
@@ -642,20 +639,6 @@ fn iwae_trains_on_its_bound_resumes_exactly_and_evaluates() {
         ),
         ("model.k=0", "model.k = 0"),
     ] {
-        let bad = dir.path().join("bad");
-        let out = genlab(&[
-            "train",
-            "iwae",
-            "--out",
-            bad.to_str().unwrap(),
-            "--set",
-            set,
-        ])
-        .output()
-        .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{err}");
-        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-        assert!(err.contains(needle), "{err}");
+        assert_refused(dir.path(), "iwae", set, needle);
     }
 }

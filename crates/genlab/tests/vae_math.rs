@@ -14,6 +14,14 @@ use genlab::rng::{GenRng, Purpose, fill_standard_normal, stream};
 use nalgebra::{DMatrix, DVector};
 use rand::RngExt;
 
+/// Keras's Adam at the seed's settings.
+const KERAS_ADAM: Rule = Rule::AdamKeras {
+    lr: 1e-3,
+    beta1: 0.9,
+    beta2: 0.999,
+    eps: 1e-7,
+};
+
 fn device() -> Device {
     Device::flex()
 }
@@ -501,12 +509,7 @@ fn cpu_fast_path_matches_the_autodiff_step() {
     {
         let net = VaeNet::new(Architecture::Mlp, 3, widths);
         let vae = Vae::init(net.clone(), &mut stream(5, Purpose::Init, 0), &dev);
-        let rule = Rule::AdamKeras {
-            lr: 1e-3,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-7,
-        };
+        let rule = KERAS_ADAM;
         let opt = Optimizer::new(rule, &net.sizes(), &dev);
         let x: Vec<f32> = (0..rows * 784)
             .map(|_| {
@@ -657,12 +660,7 @@ fn beta_scales_only_the_kl_terms_gradient() {
     let rows = 5;
     let net = VaeNet::new(Architecture::Mlp, 3, &[16]);
     let vae = Vae::init(net.clone(), &mut stream(9, Purpose::Init, 0), &dev);
-    let rule = Rule::AdamKeras {
-        lr: 1e-3,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-7,
-    };
+    let rule = KERAS_ADAM;
     let opt = Optimizer::new(rule, &net.sizes(), &dev);
     let x: Vec<f32> = (0..rows * 784).map(|_| rng.random::<f32>()).collect();
     let eps = randn(&mut rng, rows * 3, 1.0);
