@@ -17,9 +17,9 @@ use anyhow::{Context, Result, bail};
 use npyz::{DType, NpyFile, TypeChar};
 
 use super::ImageShape;
-use super::dataset::{Dataset, Split, numbered_classes, seeded_split};
 use super::locate::DatasetName;
 use super::prepare::ImageOptions;
+use super::split::{Dataset, Split, numbered_classes, seeded_split};
 
 /// An array's shape and its values: bytes as they are (the usual image
 /// dtype, kept at one byte a value), anything else as f64 (exact for every

@@ -4,7 +4,7 @@ use rand::RngExt;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
-use super::dataset::Split;
+use super::split::Split;
 use crate::rng::{GenRng, Purpose, stream};
 
 /// How byte pixels become model inputs.

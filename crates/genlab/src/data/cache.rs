@@ -25,9 +25,9 @@ use sha2::{Digest, Sha256};
 
 use super::ImageShape;
 use super::bytes::ImageBytes;
-use super::dataset::{Dataset, Split};
 use super::locate::DatasetName;
 use super::prepare::ImageOptions;
+use super::split::{Dataset, Split};
 
 const MAGIC: &[u8; 16] = b"genlab images\0\0\0";
 const VERSION: u32 = 1;

@@ -3,13 +3,17 @@
 //! bytes (red, green, blue planes, rows top to bottom), which is already the
 //! models' layout.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Result, bail};
 
 use super::ImageShape;
-use super::dataset::{Dataset, Split};
 use super::locate::DatasetName;
+pub use super::locate::{
+    CIFAR10_TEST_FILE as TEST_FILE, CIFAR10_TRAIN_FILES as TRAIN_FILES,
+    cifar10_batches_dir as batches_dir, cifar10_files as files,
+};
+use super::split::{Dataset, Split};
 
 /// CIFAR-10's image shape.
 pub const SHAPE: ImageShape = ImageShape {
@@ -17,17 +21,6 @@ pub const SHAPE: ImageShape = ImageShape {
     height: 32,
     width: 32,
 };
-
-/// The training batches' file names, in order.
-pub const TRAIN_FILES: [&str; 5] = [
-    "data_batch_1.bin",
-    "data_batch_2.bin",
-    "data_batch_3.bin",
-    "data_batch_4.bin",
-    "data_batch_5.bin",
-];
-/// The test batch's file name.
-pub const TEST_FILE: &str = "test_batch.bin";
 
 /// The classes in label order, as `batches.meta.txt` lists them.
 pub const CLASSES: [&str; 10] = [
@@ -42,19 +35,6 @@ pub const CLASSES: [&str; 10] = [
     "ship",
     "truck",
 ];
-
-/// The directory holding the batches: `dir` itself or its
-/// `cifar-10-batches-bin/` (as the archive unpacks).
-pub fn batches_dir(dir: &Path) -> Option<PathBuf> {
-    [dir.to_path_buf(), dir.join("cifar-10-batches-bin")]
-        .into_iter()
-        .find(|d| {
-            TRAIN_FILES
-                .iter()
-                .chain([&TEST_FILE])
-                .all(|f| d.join(f).is_file())
-        })
-}
 
 /// Reads one batch file: whole records only, labels 0-9.
 fn read_batch(path: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
@@ -82,15 +62,6 @@ fn read_batch(path: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
         pixels.extend_from_slice(&r[1..]);
     }
     Ok((pixels, labels))
-}
-
-/// The batch files in `batches`, which a cache of them depends on.
-pub fn files(batches: &Path) -> Vec<PathBuf> {
-    TRAIN_FILES
-        .iter()
-        .chain([&TEST_FILE])
-        .map(|f| batches.join(f))
-        .collect()
 }
 
 /// Reads CIFAR-10 from `dir` (or its `cifar-10-batches-bin/`).

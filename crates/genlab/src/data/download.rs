@@ -132,7 +132,7 @@ pub fn download_cifar10(
 
 /// Writes the batch files of a verified archive into `dir`.
 fn unpack_cifar10(archive: &[u8], dir: &Path) -> Result<()> {
-    use super::cifar::{TEST_FILE, TRAIN_FILES};
+    use super::locate::{CIFAR10_TEST_FILE as TEST_FILE, CIFAR10_TRAIN_FILES as TRAIN_FILES};
     let wanted: Vec<&str> = TRAIN_FILES.iter().copied().chain([TEST_FILE]).collect();
     let mut found = Vec::new();
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(archive));

@@ -11,9 +11,9 @@ use anyhow::{Context, Result, bail};
 use rayon::prelude::*;
 
 use super::ImageShape;
-use super::dataset::{Dataset, Split, seeded_split};
 use super::locate::DatasetName;
 use super::prepare::ImageOptions;
+use super::split::{Dataset, Split, seeded_split};
 
 /// Whether `path` names a PNG or JPEG file by its extension.
 fn is_image(path: &Path) -> bool {

@@ -63,7 +63,7 @@ impl DatasetName {
     /// Whether `dir` holds every file this dataset is read from.
     pub fn complete_in(&self, dir: &Path) -> bool {
         match self {
-            DatasetName::Cifar10(_) => super::cifar::batches_dir(dir).is_some(),
+            DatasetName::Cifar10(_) => cifar10_batches_dir(dir).is_some(),
             _ => has_all_files(dir),
         }
     }
@@ -268,4 +268,32 @@ pub fn env_dir(var: &str) -> Option<PathBuf> {
 /// Whether `dir` holds the four IDX files (raw or gzipped).
 pub fn has_all_files(dir: &Path) -> bool {
     IDX_FILES.iter().all(|f| find_file(dir, f).is_some())
+}
+
+/// CIFAR-10's training batches' file names, in order.
+pub const CIFAR10_TRAIN_FILES: [&str; 5] = [
+    "data_batch_1.bin",
+    "data_batch_2.bin",
+    "data_batch_3.bin",
+    "data_batch_4.bin",
+    "data_batch_5.bin",
+];
+/// CIFAR-10's test batch's file name.
+pub const CIFAR10_TEST_FILE: &str = "test_batch.bin";
+
+/// The directory holding CIFAR-10's batches: `dir` itself or its
+/// `cifar-10-batches-bin/` (as the archive unpacks).
+pub fn cifar10_batches_dir(dir: &Path) -> Option<PathBuf> {
+    [dir.to_path_buf(), dir.join("cifar-10-batches-bin")]
+        .into_iter()
+        .find(|d| cifar10_files(d).iter().all(|f| f.is_file()))
+}
+
+/// The batch files in `batches`, which a cache of them depends on.
+pub fn cifar10_files(batches: &Path) -> Vec<PathBuf> {
+    CIFAR10_TRAIN_FILES
+        .iter()
+        .chain([&CIFAR10_TEST_FILE])
+        .map(|f| batches.join(f))
+        .collect()
 }

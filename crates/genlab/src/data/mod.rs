@@ -13,12 +13,13 @@ pub mod folder;
 pub mod idx;
 pub mod locate;
 pub mod prepare;
+pub mod split;
 
 pub use batches::{EpochOrder, PixelView};
 pub use corrupt::remove_nonzero_fraction;
-pub use dataset::{Dataset, Split};
 pub use locate::{DataSources, DatasetName};
 pub use prepare::{ImageOptions, ResizeFilter};
+pub use split::{Dataset, Split};
 
 /// Side length of the images of the IDX datasets genlab reads (MNIST and
 /// Fashion-MNIST, and IDX files of their shape).
