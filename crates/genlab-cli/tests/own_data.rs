@@ -505,3 +505,35 @@ fn evaluators_train_on_any_class_count_and_unlabelled_data_gets_the_metrics_with
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("no labels"), "{}", stderr(&out));
 }
+
+/// A dataset named by a relative path is recorded absolute in the run's
+/// configuration, so the run resumes from any directory.
+#[test]
+fn a_relative_dataset_path_is_recorded_absolute_and_resumes_from_elsewhere() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir(tmp.path().join("data")).unwrap();
+    std::fs::write(
+        tmp.path().join("data/x.npy"),
+        npy_bytes("|u1", &[40, 6, 6], &u8_images(40, 6, 6, 1)),
+    )
+    .unwrap();
+    let run = tmp.path().join("run");
+    let mut args = one_epoch("vae", "npy:data/x.npy", &run);
+    args.extend_from_slice(&["--set", "model.batch_size=16"]);
+    let out = genlab(&args).current_dir(tmp.path()).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let cfg = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    let want = format!(
+        "dataset = \"npy:{}\"",
+        std::path::absolute(tmp.path().join("data/x.npy"))
+            .unwrap()
+            .display()
+    );
+    assert!(cfg.contains(&want), "{want} in {cfg}");
+    // From the test's own directory, where data/x.npy does not exist.
+    let out = genlab(&["train", "--resume", s(&run), "--epochs", "2"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(run.join("weights.safetensors").is_file());
+}

@@ -357,9 +357,10 @@ where
         apply_set(&mut value, assignment)?;
     }
     check_f32_range(&value, "")?;
-    let config: RunConfig<M> = value
+    let mut config: RunConfig<M> = value
         .try_into()
         .map_err(|e: toml::de::Error| anyhow!("{source}: {}", one_line(&e.to_string())))?;
+    config.data.dataset = config.data.dataset.absolute();
     if config.family != preset.family {
         crate::usage_bail!("{source}: family must stay \"{}\"", preset.family);
     }

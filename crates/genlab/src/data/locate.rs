@@ -102,6 +102,28 @@ impl DatasetName {
     }
 }
 
+impl DatasetName {
+    /// The same source with its paths made absolute against the current
+    /// directory (symbolic links kept), so that a run's `config.toml`
+    /// names the same files wherever it is resumed from.
+    pub fn absolute(&self) -> DatasetName {
+        let abs = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
+        match self {
+            DatasetName::Mnist | DatasetName::FashionMnist | DatasetName::Cifar10(None) => {
+                self.clone()
+            }
+            DatasetName::Idx(dir) => DatasetName::Idx(abs(dir)),
+            DatasetName::Folder(dir) => DatasetName::Folder(abs(dir)),
+            DatasetName::Npy { images, labels } => DatasetName::Npy {
+                images: abs(images),
+                labels: labels.as_ref().map(abs),
+            },
+            DatasetName::Npz(file) => DatasetName::Npz(abs(file)),
+            DatasetName::Cifar10(Some(dir)) => DatasetName::Cifar10(Some(abs(dir))),
+        }
+    }
+}
+
 impl fmt::Display for DatasetName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
