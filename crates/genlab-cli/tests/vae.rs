@@ -456,22 +456,7 @@ fn a_deeper_mlp_vae_trains_resumes_exactly_and_evaluates() {
         [24, 48]
     );
 
-    let short = dir.path().join("short");
-    let mut extra = deep.to_vec();
-    extra.extend(["--epochs", "1"]);
-    train(&short, &extra);
-    ok(&[
-        "train",
-        "--resume",
-        short.to_str().unwrap(),
-        "--epochs",
-        "2",
-    ]);
-    assert!(
-        weights(&short) == weights(&reference),
-        "resumed deeper VAE: weights differ"
-    );
-    assert_eq!(metrics(&short), metrics(&reference));
+    assert_resumes_to(&dir.path().join("short"), &reference, &deep);
     let eval = ok(&[
         "eval",
         reference.to_str().unwrap(),
@@ -486,12 +471,12 @@ fn a_deeper_mlp_vae_trains_resumes_exactly_and_evaluates() {
     assert!(!eval.contains("decoder AIS"), "{eval}");
 }
 
-/// Trains `preset` (with `base`'s limits) one epoch into `short`, resumes
-/// it to two and checks it ends with the two-epoch `reference`'s weights
-/// and metrics, bit for bit.
-fn assert_resumes_to(short: &Path, reference: &Path, base: &[&str], preset: &str) {
-    let mut extra = base.to_vec();
-    extra.extend(["--preset", preset, "--epochs", "1"]);
+/// Trains a run of `args` one epoch into `short`, resumes it to two and
+/// checks it ends with the two-epoch `reference`'s weights and metrics, bit
+/// for bit.
+fn assert_resumes_to(short: &Path, reference: &Path, args: &[&str]) {
+    let mut extra = args.to_vec();
+    extra.extend(["--epochs", "1"]);
     train(short, &extra);
     ok(&[
         "train",
@@ -502,9 +487,9 @@ fn assert_resumes_to(short: &Path, reference: &Path, base: &[&str], preset: &str
     ]);
     assert!(
         weights(short) == weights(reference),
-        "{preset}: resumed weights differ"
+        "{args:?}: resumed weights differ"
     );
-    assert_eq!(metrics(short), metrics(reference), "{preset}");
+    assert_eq!(metrics(short), metrics(reference), "{args:?}");
 }
 
 /// `genlab train PRESET --set SET` exits 2 with one line holding `needle`
@@ -560,7 +545,9 @@ fn beta_vae_weights_the_kl_term_resumes_exactly_and_draws_traversals() {
     // 10 rows (latent dimensions) of 11 tiles.
     assert!((h / w - 10.0 / 11.0).abs() < 0.02, "{w} x {h}");
 
-    assert_resumes_to(&dir.path().join("short"), &reference, &base, "beta-vae");
+    let mut args = base.to_vec();
+    args.extend(["--preset", "beta-vae"]);
+    assert_resumes_to(&dir.path().join("short"), &reference, &args);
 
     let sample = |name: &str| {
         let out = dir.path().join(name);
@@ -613,7 +600,9 @@ fn iwae_trains_on_its_bound_resumes_exactly_and_evaluates() {
         assert!(f("loss").is_finite() && f("kl") > 0.0, "{row}");
     }
 
-    assert_resumes_to(&dir.path().join("short"), &reference, &base, "iwae");
+    let mut args = base.to_vec();
+    args.extend(["--preset", "iwae"]);
+    assert_resumes_to(&dir.path().join("short"), &reference, &args);
 
     let out = ok(&[
         "eval",
