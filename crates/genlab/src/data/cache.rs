@@ -39,10 +39,17 @@ pub const DIR_NAME: &str = ".genlab-cache";
 /// The files a source is read from, which its cache depends on.
 pub fn fingerprint(source: &DatasetName, files: &[PathBuf], opts: &ImageOptions) -> [u8; 32] {
     let mut h = Sha256::new();
-    h.update(format!(
-        "v{VERSION}\n{}\n{opts:?}\n",
-        canonical_source(source)
-    ));
+    h.update(format!("v{VERSION}\n{}\n{opts:?}\n", source.canonical()));
+    // Each file under its directory's one spelling, so that another
+    // spelling of the source gives the same lines; a folder's files share a
+    // few directories, each resolved once.
+    let mut dirs: std::collections::HashMap<&Path, PathBuf> = std::collections::HashMap::new();
+    for f in files {
+        if let Some(d) = f.parent() {
+            dirs.entry(d)
+                .or_insert_with(|| std::fs::canonicalize(d).unwrap_or_else(|_| d.to_path_buf()));
+        }
+    }
     use rayon::prelude::*;
     let lines: Vec<String> = files
         .par_iter()
@@ -56,7 +63,10 @@ pub fn fingerprint(source: &DatasetName, files: &[PathBuf], opts: &ImageOptions)
                 .ok()
                 .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                 .map_or(0, |d| d.as_nanos());
-            let f = std::fs::canonicalize(f).unwrap_or_else(|_| f.clone());
+            let f = match (f.parent(), f.file_name()) {
+                (Some(d), Some(name)) => dirs[d].join(name),
+                _ => f.clone(),
+            };
             format!("{}\t{}\t{mtime}\n", f.display(), meta.len())
         })
         .collect();
@@ -66,28 +76,12 @@ pub fn fingerprint(source: &DatasetName, files: &[PathBuf], opts: &ImageOptions)
     h.finalize().into()
 }
 
-/// The source with each of its paths made absolute, so that a relative and
-/// an absolute spelling of the same files share one cache.
-fn canonical_source(source: &DatasetName) -> String {
-    let spec = source.to_string();
-    let Some((kind, paths)) = spec.split_once(':') else {
-        return spec;
-    };
-    let paths: Vec<String> = paths
-        .split(',')
-        .map(|p| {
-            std::fs::canonicalize(p).map_or_else(|_| p.to_string(), |c| c.display().to_string())
-        })
-        .collect();
-    format!("{kind}:{}", paths.join(","))
-}
-
 /// The cache file's name for a source read with `opts`.
 fn file_name(source: &DatasetName, beside: &Path, opts: &ImageOptions) -> String {
     let canonical = std::fs::canonicalize(beside).unwrap_or_else(|_| beside.to_path_buf());
     let key = Sha256::digest(format!(
         "{}\n{}\n{opts:?}",
-        canonical_source(source),
+        source.canonical(),
         canonical.display()
     ));
     let kind = source.to_string();

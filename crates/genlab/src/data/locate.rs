@@ -107,19 +107,29 @@ impl DatasetName {
     /// directory (symbolic links kept), so that a run's `config.toml`
     /// names the same files wherever it is resumed from.
     pub fn absolute(&self) -> DatasetName {
-        let abs = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
+        self.map_paths(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()))
+    }
+
+    /// The same source with every path resolved (`..`, symbolic links) as
+    /// far as it exists: one spelling for the same files.
+    pub fn canonical(&self) -> DatasetName {
+        self.map_paths(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()))
+    }
+
+    /// The same source with `f` applied to each of its paths.
+    fn map_paths(&self, f: impl Fn(&Path) -> PathBuf) -> DatasetName {
         match self {
             DatasetName::Mnist | DatasetName::FashionMnist | DatasetName::Cifar10(None) => {
                 self.clone()
             }
-            DatasetName::Idx(dir) => DatasetName::Idx(abs(dir)),
-            DatasetName::Folder(dir) => DatasetName::Folder(abs(dir)),
+            DatasetName::Idx(dir) => DatasetName::Idx(f(dir)),
+            DatasetName::Folder(dir) => DatasetName::Folder(f(dir)),
             DatasetName::Npy { images, labels } => DatasetName::Npy {
-                images: abs(images),
-                labels: labels.as_ref().map(abs),
+                images: f(images),
+                labels: labels.as_deref().map(&f),
             },
-            DatasetName::Npz(file) => DatasetName::Npz(abs(file)),
-            DatasetName::Cifar10(Some(dir)) => DatasetName::Cifar10(Some(abs(dir))),
+            DatasetName::Npz(file) => DatasetName::Npz(f(file)),
+            DatasetName::Cifar10(Some(dir)) => DatasetName::Cifar10(Some(f(dir))),
         }
     }
 }

@@ -140,6 +140,27 @@ pub fn evaluate_samples(
     let data_cfg: RunConfig<toml::Value> = run.read_config()?;
     let run_data = &data_cfg.data;
     let dataset = run_data.dataset.clone();
+    // The whole test set and the first 10,000 training images, whatever limits the run trained with.
+    let full = DataConfig {
+        dataset,
+        train_limit: None,
+        test_limit: None,
+        validation: None,
+        ..run_data.clone()
+    }
+    .load(opts.data_dir.clone())?;
+    // Checked before the samples are drawn, the costly part.
+    let classes = full.is_labelled().then(|| net.classes());
+    if let Some(c) = classes
+        && c != full.classes.len()
+    {
+        crate::usage_bail!(
+            "--evaluator: it has {c} classes and {} has {}; train one on the run's data with `genlab evaluator train --dataset {}`",
+            full.name,
+            full.classes.len(),
+            full.name
+        );
+    }
     let t0 = Instant::now();
     let model = family.load(run)?;
     let spec = SampleSpec {
@@ -152,32 +173,12 @@ pub fn evaluate_samples(
     let images = model.sample(&spec)?;
     let how = model.sample_how(&spec);
     let sampling_seconds = t0.elapsed().as_secs_f64();
-    // The whole test set and the first 10,000 training images, whatever limits the run trained with.
-    let full = DataConfig {
-        dataset,
-        train_limit: None,
-        test_limit: None,
-        validation: None,
-        ..run_data.clone()
-    }
-    .load(opts.data_dir.clone())?;
     let fixed = &mut stream(0, Purpose::Fixed, 0);
     let test = split_to_f32(&full.test, PixelView::Unit, fixed);
     let reference = split_to_f32(&full.train.head(10_000), PixelView::Unit, fixed);
     let (test_feats, _) = net.features_and_probs(&test);
     let (ref_feats, ref_probs) = net.features_and_probs(&reference);
     let (feats, probs) = net.features_and_probs(&images);
-    let classes = full.is_labelled().then(|| net.classes());
-    if let Some(c) = classes
-        && c != full.classes.len()
-    {
-        crate::usage_bail!(
-            "--evaluator: it has {c} classes and {} has {}; train one on the run's data with `genlab evaluator train --dataset {}`",
-            full.name,
-            full.classes.len(),
-            full.name
-        );
-    }
     let model = metrics(&feats, &probs, &test_feats, classes, opts.seed);
     let real = metrics(&ref_feats, &ref_probs, &test_feats, classes, opts.seed);
     let lines = vec![

@@ -321,18 +321,8 @@ impl VaeNet {
         let (mean, logvar) = self.encode(p, x.clone());
         let z = mean.clone() + logvar.clone().mul_scalar(0.5).exp() * eps;
         let logits = self.decode(p, z);
-        let recon = match likelihood {
-            Likelihood::Mse => (sigmoid(logits) - x).square().sum_dim(1),
-            // softplus(l) - x l = l (1 - x) - log_sigmoid(l)
-            Likelihood::Bernoulli => {
-                (logits.clone() * x.neg().add_scalar(1.0) - log_sigmoid(logits)).sum_dim(1)
-            }
-        };
-        let kl = (logvar.clone().exp() + mean.square() - logvar)
-            .add_scalar(-1.0)
-            .mul_scalar(0.5)
-            .sum_dim(1);
-        (recon.reshape([b]), kl.reshape([b]))
+        let recon = reconstruction(logits, x, likelihood);
+        (recon.reshape([b]), kl_divergence(mean, logvar).reshape([b]))
     }
 
     /// Per image, over `k` posterior draws (noise `eps` `[B k, latent]`,
@@ -359,12 +349,7 @@ impl VaeNet {
         let z = each(mean.clone(), l) + logvar_k.clone().mul_scalar(0.5).exp() * eps.clone();
         let logits = self.decode(p, z.clone());
         let x = each(x, d);
-        let recon = match likelihood {
-            Likelihood::Mse => (sigmoid(logits) - x).square().sum_dim(1),
-            Likelihood::Bernoulli => {
-                (logits.clone() * x.neg().add_scalar(1.0) - log_sigmoid(logits)).sum_dim(1)
-            }
-        };
+        let recon = reconstruction(logits, x, likelihood);
         // log p(z) - log q(z|x) = sum (eps^2 - z^2 + logvar) / 2.
         let log_ratio = (eps.square() - z.square() + logvar_k)
             .mul_scalar(0.5)
@@ -374,16 +359,33 @@ impl VaeNet {
         let shift = log_w.clone().max_dim(1).detach();
         let bound = (log_w - shift.clone()).exp().sum_dim(1).log() + shift;
         let bound = bound.add_scalar(-(k as f64).ln());
-        let kl = (logvar.clone().exp() + mean.square() - logvar)
-            .add_scalar(-1.0)
-            .mul_scalar(0.5)
-            .sum_dim(1);
         (
             recon.reshape([b, k]).mean_dim(1).reshape([b]),
-            kl.reshape([b]),
+            kl_divergence(mean, logvar).reshape([b]),
             bound.reshape([b]),
         )
     }
+}
+
+/// Per row (`[rows, 1]`): the reconstruction term of images `x` under the
+/// decoder's `logits`, the sum over pixels of the squared error of
+/// sigmoid(logits) (MSE) or of the binary cross-entropy (Bernoulli).
+fn reconstruction(logits: Tensor<2>, x: Tensor<2>, likelihood: Likelihood) -> Tensor<2> {
+    match likelihood {
+        Likelihood::Mse => (sigmoid(logits) - x).square().sum_dim(1),
+        // softplus(l) - x l = l (1 - x) - log_sigmoid(l)
+        Likelihood::Bernoulli => {
+            (logits.clone() * x.neg().add_scalar(1.0) - log_sigmoid(logits)).sum_dim(1)
+        }
+    }
+}
+
+/// Per row (`[rows, 1]`): KL(N(mean, exp(logvar)) || N(0, I)) in closed form.
+fn kl_divergence(mean: Tensor<2>, logvar: Tensor<2>) -> Tensor<2> {
+    (logvar.clone().exp() + mean.square() - logvar)
+        .add_scalar(-1.0)
+        .mul_scalar(0.5)
+        .sum_dim(1)
 }
 
 /// A VAE with its parameters (on a non-autodiff device).
